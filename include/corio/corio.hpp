@@ -1,0 +1,9 @@
+// corio/corio.hpp - everything corio offers, in one include.
+#pragma once
+
+#include "corio/errors.hpp"
+#include "corio/io.hpp"
+#include "corio/loop.hpp"
+#include "corio/task.hpp"
+#include "corio/timeout.hpp"
+#include "corio/version.hpp"

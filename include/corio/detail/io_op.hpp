@@ -1,0 +1,117 @@
+// corio/detail/io_op.hpp - one operation handed to a backend (and, on io_uring, to the kernel).
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace corio::detail {
+
+/// The kinds of backend operation; loop_stats counts them.
+enum class op_kind : std::uint8_t {
+  recv,
+  send,
+  sendmsg,
+  read,
+  write,
+  accept,
+  connect,
+  poll,
+  timeout,
+  cancel,
+  count_
+};
+inline constexpr std::size_t op_kind_count = static_cast<std::size_t>(op_kind::count_);
+const char* op_kind_name(op_kind kind) noexcept;
+
+struct io_op;
+
+/// Receives the completion of an io_op. Called from the event loop, never from inside submit.
+class io_handler {
+ public:
+  virtual void on_io_complete(io_op& op) = 0;
+
+ protected:
+  ~io_handler() = default;
+};
+
+/// Where received bytes go. Why: on io_uring the kernel writes into the loop's provided
+/// buffer ring, never into memory a cancelled coroutine could free; the bytes are then
+/// copied to the sink at completion. On epoll the syscall writes into prepare() directly.
+class recv_sink {
+ public:
+  /// Space for up to `max` bytes (may return less, never empty when max > 0).
+  virtual std::span<std::byte> prepare(std::size_t max) = 0;
+  /// `n` bytes of the prepared space now hold data.
+  virtual void commit(std::size_t n) noexcept = 0;
+
+ protected:
+  ~recv_sink() = default;
+};
+
+/// Memory the kernel may still read after its owner went away (a stream's write queue).
+/// An orphaned op owns it until the completion arrives (io_uring rule 1).
+struct pinned_memory {
+  virtual ~pinned_memory() = default;
+};
+
+/// Shared by the orphaned ops of a transport that was closed while they were in flight:
+/// the fd is closed when the last of them completes (io_uring rule 3).
+struct deferred_close {
+  int fd = -1;
+  int remaining = 0;
+};
+
+/// One backend operation. Owned by the event loop's pool; the requester holds a pointer
+/// while it cares about the result. If the requester goes away while the op is in flight it
+/// orphans the op (handler = nullptr, sink = nullptr) and asks for a cancel; the loop then
+/// frees the op, and whatever it pins, when the completion arrives.
+struct io_op {
+  op_kind kind = op_kind::recv;
+  bool in_flight = false;
+  int fd = -1;
+  int result = 0;           ///< bytes, a new fd, or -errno
+  std::uint32_t flags = 0;  ///< MSG_* flags, or poll events for poll
+  std::size_t length = 0;   ///< recv/read: at most this many bytes
+  const void* source = nullptr;  ///< send/write: bytes to send (length bytes)
+  recv_sink* sink = nullptr;     ///< recv/read: destination
+  std::vector<iovec> iov;        ///< sendmsg: the pieces (kept for reuse)
+  msghdr message{};
+  sockaddr_storage address{};  ///< connect: peer; accept: filled with the peer
+  socklen_t address_length = 0;
+  long long timeout_ns = 0;  ///< timeout op: relative duration
+  io_handler* handler = nullptr;
+  std::unique_ptr<pinned_memory> pinned;
+  deferred_close* close_after = nullptr;
+  // Backend-private fields.
+  io_op* next_waiter = nullptr;  ///< epoll: intrusive list of ops waiting on one fd
+  std::uint64_t backend_tag = 0;
+
+  /// Prepares the op for reuse from the pool.
+  void reset() noexcept {
+    kind = op_kind::recv;
+    in_flight = false;
+    fd = -1;
+    result = 0;
+    flags = 0;
+    length = 0;
+    source = nullptr;
+    sink = nullptr;
+    iov.clear();
+    message = {};
+    address_length = 0;
+    timeout_ns = 0;
+    handler = nullptr;
+    pinned.reset();
+    close_after = nullptr;
+    next_waiter = nullptr;
+    backend_tag = 0;
+  }
+};
+
+}  // namespace corio::detail

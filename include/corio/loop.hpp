@@ -1,0 +1,289 @@
+// corio/loop.hpp - the event loop: one per thread, io_uring or epoll underneath.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "corio/detail/io_op.hpp"
+#include "corio/detail/ready_queue.hpp"
+#include "corio/errors.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+
+/// Which kernel interface drives the loop.
+enum class backend {
+  automatic,  ///< io_uring, or epoll (with one message on stderr) when io_uring is unavailable
+  io_uring,   ///< io_uring only: constructing the loop throws backend_unavailable_error otherwise
+  epoll,      ///< epoll with non-blocking syscalls
+};
+
+/// "io_uring", "epoll" or "automatic".
+const char* to_string(backend b) noexcept;
+/// Parses "io_uring"/"uring", "epoll" or "automatic"/"auto"; throws std::invalid_argument.
+backend parse_backend(std::string_view name);
+
+/// Settings of an event_loop.
+struct loop_options {
+  corio::backend backend = backend::automatic;  ///< which backend to use
+  unsigned queue_depth = 4096;                  ///< io_uring submission queue entries
+  unsigned recv_buffer_count = 256;    ///< io_uring provided receive buffers (power of two)
+  std::size_t recv_buffer_size = 32 << 10;  ///< size of each provided receive buffer
+};
+
+/// Counters a loop keeps; benchmarks print syscalls per message from them.
+struct loop_stats {
+  std::uint64_t iterations = 0;   ///< loop turns
+  std::uint64_t submissions = 0;  ///< operations handed to the backend (SQEs on io_uring)
+  std::uint64_t syscalls = 0;     ///< system calls the backend made (io_uring_enter, or
+                                  ///< epoll_wait/epoll_ctl plus each non-blocking I/O call)
+  std::uint64_t waits = 0;        ///< calls that could block waiting for events
+  std::uint64_t completions = 0;  ///< operation completions delivered
+  std::uint64_t posts = 0;        ///< callbacks posted with post()
+  std::uint64_t timers_fired = 0;  ///< timers that ran
+  std::array<std::uint64_t, detail::op_kind_count> ops_by_kind{};  ///< submissions by kind
+};
+
+class event_loop;
+
+/// Refers to a timer made by event_loop::call_later. Copyable; must not outlive its loop.
+class timer_handle {
+ public:
+  timer_handle() = default;
+  /// Cancels the timer if it has not run yet; otherwise does nothing (S62).
+  void cancel() noexcept;
+
+ private:
+  friend class event_loop;
+  using key = std::pair<std::chrono::steady_clock::time_point, std::uint64_t>;
+  timer_handle(event_loop* loop, key k) : loop_(loop), key_(k) {}
+  event_loop* loop_ = nullptr;
+  key key_{};
+};
+
+namespace detail {
+class backend_base;
+struct root_promise;
+class turn_hook;
+}  // namespace detail
+
+/// An event loop: runs coroutines, timers and posted callbacks, and drives I/O through
+/// io_uring or epoll. One per thread; not thread-safe except post(). See architecture.md.
+class event_loop {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  /// Creates the loop and its backend. Throws backend_unavailable_error if
+  /// options.backend == backend::io_uring and io_uring cannot be used.
+  explicit event_loop(loop_options options = {});
+  /// Destroys every spawned task, cancels the operations still in flight and waits (bounded)
+  /// for their completions, so that no kernel write outlives the memory it targets.
+  ~event_loop();
+  event_loop(const event_loop&) = delete;
+  event_loop& operator=(const event_loop&) = delete;
+
+  /// The backend actually in use (never backend::automatic).
+  corio::backend backend() const noexcept;
+
+  /// Runs the loop until `work` finishes; returns its value or rethrows its exception.
+  /// Throws corio::error if stop() is called before the task finished (the task is destroyed).
+  template <class T>
+  T run(task<T> work);
+
+  /// Starts `work` detached. An exception escaping it goes to the exception handler
+  /// (default: printed to stderr); it is never silently lost.
+  void spawn(task<void> work);
+
+  /// Queues `fn` for the next iteration (S60). The only member safe to call from other
+  /// threads; wakes a sleeping loop.
+  void post(std::function<void()> fn);
+
+  /// Runs `fn` on this loop after `delay` (S61); timers with equal deadlines run FIFO.
+  timer_handle call_later(std::chrono::nanoseconds delay, std::function<void()> fn);
+
+  /// Makes run() return after the current iteration.
+  void stop() noexcept;
+
+  /// Counters since the loop was created.
+  loop_stats stats() const noexcept;
+
+  /// Replaces the handler for exceptions escaping spawned tasks and posted callbacks.
+  void set_exception_handler(std::function<void(std::exception_ptr)> handler);
+
+  /// The loop running on this thread. Throws std::logic_error if there is none.
+  static event_loop& current();
+  /// The loop running on this thread, or nullptr.
+  static event_loop* current_or_null() noexcept;
+
+  // ---- Internal interface for operations and transports (not part of the stable API). ----
+  /// @cond INTERNAL
+  detail::io_op* acquire_op();
+  void release_op(detail::io_op* op) noexcept;
+  void submit(detail::io_op& op);
+  /// The requester no longer wants the result: cancel and free the op when it completes.
+  void orphan(detail::io_op& op) noexcept;
+  /// Returns only when the kernel no longer touches memory the op refers to.
+  void cancel_now(detail::io_op& op) noexcept;
+  /// Closes `fd` once the given in-flight ops (orphaned) have completed.
+  void close_fd_after(int fd, std::span<detail::io_op* const> in_flight) noexcept;
+  void schedule(detail::ready_node& node) noexcept { ready_.push_back(node); }
+  void add_turn_hook(detail::turn_hook& hook) noexcept;
+  void remove_turn_hook(detail::turn_hook& hook) noexcept;
+  detail::backend_base& backend_impl() noexcept { return *backend_; }
+  loop_stats& mutable_stats() noexcept { return stats_; }
+  void report_exception(std::exception_ptr error) noexcept;
+  void add_root(detail::root_promise& root) noexcept;
+  void remove_root(detail::root_promise& root) noexcept;
+  timer_handle add_timer(clock::duration delay, detail::ready_node& node);
+  void cancel_timer(const timer_handle& handle) noexcept;
+  /// @endcond
+
+ private:
+  friend class timer_handle;
+  void run_until(const bool& done);
+  void run_once();
+  void drain_posted();
+  void fire_due_timers();
+  std::optional<clock::duration> wait_timeout() const;
+
+  loop_options options_;
+  std::unique_ptr<detail::backend_base> backend_;
+  detail::ready_list ready_;
+  std::vector<detail::io_op*> op_pool_;
+  std::size_t ops_outstanding_ = 0;
+  std::vector<detail::turn_hook*> turn_hooks_;
+  struct timer_entry {
+    std::function<void()> callback;
+    detail::ready_node* node = nullptr;
+  };
+  std::map<timer_handle::key, timer_entry> timers_;
+  std::uint64_t timer_sequence_ = 0;
+  detail::root_promise* roots_ = nullptr;
+  std::function<void(std::exception_ptr)> exception_handler_;
+  loop_stats stats_;
+  bool stopping_ = false;
+  struct posted_queue;
+  std::unique_ptr<posted_queue> posted_;
+  event_loop* previous_current_ = nullptr;
+};
+
+namespace detail {
+
+/// Work a loop does just before it waits (streams flush their gathered writes here).
+class turn_hook {
+ public:
+  virtual void before_wait() = 0;
+  bool registered_ = false;
+
+ protected:
+  ~turn_hook() = default;
+};
+
+/// The promise of a detached root coroutine (spawn and run): it destroys itself at the end
+/// and is linked into its loop so that destroying the loop destroys it.
+struct root_promise : ready_node {
+  event_loop* loop = nullptr;
+  root_promise* prev_root = nullptr;
+  root_promise* next_root = nullptr;
+  std::exception_ptr error;
+  bool report_errors = true;
+  bool* done_flag = nullptr;
+
+  struct root_task {
+    using promise_type = root_promise;
+    std::coroutine_handle<root_promise> handle;
+  };
+  root_task get_return_object() noexcept {
+    return {std::coroutine_handle<root_promise>::from_promise(*this)};
+  }
+  std::suspend_always initial_suspend() noexcept { return {}; }
+  std::suspend_never final_suspend() noexcept { return {}; }
+  void return_void() noexcept {}
+  void unhandled_exception() noexcept { error = std::current_exception(); }
+  void run_ready() override { std::coroutine_handle<root_promise>::from_promise(*this).resume(); }
+  ~root_promise() {
+    if (done_flag != nullptr) *done_flag = true;
+    if (loop != nullptr) {
+      if (error && report_errors) loop->report_exception(error);
+      loop->remove_root(*this);
+    }
+  }
+  static void* operator new(std::size_t size) { return pooled_allocate(size); }
+  static void operator delete(void* block, std::size_t size) noexcept {
+    pooled_deallocate(block, size);
+  }
+};
+
+inline root_promise::root_task spawn_root(task<void> work) { co_await std::move(work); }
+
+template <class T>
+using run_storage = std::conditional_t<std::is_reference_v<T>, std::remove_reference_t<T>*, T>;
+
+template <class T>
+root_promise::root_task run_root(task<T> work, std::optional<run_storage<T>>& out,
+                                 std::exception_ptr& err) {
+  try {
+    if constexpr (std::is_reference_v<T>) {
+      out.emplace(&(co_await std::move(work)));
+    } else {
+      out.emplace(co_await std::move(work));
+    }
+  } catch (...) {
+    err = std::current_exception();
+  }
+}
+inline root_promise::root_task run_root_void(task<void> work, std::exception_ptr& err) {
+  try {
+    co_await std::move(work);
+  } catch (...) {
+    err = std::current_exception();
+  }
+}
+
+}  // namespace detail
+
+template <class T>
+T event_loop::run(task<T> work) {
+  bool done = false;
+  std::exception_ptr failure;
+  auto finish = [&](detail::root_promise::root_task root) {
+    root.handle.promise().done_flag = &done;
+    root.handle.promise().report_errors = false;
+    add_root(root.handle.promise());
+    schedule(root.handle.promise());
+    run_until(done);
+    if (!done) {
+      root.handle.destroy();
+      throw corio::error("event_loop::run: stop() was called before the task finished");
+    }
+  };
+  if constexpr (std::is_void_v<T>) {
+    finish(detail::run_root_void(std::move(work), failure));
+    if (failure) std::rethrow_exception(failure);
+  } else {
+    std::optional<detail::run_storage<T>> out;
+    finish(detail::run_root(std::move(work), out, failure));
+    if (failure) std::rethrow_exception(failure);
+    if constexpr (std::is_reference_v<T>) {
+      return **out;
+    } else {
+      return std::move(*out);
+    }
+  }
+}
+
+}  // namespace corio

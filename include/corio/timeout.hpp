@@ -1,0 +1,190 @@
+// corio/timeout.hpp - sleep_for and with_timeout.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "corio/errors.hpp"
+#include "corio/loop.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+namespace detail {
+
+/// Suspends until a loop timer fires; destroying it while suspended removes the timer.
+class sleep_awaiter final : ready_node {
+ public:
+  explicit sleep_awaiter(std::chrono::nanoseconds delay) noexcept : delay_(delay) {}
+  sleep_awaiter(const sleep_awaiter&) = delete;
+  ~sleep_awaiter() {
+    if (loop_ != nullptr) loop_->cancel_timer(timer_);
+  }
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> waiting) {
+    waiting_ = waiting;
+    loop_ = &event_loop::current();
+    timer_ = loop_->add_timer(delay_, *this);
+  }
+  void await_resume() noexcept { loop_ = nullptr; }
+
+ private:
+  void run_ready() override {
+    loop_ = nullptr;
+    waiting_.resume();
+  }
+  std::chrono::nanoseconds delay_;
+  event_loop* loop_ = nullptr;
+  timer_handle timer_;
+  std::coroutine_handle<> waiting_;
+};
+
+template <class T>
+class timeout_awaiter;
+
+/// The coroutine that runs the inner task of with_timeout; its frame is destroyed by the
+/// awaiter, which is how a timeout cancels the inner work.
+template <class T>
+struct timeout_child {
+  struct promise_type : pooled {
+    timeout_awaiter<T>* owner = nullptr;
+    timeout_child get_return_object() noexcept {
+      return {std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    struct final_awaiter {
+      bool await_ready() noexcept { return false; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> self) noexcept {
+        return self.promise().owner->inner_finished();
+      }
+      void await_resume() noexcept {}
+    };
+    final_awaiter final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }  // the body catches everything
+  };
+  std::coroutine_handle<promise_type> handle;
+};
+
+template <class T>
+using timeout_storage = std::conditional_t<std::is_reference_v<T>, std::remove_reference_t<T>*,
+                                           std::conditional_t<std::is_void_v<T>, bool, T>>;
+
+template <class T>
+timeout_child<T> run_inner(task<T> inner, std::optional<timeout_storage<T>>& out,
+                           std::exception_ptr& failure) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(inner);
+      out.emplace(true);
+    } else if constexpr (std::is_reference_v<T>) {
+      out.emplace(&(co_await std::move(inner)));
+    } else {
+      out.emplace(co_await std::move(inner));
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+}
+
+template <class T>
+class timeout_awaiter final : ready_node {
+ public:
+  timeout_awaiter(std::chrono::nanoseconds limit, task<T> inner) noexcept
+      : limit_(limit), inner_(std::move(inner)) {}
+  timeout_awaiter(const timeout_awaiter&) = delete;
+  ~timeout_awaiter() { cleanup(); }
+
+  bool await_ready() const noexcept { return inner_.is_ready(); }
+
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> waiting) {
+    waiting_ = waiting;
+    loop_ = &event_loop::current();
+    child_ = run_inner<T>(std::move(inner_), value_, failure_).handle;
+    child_.promise().owner = this;
+    timer_ = loop_->add_timer(limit_, *this);
+    timer_armed_ = true;
+    return child_;
+  }
+
+  T await_resume() {
+    if (timed_out_) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit_).count();
+      throw timeout_error("with_timeout: the operation did not finish within " +
+                          std::to_string(ms) + " ms");
+    }
+    if (!child_ && inner_) return std::move(inner_).operator co_await().await_resume();
+    cleanup();
+    if (failure_) std::rethrow_exception(failure_);
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (std::is_reference_v<T>) {
+      return **value_;
+    } else {
+      return std::move(*value_);
+    }
+  }
+
+  /// The inner task finished first: stop the timer and resume the waiter.
+  std::coroutine_handle<> inner_finished() noexcept {
+    disarm();
+    return waiting_;
+  }
+
+ private:
+  /// The timer fired first: destroy the inner work (withdrawing its operation) and resume.
+  void run_ready() override {
+    timer_armed_ = false;
+    timed_out_ = true;
+    if (child_) std::exchange(child_, nullptr).destroy();
+    waiting_.resume();
+  }
+  void disarm() noexcept {
+    if (timer_armed_) {
+      loop_->cancel_timer(timer_);
+      timer_armed_ = false;
+    }
+    unqueue();
+  }
+  void cleanup() noexcept {
+    if (loop_ != nullptr) disarm();
+    if (child_) std::exchange(child_, nullptr).destroy();
+  }
+
+  std::chrono::nanoseconds limit_;
+  task<T> inner_;
+  event_loop* loop_ = nullptr;
+  timer_handle timer_;
+  bool timer_armed_ = false;
+  bool timed_out_ = false;
+  std::coroutine_handle<> waiting_;
+  std::coroutine_handle<typename timeout_child<T>::promise_type> child_;
+  std::optional<timeout_storage<T>> value_;
+  std::exception_ptr failure_;
+};
+
+}  // namespace detail
+
+/// Completes after `delay`, through the loop's timers (S65). Destroying the task cancels it.
+inline task<void> sleep_for(std::chrono::nanoseconds delay) {
+  co_await detail::sleep_awaiter(delay);
+}
+
+/// Runs `inner` with a relative time limit (S63). If it finishes first its value or error
+/// passes through; otherwise the inner work is destroyed at its current suspension point
+/// and timeout_error is thrown. Destroying the inner work withdraws a pending stream read
+/// with no byte lost (S13, D9), abandons a write's wait without un-sending it (S28), and
+/// cancels a low-level operation.
+template <class T>
+task<T> with_timeout(std::chrono::nanoseconds limit, task<T> inner) {
+  co_return co_await detail::timeout_awaiter<T>(limit, std::move(inner));
+}
+template <>
+inline task<void> with_timeout(std::chrono::nanoseconds limit, task<void> inner) {
+  co_await detail::timeout_awaiter<void>(limit, std::move(inner));
+}
+
+}  // namespace corio

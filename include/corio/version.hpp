@@ -1,0 +1,14 @@
+#pragma once
+
+/// @file
+/// @brief Library version (validation stub from the build-infrastructure work).
+
+namespace corio {
+
+/// The library version as "major.minor.patch".
+constexpr const char* version_string = "0.1.0";
+
+/// The library's major version number.
+int version_major() noexcept;
+
+}  // namespace corio

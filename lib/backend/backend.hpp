@@ -1,0 +1,46 @@
+// lib/backend/backend.hpp - what every backend provides to the event loop.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+
+#include "corio/detail/io_op.hpp"
+#include "corio/loop.hpp"
+
+namespace corio::detail {
+
+/// Delivers a completed op: to its handler, or (orphaned) back to the loop's pool.
+void deliver_completion(event_loop& loop, io_op& op);
+
+/// A backend completes io_ops; it knows nothing about streams.
+class backend_base {
+ public:
+  virtual ~backend_base() = default;
+  virtual corio::backend kind() const noexcept = 0;
+  /// Starts `op`. Its completion is delivered from a later wait(), never from inside submit.
+  virtual void submit(io_op& op) = 0;
+  /// Asks for `op` to finish early; it completes later (with -ECANCELED or its real result).
+  virtual void cancel(io_op& op) noexcept = 0;
+  /// Returns once the kernel no longer touches memory `op` refers to; the completion is
+  /// still delivered later.
+  virtual void cancel_now(io_op& op) noexcept = 0;
+  /// `fd` is about to be closed: forget any registration of it.
+  virtual void forget_fd(int fd) noexcept = 0;
+  /// Flushes submissions and waits for completions at most `timeout` (nullopt: no limit,
+  /// zero: do not block), then delivers them. One system call where possible.
+  virtual void wait(std::optional<std::chrono::nanoseconds> timeout) = 0;
+  /// True if completions are already known without asking the kernel.
+  virtual bool has_ready_completions() const noexcept = 0;
+  /// Wakes a wait() in progress. Thread-safe.
+  virtual void wake() noexcept = 0;
+  /// Ops still in flight (including orphans).
+  virtual std::size_t in_flight() const noexcept = 0;
+};
+
+/// Creates the io_uring backend; throws backend_unavailable_error with the reason.
+std::unique_ptr<backend_base> make_uring_backend(event_loop& loop, const loop_options& options);
+/// Creates the epoll backend.
+std::unique_ptr<backend_base> make_epoll_backend(event_loop& loop, const loop_options& options);
+
+}  // namespace corio::detail

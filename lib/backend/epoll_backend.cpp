@@ -1,0 +1,339 @@
+// The epoll backend: try the non-blocking syscall first; on EAGAIN wait for an edge.
+#include <errno.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.hpp"
+
+namespace corio::detail {
+namespace {
+
+bool waits_for_input(const io_op& op) {
+  switch (op.kind) {
+    case op_kind::recv:
+    case op_kind::read:
+    case op_kind::accept:
+      return true;
+    case op_kind::poll:
+      return (op.flags & POLLIN) != 0;
+    default:
+      return false;
+  }
+}
+
+/// The ops waiting on one fd, in submission order, per direction.
+struct fd_waiters {
+  bool registered = false;
+  io_op* input_head = nullptr;
+  io_op* output_head = nullptr;
+};
+
+void append(io_op*& head, io_op& op) {
+  op.next_waiter = nullptr;
+  io_op** slot = &head;
+  while (*slot != nullptr) slot = &(*slot)->next_waiter;
+  *slot = &op;
+}
+
+bool remove(io_op*& head, io_op& op) {
+  for (io_op** slot = &head; *slot != nullptr; slot = &(*slot)->next_waiter) {
+    if (*slot == &op) {
+      *slot = op.next_waiter;
+      op.next_waiter = nullptr;
+      return true;
+    }
+  }
+  return false;
+}
+
+class epoll_backend final : public backend_base {
+ public:
+  epoll_backend(event_loop& loop, const loop_options&) : loop_(loop) {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) {
+      throw backend_unavailable_error(std::string("epoll_create1 failed: ") +
+                                      std::strerror(errno));
+    }
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
+      int saved = errno;
+      ::close(epoll_fd_);
+      throw backend_unavailable_error(std::string("eventfd failed: ") + std::strerror(saved));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd_;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  }
+
+  ~epoll_backend() override {
+    ::close(wake_fd_);
+    ::close(epoll_fd_);
+  }
+
+  corio::backend kind() const noexcept override { return corio::backend::epoll; }
+
+  void submit(io_op& op) override {
+    ++in_flight_;
+    if (op.kind == op_kind::timeout) {
+      auto when = std::chrono::steady_clock::now() + std::chrono::nanoseconds(op.timeout_ns);
+      timeouts_.emplace(when, &op);
+      return;
+    }
+    if (op.kind == op_kind::cancel) {
+      op.result = 0;
+      completed_.push_back(&op);
+      return;
+    }
+    if (attempt(op)) {
+      completed_.push_back(&op);
+      return;
+    }
+    wait_for_readiness(op);
+  }
+
+  void cancel(io_op& op) noexcept override {
+    if (op.kind == op_kind::timeout) {
+      for (auto it = timeouts_.begin(); it != timeouts_.end(); ++it) {
+        if (it->second == &op) {
+          timeouts_.erase(it);
+          op.result = -ECANCELED;
+          completed_.push_back(&op);
+          return;
+        }
+      }
+      return;
+    }
+    auto it = waiters_.find(op.fd);
+    if (it == waiters_.end()) return;
+    if (remove(it->second.input_head, op) || remove(it->second.output_head, op)) {
+      op.result = -ECANCELED;
+      completed_.push_back(&op);
+    }
+  }
+
+  // Why: epoll ops only touch memory inside the syscall, so a cancel is immediate.
+  void cancel_now(io_op& op) noexcept override { cancel(op); }
+
+  void forget_fd(int fd) noexcept override {
+    auto it = waiters_.find(fd);
+    if (it == waiters_.end()) return;
+    // Ops still waiting on a closing fd complete as cancelled.
+    for (io_op** head : {&it->second.input_head, &it->second.output_head}) {
+      while (io_op* op = *head) {
+        *head = op->next_waiter;
+        op->next_waiter = nullptr;
+        op->result = -ECANCELED;
+        completed_.push_back(op);
+      }
+    }
+    if (it->second.registered) {
+      count_syscall();
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    }
+    waiters_.erase(it);
+  }
+
+  void wait(std::optional<std::chrono::nanoseconds> timeout) override {
+    int timeout_ms = -1;
+    if (!completed_.empty()) {
+      timeout_ms = 0;
+    } else {
+      auto limit = timeout;
+      if (!timeouts_.empty()) {
+        auto until = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            timeouts_.begin()->first - std::chrono::steady_clock::now());
+        if (until < std::chrono::nanoseconds::zero()) until = std::chrono::nanoseconds::zero();
+        if (!limit || until < *limit) limit = until;
+      }
+      if (limit) {
+        // Round up so that a timer due in 0.3 ms does not spin with timeout 0.
+        timeout_ms = static_cast<int>((limit->count() + 999'999) / 1'000'000);
+      }
+    }
+    epoll_event events[256];
+    count_syscall();
+    ++loop_.mutable_stats().waits;
+    int n = ::epoll_wait(epoll_fd_, events, 256, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+      throw error(std::string("epoll_wait failed: ") + std::strerror(errno),
+                  std::error_code(errno, std::generic_category()));
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == wake_fd_) {
+        std::uint64_t value;
+        count_syscall();
+        (void)!::read(wake_fd_, &value, sizeof value);
+        continue;
+      }
+      on_readiness(fd, events[i].events);
+    }
+    auto now = std::chrono::steady_clock::now();
+    while (!timeouts_.empty() && timeouts_.begin()->first <= now) {
+      io_op* op = timeouts_.begin()->second;
+      timeouts_.erase(timeouts_.begin());
+      op->result = -ETIME;
+      completed_.push_back(op);
+    }
+    // Deliver what completed so far; ops that handlers submit and that complete at once are
+    // delivered by the next wait (no unbounded loop inside one turn).
+    std::vector<io_op*> batch;
+    batch.swap(completed_);
+    for (io_op* op : batch) {
+      --in_flight_;
+      deliver_completion(loop_, *op);
+    }
+  }
+
+  bool has_ready_completions() const noexcept override { return !completed_.empty(); }
+
+  void wake() noexcept override {
+    std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+
+  std::size_t in_flight() const noexcept override { return in_flight_; }
+
+ private:
+  void count_syscall() { ++loop_.mutable_stats().syscalls; }
+
+  /// Performs the op's syscall once. True if it is decided (result set), false on EAGAIN.
+  bool attempt(io_op& op) {
+    count_syscall();
+    ssize_t r = 0;
+    switch (op.kind) {
+      case op_kind::recv:
+      case op_kind::read: {
+        if (op.sink == nullptr) {  // orphaned while waiting: nothing wants the data
+          op.result = -ECANCELED;
+          return true;
+        }
+        std::span<std::byte> space = op.sink->prepare(op.length);
+        r = op.kind == op_kind::recv ? ::recv(op.fd, space.data(), space.size(), op.flags)
+                                     : ::read(op.fd, space.data(), space.size());
+        if (r > 0) op.sink->commit(static_cast<std::size_t>(r));
+        break;
+      }
+      case op_kind::send:
+        r = ::send(op.fd, op.source, op.length, op.flags | MSG_NOSIGNAL);
+        break;
+      case op_kind::write:
+        r = ::write(op.fd, op.source, op.length);
+        break;
+      case op_kind::sendmsg:
+        op.message.msg_iov = op.iov.data();
+        op.message.msg_iovlen = op.iov.size();
+        r = ::sendmsg(op.fd, &op.message, static_cast<int>(op.flags) | MSG_NOSIGNAL);
+        break;
+      case op_kind::accept: {
+        op.address_length = sizeof op.address;
+        r = ::accept4(op.fd, reinterpret_cast<sockaddr*>(&op.address), &op.address_length,
+                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+      }
+      case op_kind::connect: {
+        if (op.backend_tag == 0) {
+          op.backend_tag = 1;
+          r = ::connect(op.fd, reinterpret_cast<const sockaddr*>(&op.address),
+                        op.address_length);
+          if (r < 0 && errno == EINPROGRESS) errno = EAGAIN;
+        } else {
+          int err = 0;
+          socklen_t len = sizeof err;
+          r = ::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+          if (r == 0 && err != 0) {
+            r = -1;
+            errno = err;
+          }
+        }
+        break;
+      }
+      case op_kind::poll: {
+        pollfd p{op.fd, static_cast<short>(op.flags), 0};
+        r = ::poll(&p, 1, 0);
+        if (r == 0) {
+          errno = EAGAIN;
+          r = -1;
+        } else if (r > 0) {
+          r = p.revents;
+        }
+        break;
+      }
+      case op_kind::timeout:
+      case op_kind::cancel:
+      case op_kind::count_:
+        r = 0;
+        break;
+    }
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      if (errno == EINTR) return attempt(op);  // rule 4: EINTR is retried where it arises
+      op.result = -errno;
+      return true;
+    }
+    op.result = static_cast<int>(r);
+    return true;
+  }
+
+  void wait_for_readiness(io_op& op) {
+    fd_waiters& w = waiters_[op.fd];
+    if (!w.registered) {
+      // One registration per fd for its lifetime, edge-triggered: every new arrival of data
+      // or buffer space raises an edge, and every waiter retries its syscall first.
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      ev.data.fd = op.fd;
+      count_syscall();
+      if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, op.fd, &ev) < 0 && errno != EEXIST) {
+        op.result = -errno;
+        completed_.push_back(&op);
+        return;
+      }
+      w.registered = true;
+    }
+    append(waits_for_input(op) ? w.input_head : w.output_head, op);
+  }
+
+  void on_readiness(int fd, std::uint32_t events) {
+    auto it = waiters_.find(fd);
+    if (it == waiters_.end()) return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) retry(it->second.input_head);
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) retry(it->second.output_head);
+  }
+
+  /// Retries waiting ops in order; stops at the first that would still block, so that
+  /// ordering among ops on one fd is kept.
+  void retry(io_op*& head) {
+    while (io_op* op = head) {
+      if (!attempt(*op)) return;
+      head = op->next_waiter;
+      op->next_waiter = nullptr;
+      completed_.push_back(op);
+    }
+  }
+
+  event_loop& loop_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::unordered_map<int, fd_waiters> waiters_;
+  std::vector<io_op*> completed_;
+  std::multimap<std::chrono::steady_clock::time_point, io_op*> timeouts_;
+  std::size_t in_flight_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<backend_base> make_epoll_backend(event_loop& loop, const loop_options& options) {
+  return std::make_unique<epoll_backend>(loop, options);
+}
+
+}  // namespace corio::detail

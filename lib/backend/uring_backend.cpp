@@ -1,0 +1,419 @@
+// The io_uring backend: batch SQEs, one io_uring_enter per loop turn, provided buffers for
+// receives so the kernel never writes into memory a cancelled coroutine could free.
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+
+namespace corio::detail {
+namespace {
+
+constexpr std::uint64_t cancel_tag = 0;  // CQEs of cancel requests: nothing to do
+constexpr std::uint64_t wake_tag = 1;    // the eventfd read that post() completes
+constexpr std::uint64_t stage_operation = 0;
+constexpr std::uint64_t stage_poll_first = 2;  // waiting for readiness after -EAGAIN
+constexpr int buffer_group = 7;
+
+std::string explain_setup_failure(int err) {
+  std::string text = std::string("io_uring unavailable: io_uring_queue_init failed: ") +
+                     std::strerror(err);
+  if (err == EPERM || err == EACCES) {
+    text += " (io_uring is disabled: check the kernel.io_uring_disabled sysctl, a seccomp "
+            "policy such as Docker's default, or RLIMIT_MEMLOCK)";
+  } else if (err == ENOSYS) {
+    text += " (the kernel has no io_uring: Linux 5.19 or later is needed)";
+  } else if (err == ENOMEM) {
+    text += " (RLIMIT_MEMLOCK may be too low for the ring)";
+  }
+  return text;
+}
+
+class uring_backend final : public backend_base {
+ public:
+  uring_backend(event_loop& loop, const loop_options& options) : loop_(loop) {
+    ring_.ring_fd = -1;
+    if (const char* off = std::getenv("CORIO_DISABLE_IO_URING"); off && *off && *off != '0') {
+      throw backend_unavailable_error(
+          "io_uring unavailable: disabled by the environment (CORIO_DISABLE_IO_URING=1)");
+    }
+    io_uring_params params{};
+    // Why: SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1) runs completion work only when we enter,
+    // which batches it; older kernels reject the flags with EINVAL and we retry without.
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    unsigned depth = options.queue_depth ? options.queue_depth : 4096;
+    int rc = io_uring_queue_init_params(depth, &ring_, &params);
+    if (rc == -EINVAL) {
+      params = {};
+      params.flags = IORING_SETUP_COOP_TASKRUN;
+      rc = io_uring_queue_init_params(depth, &ring_, &params);
+      if (rc == -EINVAL) {
+        params = {};
+        rc = io_uring_queue_init_params(depth, &ring_, &params);
+      }
+    }
+    if (rc < 0) throw backend_unavailable_error(explain_setup_failure(-rc));
+    features_ = params.features;
+    try {
+      require_opcodes();
+      setup_buffer_ring(options);
+      wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
+      if (wake_fd_ < 0) throw backend_unavailable_error("io_uring backend: eventfd failed");
+      arm_wake();
+    } catch (...) {
+      teardown();
+      throw;
+    }
+  }
+
+  ~uring_backend() override { teardown(); }
+
+  corio::backend kind() const noexcept override { return corio::backend::io_uring; }
+
+  void submit(io_op& op) override {
+    ++in_flight_;
+    op.backend_tag = stage_operation;
+    prepare(op);
+  }
+
+  void cancel(io_op& op) noexcept override {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(&op), 0);
+    io_uring_sqe_set_data64(sqe, cancel_tag);
+    ++loop_.mutable_stats().submissions;
+  }
+
+  void cancel_now(io_op& op) noexcept override {
+    // Why: the SQE may still sit unsubmitted in the SQ (we batch), where a synchronous cancel
+    // cannot see it; submit first so the kernel knows the request.
+    flush_submissions();
+    io_uring_sync_cancel_reg reg{};
+    reg.addr = reinterpret_cast<std::uint64_t>(&op);
+    reg.timeout.tv_sec = -1;
+    reg.timeout.tv_nsec = -1;
+    ++loop_.mutable_stats().syscalls;
+    // Linux 6.0+: returns once the request is cancelled or has completed (-ENOENT).
+    int rc = io_uring_register_sync_cancel(&ring_, &reg);
+    if (rc == -EINVAL || rc == -EOPNOTSUPP) {
+      // Older kernel: fall back to waiting for the completion itself.
+      cancel(op);
+      while (op.in_flight) wait(std::chrono::milliseconds(10));
+    }
+  }
+
+  void forget_fd(int) noexcept override {}
+
+  void wait(std::optional<std::chrono::nanoseconds> timeout) override {
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (timeout) {
+      ts.tv_sec = timeout->count() / 1'000'000'000;
+      ts.tv_nsec = timeout->count() % 1'000'000'000;
+      tsp = &ts;
+    }
+    io_uring_cqe* cqe = nullptr;
+    ++loop_.mutable_stats().syscalls;
+    ++loop_.mutable_stats().waits;
+    int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
+      throw error(std::string("io_uring_submit_and_wait_timeout failed: ") + std::strerror(-rc),
+                  std::error_code(-rc, std::generic_category()));
+    }
+    reap();
+  }
+
+  bool has_ready_completions() const noexcept override { return false; }
+
+  void wake() noexcept override {
+    std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+
+  std::size_t in_flight() const noexcept override { return in_flight_; }
+
+ private:
+  void require_opcodes() {
+    io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
+    if (probe == nullptr) throw backend_unavailable_error("io_uring unavailable: probe failed");
+    const int needed[] = {IORING_OP_RECV,    IORING_OP_SEND,    IORING_OP_SENDMSG,
+                          IORING_OP_READ,    IORING_OP_WRITE,   IORING_OP_ACCEPT,
+                          IORING_OP_CONNECT, IORING_OP_POLL_ADD, IORING_OP_TIMEOUT,
+                          IORING_OP_ASYNC_CANCEL};
+    for (int opcode : needed) {
+      if (!io_uring_opcode_supported(probe, opcode)) {
+        io_uring_free_probe(probe);
+        throw backend_unavailable_error("io_uring unavailable: the kernel lacks opcode " +
+                                        std::to_string(opcode));
+      }
+    }
+    io_uring_free_probe(probe);
+  }
+
+  void setup_buffer_ring(const loop_options& options) {
+    unsigned count = options.recv_buffer_count ? options.recv_buffer_count : 256;
+    // The ring size must be a power of two.
+    unsigned entries = 1;
+    while (entries < count && entries < 32768) entries <<= 1;
+    buffer_count_ = entries;
+    buffer_size_ = options.recv_buffer_size ? options.recv_buffer_size : (32 << 10);
+    std::size_t ring_bytes = entries * sizeof(io_uring_buf);
+    void* mem = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
+                       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) throw backend_unavailable_error("io_uring backend: mmap failed");
+    buffer_ring_ = static_cast<io_uring_buf_ring*>(mem);
+    buffer_ring_bytes_ = ring_bytes;
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<std::uint64_t>(mem);
+    reg.ring_entries = entries;
+    reg.bgid = buffer_group;
+    ++loop_.mutable_stats().syscalls;
+    int rc = io_uring_register_buf_ring(&ring_, &reg, 0);
+    if (rc < 0) {
+      // Linux < 5.19: receive into per-op scratch memory instead (owned by the pooled op).
+      ::munmap(mem, ring_bytes);
+      buffer_ring_ = nullptr;
+      return;
+    }
+    buffers_.reset(new std::byte[std::size_t(entries) * buffer_size_]);
+    io_uring_buf_ring_init(buffer_ring_);
+    for (unsigned i = 0; i < entries; ++i) {
+      io_uring_buf_ring_add(buffer_ring_, buffers_.get() + std::size_t(i) * buffer_size_,
+                            static_cast<unsigned>(buffer_size_), static_cast<unsigned short>(i),
+                            io_uring_buf_ring_mask(entries), static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(entries));
+  }
+
+  void recycle_buffer(unsigned short id) {
+    io_uring_buf_ring_add(buffer_ring_, buffers_.get() + std::size_t(id) * buffer_size_,
+                          static_cast<unsigned>(buffer_size_), id,
+                          io_uring_buf_ring_mask(buffer_count_), 0);
+    io_uring_buf_ring_advance(buffer_ring_, 1);
+  }
+
+  void teardown() noexcept {
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+    wake_fd_ = -1;
+    if (ring_.ring_fd >= 0) {
+      if (buffer_ring_ != nullptr) io_uring_unregister_buf_ring(&ring_, buffer_group);
+      io_uring_queue_exit(&ring_);
+      ring_.ring_fd = -1;
+    }
+    if (buffer_ring_ != nullptr) ::munmap(buffer_ring_, buffer_ring_bytes_);
+    buffer_ring_ = nullptr;
+  }
+
+  void flush_submissions() noexcept {
+    if (io_uring_sq_ready(&ring_) == 0) return;
+    ++loop_.mutable_stats().syscalls;
+    int rc = io_uring_submit(&ring_);
+    if (rc == -EBUSY) {
+      // The CQ backlog is full: deliver completions, then the kernel accepts more.
+      reap();
+      ++loop_.mutable_stats().syscalls;
+      io_uring_submit(&ring_);
+    }
+  }
+
+  io_uring_sqe* get_sqe() noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (sqe == nullptr) {  // C3: the SQ is full; hand it to the kernel and retry.
+      flush_submissions();
+      sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+  }
+
+  void arm_wake() {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof wake_value_, 0);
+    io_uring_sqe_set_data64(sqe, wake_tag);
+  }
+
+  void prepare(io_op& op) {
+    io_uring_sqe* sqe = get_sqe();
+    int fd = op.fd;
+    switch (op.kind) {
+      case op_kind::recv:
+      case op_kind::read: {
+        unsigned len = static_cast<unsigned>(op.length);
+        void* target = nullptr;
+        if (buffer_ring_ != nullptr) {
+          if (len > buffer_size_) len = static_cast<unsigned>(buffer_size_);
+        } else {
+          op.pinned = std::make_unique<scratch>(len);
+          target = static_cast<scratch&>(*op.pinned).bytes.get();
+        }
+        if (op.kind == op_kind::recv) {
+          io_uring_prep_recv(sqe, fd, target, len, static_cast<int>(op.flags));
+        } else {
+          io_uring_prep_read(sqe, fd, target, len, static_cast<std::uint64_t>(-1));
+        }
+        if (buffer_ring_ != nullptr) {
+          sqe->flags |= IOSQE_BUFFER_SELECT;
+          sqe->buf_group = buffer_group;
+        }
+        break;
+      }
+      case op_kind::send:
+        io_uring_prep_send(sqe, fd, op.source, op.length, static_cast<int>(op.flags) | MSG_NOSIGNAL);
+        break;
+      case op_kind::write:
+        io_uring_prep_write(sqe, fd, op.source, static_cast<unsigned>(op.length),
+                            static_cast<std::uint64_t>(-1));
+        break;
+      case op_kind::sendmsg:
+        op.message.msg_iov = op.iov.data();
+        op.message.msg_iovlen = op.iov.size();
+        io_uring_prep_sendmsg(sqe, fd, &op.message, op.flags | MSG_NOSIGNAL);
+        break;
+      case op_kind::accept:
+        op.address_length = sizeof op.address;
+        io_uring_prep_accept(sqe, fd, reinterpret_cast<sockaddr*>(&op.address),
+                             &op.address_length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+      case op_kind::connect:
+        io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&op.address),
+                              op.address_length);
+        break;
+      case op_kind::poll:
+        io_uring_prep_poll_add(sqe, fd, op.flags);
+        break;
+      case op_kind::timeout: {
+        // The kernel reads the timespec when the SQE is submitted; it lives in the op.
+        auto* ts = reinterpret_cast<__kernel_timespec*>(&op.address);
+        ts->tv_sec = op.timeout_ns / 1'000'000'000;
+        ts->tv_nsec = op.timeout_ns % 1'000'000'000;
+        io_uring_prep_timeout(sqe, ts, 0, 0);
+        break;
+      }
+      case op_kind::cancel:
+      case op_kind::count_:
+        io_uring_prep_nop(sqe);
+        break;
+    }
+    io_uring_sqe_set_data(sqe, &op);
+  }
+
+  /// After -EAGAIN (an O_NONBLOCK pipe, or a socket the kernel would not poll for us):
+  /// wait for readiness with a poll, then issue the operation again.
+  void poll_then_retry(io_op& op) {
+    op.backend_tag = stage_poll_first;
+    io_uring_sqe* sqe = get_sqe();
+    bool input = op.kind == op_kind::recv || op.kind == op_kind::read || op.kind == op_kind::accept;
+    io_uring_prep_poll_add(sqe, op.fd, input ? POLLIN : POLLOUT);
+    io_uring_sqe_set_data(sqe, &op);
+    ++loop_.mutable_stats().submissions;
+  }
+
+  void reap() {
+    unsigned head;
+    io_uring_cqe* cqe;
+    unsigned seen = 0;
+    // Collect first, then deliver: handlers submit new SQEs (and may even reap again when
+    // the SQ is full), which must not race this walk of the CQ.
+    std::vector<completion> batch;
+    batch.swap(completions_);
+    batch.clear();
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++seen;
+      batch.push_back({cqe->user_data, cqe->res, cqe->flags});
+    }
+    io_uring_cq_advance(&ring_, seen);
+    for (const completion& c : batch) handle(c);
+    batch.clear();
+    if (completions_.capacity() < batch.capacity()) completions_.swap(batch);
+  }
+
+  struct completion {
+    std::uint64_t user_data;
+    int res;
+    std::uint32_t flags;
+  };
+
+  void handle(const completion& c) {
+    if (c.user_data == cancel_tag) return;
+    if (c.user_data == wake_tag) {
+      arm_wake();
+      return;
+    }
+    io_op& op = *reinterpret_cast<io_op*>(c.user_data);
+    int res = c.res;
+    if (op.backend_tag == stage_poll_first) {
+      op.backend_tag = stage_operation;
+      if (res >= 0) {
+        prepare(op);  // readiness arrived: issue the real operation again
+        return;
+      }
+    } else if (res == -EAGAIN && op.kind != op_kind::poll && op.kind != op_kind::timeout) {
+      poll_then_retry(op);
+      return;
+    } else if (res == -ENOBUFS && (op.kind == op_kind::recv || op.kind == op_kind::read)) {
+      // Rule 4: every provided buffer is taken; they are recycled as completions are
+      // delivered, so issue the receive again.
+      prepare(op);
+      return;
+    } else if (res == -EINTR) {
+      prepare(op);
+      return;
+    }
+    if (c.flags & IORING_CQE_F_BUFFER) {
+      auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+      if (res > 0) copy_to_sink(op, buffers_.get() + std::size_t(id) * buffer_size_, res);
+      recycle_buffer(id);
+    } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
+      copy_to_sink(op, static_cast<scratch&>(*op.pinned).bytes.get(), res);
+    }
+    if (op.kind == op_kind::timeout && res == -ETIME) res = -ETIME;
+    op.result = res;
+    --in_flight_;
+    deliver_completion(loop_, op);
+  }
+
+  static void copy_to_sink(io_op& op, const std::byte* data, int n) {
+    if (op.sink == nullptr) return;  // orphaned: nobody wants these bytes
+    std::size_t left = static_cast<std::size_t>(n);
+    while (left > 0) {
+      std::span<std::byte> space = op.sink->prepare(left);
+      std::size_t take = space.size() < left ? space.size() : left;
+      std::memcpy(space.data(), data, take);
+      op.sink->commit(take);
+      data += take;
+      left -= take;
+    }
+  }
+
+  struct scratch final : pinned_memory {
+    explicit scratch(std::size_t n) : bytes(new std::byte[n]) {}
+    std::unique_ptr<std::byte[]> bytes;
+  };
+
+  event_loop& loop_;
+  io_uring ring_{};
+  unsigned features_ = 0;
+  int wake_fd_ = -1;
+  std::uint64_t wake_value_ = 0;
+  io_uring_buf_ring* buffer_ring_ = nullptr;
+  std::size_t buffer_ring_bytes_ = 0;
+  unsigned buffer_count_ = 0;
+  std::size_t buffer_size_ = 0;
+  std::unique_ptr<std::byte[]> buffers_;
+  std::vector<completion> completions_;
+  std::size_t in_flight_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<backend_base> make_uring_backend(event_loop& loop, const loop_options& options) {
+  return std::make_unique<uring_backend>(loop, options);
+}
+
+}  // namespace corio::detail

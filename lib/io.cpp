@@ -1,0 +1,79 @@
+#include "corio/io.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace corio::io {
+
+void operation::await_suspend(std::coroutine_handle<> waiting) {
+  waiting_ = waiting;
+  loop_ = &event_loop::current();
+  detail::io_op& op = *loop_->acquire_op();
+  op_ = &op;
+  op.kind = params_.kind;
+  op.fd = params_.fd;
+  op.flags = params_.flags;
+  op.handler = this;
+  switch (params_.kind) {
+    case detail::op_kind::recv:
+    case detail::op_kind::read:
+      op.length = params_.into.size();
+      op.sink = this;
+      break;
+    case detail::op_kind::send:
+    case detail::op_kind::write:
+      op.source = params_.from.data();
+      op.length = params_.from.size();
+      break;
+    case detail::op_kind::sendmsg:
+      op.iov.assign(params_.pieces.begin(), params_.pieces.end());
+      break;
+    case detail::op_kind::connect:
+      std::memcpy(&op.address, params_.address,
+                  std::min<std::size_t>(params_.address_length, sizeof op.address));
+      op.address_length = params_.address_length;
+      break;
+    case detail::op_kind::timeout:
+      op.timeout_ns = params_.timeout_ns;
+      break;
+    default:
+      break;
+  }
+  loop_->submit(op);
+}
+
+std::span<std::byte> operation::prepare(std::size_t max) {
+  std::span<std::byte> rest = params_.into.subspan(filled_);
+  return rest.first(std::min(max, rest.size()));
+}
+
+void operation::on_io_complete(detail::io_op& op) {
+  result_ = op.result;
+  loop_->release_op(&op);
+  op_ = nullptr;
+  loop_->schedule(*this);
+}
+
+operation::~operation() {
+  if (op_ == nullptr) return;
+  // The awaiting coroutine is being destroyed with the operation in flight.
+  switch (params_.kind) {
+    case detail::op_kind::send:
+    case detail::op_kind::write:
+    case detail::op_kind::sendmsg:
+      // Why: the kernel reads the caller's bytes until the request is gone; those bytes die
+      // with the coroutine frame, so cancel synchronously (io_uring rule 1).
+      loop_->cancel_now(*op_);
+      break;
+    case detail::op_kind::recv:
+    case detail::op_kind::read:
+      // On epoll the syscall writes the caller's span directly, but only inside submit or a
+      // loop turn, never after a cancel; on io_uring it writes a provided buffer.
+      break;
+    default:
+      break;
+  }
+  loop_->orphan(*op_);
+}
+
+}  // namespace corio::io

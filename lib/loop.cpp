@@ -1,0 +1,381 @@
+#include "corio/loop.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+
+#include "backend/backend.hpp"
+
+namespace corio {
+namespace {
+
+thread_local event_loop* current_loop = nullptr;
+
+/// A posted or timer callback waiting in the ready queue; deletes itself after running.
+class callback_node final : public detail::ready_node, public detail::pooled {
+ public:
+  callback_node(event_loop& loop, std::function<void()> fn) : loop_(loop), fn_(std::move(fn)) {}
+  void run_ready() override {
+    std::unique_ptr<callback_node> self(this);
+    try {
+      fn_();
+    } catch (...) {
+      loop_.report_exception(std::current_exception());
+    }
+  }
+  void discard() noexcept override { delete this; }
+
+ private:
+  event_loop& loop_;
+  std::function<void()> fn_;
+};
+
+void default_exception_handler(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "corio: exception escaped a spawned task or callback: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "corio: unknown exception escaped a spawned task or callback\n");
+  }
+}
+
+}  // namespace
+
+struct event_loop::posted_queue {
+  std::mutex mutex;
+  std::vector<std::function<void()>> callbacks;
+  std::atomic<bool> nonempty{false};
+};
+
+namespace detail {
+
+void schedule(ready_node& node) noexcept {
+  event_loop* loop = current_loop;
+  assert(loop != nullptr && "corio: an operation completed on a thread without an event_loop");
+  loop->schedule(node);
+}
+
+void deliver_completion(event_loop& loop, io_op& op) {
+  op.in_flight = false;
+  ++loop.mutable_stats().completions;
+  if (op.handler != nullptr) {
+    op.handler->on_io_complete(op);
+    return;
+  }
+  // Orphan: nobody waits. Close the fd of a closed transport once its last op is done.
+  if (deferred_close* dc = op.close_after) {
+    if (--dc->remaining == 0) {
+      loop.backend_impl().forget_fd(dc->fd);
+      ::close(dc->fd);
+      delete dc;
+    }
+  }
+  loop.release_op(&op);
+}
+
+const char* op_kind_name(op_kind kind) noexcept {
+  switch (kind) {
+    case op_kind::recv: return "recv";
+    case op_kind::send: return "send";
+    case op_kind::sendmsg: return "sendmsg";
+    case op_kind::read: return "read";
+    case op_kind::write: return "write";
+    case op_kind::accept: return "accept";
+    case op_kind::connect: return "connect";
+    case op_kind::poll: return "poll";
+    case op_kind::timeout: return "timeout";
+    case op_kind::cancel: return "cancel";
+    case op_kind::count_: break;
+  }
+  return "?";
+}
+
+}  // namespace detail
+
+const char* to_string(backend b) noexcept {
+  switch (b) {
+    case backend::automatic: return "automatic";
+    case backend::io_uring: return "io_uring";
+    case backend::epoll: return "epoll";
+  }
+  return "?";
+}
+
+backend parse_backend(std::string_view name) {
+  if (name == "io_uring" || name == "uring") return backend::io_uring;
+  if (name == "epoll") return backend::epoll;
+  if (name == "automatic" || name == "auto") return backend::automatic;
+  throw std::invalid_argument("corio::parse_backend: unknown backend \"" + std::string(name) +
+                              "\" (expected io_uring, epoll or automatic)");
+}
+
+void timer_handle::cancel() noexcept {
+  if (loop_ != nullptr) loop_->cancel_timer(*this);
+}
+
+event_loop::event_loop(loop_options options)
+    : options_(options), posted_(std::make_unique<posted_queue>()) {
+  if (options_.backend == backend::epoll) {
+    backend_ = detail::make_epoll_backend(*this, options_);
+  } else {
+    try {
+      backend_ = detail::make_uring_backend(*this, options_);
+    } catch (const backend_unavailable_error& e) {
+      if (options_.backend == backend::io_uring) throw;
+      static std::once_flag said_once;
+      std::call_once(said_once, [&] {
+        std::fprintf(stderr, "corio: %s; using the epoll backend\n", e.what());
+      });
+      backend_ = detail::make_epoll_backend(*this, options_);
+    }
+  }
+  previous_current_ = std::exchange(current_loop, this);
+}
+
+event_loop::~event_loop() {
+  event_loop* previous = current_loop;
+  current_loop = this;  // Why: destructors below may schedule or submit on this loop.
+  // Destroy detached tasks: their frames cancel their operations (orphaning the io_ops).
+  while (roots_ != nullptr) {
+    detail::root_promise* root = roots_;
+    root->report_errors = false;
+    std::coroutine_handle<detail::root_promise>::from_promise(*root).destroy();
+  }
+  ready_.clear_discarding();
+  for (auto& [key, entry] : timers_) {
+    (void)key;
+    entry.node = nullptr;
+  }
+  timers_.clear();
+  // Wait (bounded) for every op the kernel still holds, so that none writes into freed memory.
+  auto deadline = clock::now() + std::chrono::seconds(5);
+  while (backend_->in_flight() > 0 && clock::now() < deadline) {
+    backend_->wait(std::chrono::milliseconds(10));
+    ready_.clear_discarding();
+  }
+  if (backend_->in_flight() > 0) {
+    std::fprintf(stderr, "corio: event_loop destroyed with %zu operations still in flight\n",
+                 backend_->in_flight());
+  }
+  backend_.reset();
+  for (detail::io_op* op : op_pool_) delete op;
+  current_loop = (previous == this) ? previous_current_ : previous;
+}
+
+backend event_loop::backend() const noexcept { return backend_->kind(); }
+
+void event_loop::spawn(task<void> work) {
+  auto root = detail::spawn_root(std::move(work));
+  add_root(root.handle.promise());
+  schedule(root.handle.promise());
+}
+
+void event_loop::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(posted_->mutex);
+    posted_->callbacks.push_back(std::move(fn));
+  }
+  if (!posted_->nonempty.exchange(true, std::memory_order_acq_rel)) backend_->wake();
+}
+
+void event_loop::drain_posted() {
+  if (!posted_->nonempty.load(std::memory_order_acquire)) return;
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(posted_->mutex);
+    callbacks.swap(posted_->callbacks);
+    posted_->nonempty.store(false, std::memory_order_release);
+  }
+  stats_.posts += callbacks.size();
+  for (auto& fn : callbacks) schedule(*new callback_node(*this, std::move(fn)));
+}
+
+timer_handle event_loop::call_later(std::chrono::nanoseconds delay, std::function<void()> fn) {
+  timer_handle::key key{clock::now() + delay, timer_sequence_++};
+  timers_.emplace(key, timer_entry{std::move(fn), nullptr});
+  return timer_handle(this, key);
+}
+
+timer_handle event_loop::add_timer(clock::duration delay, detail::ready_node& node) {
+  timer_handle::key key{clock::now() + delay, timer_sequence_++};
+  timers_.emplace(key, timer_entry{{}, &node});
+  return timer_handle(this, key);
+}
+
+void event_loop::cancel_timer(const timer_handle& handle) noexcept { timers_.erase(handle.key_); }
+
+void event_loop::fire_due_timers() {
+  auto now = clock::now();
+  while (!timers_.empty() && timers_.begin()->first.first <= now) {
+    auto node = timers_.extract(timers_.begin());
+    ++stats_.timers_fired;
+    if (node.mapped().node != nullptr) {
+      schedule(*node.mapped().node);
+    } else {
+      schedule(*new callback_node(*this, std::move(node.mapped().callback)));
+    }
+  }
+}
+
+std::optional<event_loop::clock::duration> event_loop::wait_timeout() const {
+  if (!ready_.empty() || stopping_ || posted_->nonempty.load(std::memory_order_acquire) ||
+      backend_->has_ready_completions()) {
+    return clock::duration::zero();
+  }
+  if (timers_.empty()) return std::nullopt;
+  auto until = timers_.begin()->first.first - clock::now();
+  return until < clock::duration::zero() ? clock::duration::zero() : until;
+}
+
+void event_loop::run_once() {
+  ++stats_.iterations;
+  // Writes queued during the last turn leave now, gathered (architecture.md).
+  if (!turn_hooks_.empty()) {
+    std::vector<detail::turn_hook*> hooks;
+    hooks.swap(turn_hooks_);
+    for (auto* hook : hooks) {
+      hook->registered_ = false;
+      hook->before_wait();
+    }
+  }
+  auto timeout = wait_timeout();
+  backend_->wait(timeout ? std::optional<std::chrono::nanoseconds>(*timeout) : std::nullopt);
+  drain_posted();
+  fire_due_timers();
+  // S59: run exactly what is queued now; what these callbacks queue waits for the next turn.
+  detail::ready_list batch;
+  batch.splice_from(ready_);
+  while (detail::ready_node* node = batch.pop_front()) node->run_ready();
+}
+
+void event_loop::run_until(const bool& done) {
+  event_loop* previous = std::exchange(current_loop, this);
+  stopping_ = false;
+  try {
+    while (!done && !stopping_) run_once();
+  } catch (...) {
+    current_loop = previous ? previous : this;
+    throw;
+  }
+  stopping_ = false;
+  current_loop = previous ? previous : this;
+}
+
+void event_loop::stop() noexcept { stopping_ = true; }
+
+loop_stats event_loop::stats() const noexcept { return stats_; }
+
+void event_loop::set_exception_handler(std::function<void(std::exception_ptr)> handler) {
+  exception_handler_ = std::move(handler);
+}
+
+void event_loop::report_exception(std::exception_ptr error) noexcept {
+  try {
+    if (exception_handler_) {
+      exception_handler_(error);
+    } else {
+      default_exception_handler(error);
+    }
+  } catch (...) {
+    std::fprintf(stderr, "corio: the exception handler itself threw\n");
+  }
+}
+
+event_loop& event_loop::current() {
+  if (current_loop == nullptr) {
+    throw std::logic_error("corio::event_loop::current: no event loop on this thread");
+  }
+  return *current_loop;
+}
+
+event_loop* event_loop::current_or_null() noexcept { return current_loop; }
+
+detail::io_op* event_loop::acquire_op() {
+  ++ops_outstanding_;
+  if (op_pool_.empty()) return new detail::io_op();
+  detail::io_op* op = op_pool_.back();
+  op_pool_.pop_back();
+  return op;
+}
+
+void event_loop::release_op(detail::io_op* op) noexcept {
+  --ops_outstanding_;
+  op->reset();
+  try {
+    op_pool_.push_back(op);
+  } catch (...) {
+    delete op;
+  }
+}
+
+void event_loop::submit(detail::io_op& op) {
+  ++stats_.submissions;
+  ++stats_.ops_by_kind[static_cast<std::size_t>(op.kind)];
+  op.in_flight = true;
+  backend_->submit(op);
+}
+
+void event_loop::orphan(detail::io_op& op) noexcept {
+  op.handler = nullptr;
+  op.sink = nullptr;
+  if (op.in_flight) {
+    backend_->cancel(op);
+  } else {
+    release_op(&op);
+  }
+}
+
+void event_loop::cancel_now(detail::io_op& op) noexcept {
+  if (op.in_flight) backend_->cancel_now(op);
+}
+
+void event_loop::close_fd_after(int fd, std::span<detail::io_op* const> in_flight) noexcept {
+  int pending = 0;
+  for (detail::io_op* op : in_flight) pending += (op != nullptr && op->in_flight) ? 1 : 0;
+  if (pending == 0) {
+    backend_->forget_fd(fd);
+    ::close(fd);
+    return;
+  }
+  auto* dc = new detail::deferred_close{fd, pending};
+  for (detail::io_op* op : in_flight) {
+    if (op != nullptr && op->in_flight) op->close_after = dc;
+  }
+}
+
+void event_loop::add_turn_hook(detail::turn_hook& hook) noexcept {
+  if (hook.registered_) return;
+  hook.registered_ = true;
+  turn_hooks_.push_back(&hook);
+}
+
+void event_loop::remove_turn_hook(detail::turn_hook& hook) noexcept {
+  if (!hook.registered_) return;
+  hook.registered_ = false;
+  std::erase(turn_hooks_, &hook);
+}
+
+void event_loop::add_root(detail::root_promise& root) noexcept {
+  root.loop = this;
+  root.next_root = roots_;
+  root.prev_root = nullptr;
+  if (roots_ != nullptr) roots_->prev_root = &root;
+  roots_ = &root;
+}
+
+void event_loop::remove_root(detail::root_promise& root) noexcept {
+  if (root.prev_root != nullptr) root.prev_root->next_root = root.next_root;
+  if (root.next_root != nullptr) root.next_root->prev_root = root.prev_root;
+  if (roots_ == &root) roots_ = root.next_root;
+  root.loop = nullptr;
+}
+
+}  // namespace corio

@@ -1,0 +1,44 @@
+// test/support/backends.hpp - run a test on both backends (conventions.md: every I/O test).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "corio/loop.hpp"
+#include "corio/timeout.hpp"
+
+namespace corio::testing {
+
+/// Fixture base for tests parametrized over the backend.
+class backend_test : public ::testing::TestWithParam<corio::backend> {
+ protected:
+  loop_options options() const {
+    loop_options o;
+    o.backend = GetParam();
+    return o;
+  }
+  /// Runs `work` on a fresh loop of the parametrized backend with a bounded time limit, so
+  /// that a hang fails the test instead of stalling CI.
+  template <class T>
+  T run(task<T> work, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    event_loop loop(options());
+    return loop.run(with_timeout(limit, std::move(work)));
+  }
+};
+
+inline std::string backend_name(const ::testing::TestParamInfo<corio::backend>& info) {
+  return info.param == corio::backend::io_uring ? "io_uring" : "epoll";
+}
+
+/// Open file descriptors of this process (counts /proc/self/fd).
+int open_fd_count();
+
+}  // namespace corio::testing
+
+#define CORIO_INSTANTIATE_BACKENDS(suite)                                           \
+  INSTANTIATE_TEST_SUITE_P(Backends, suite,                                        \
+                           ::testing::Values(::corio::backend::io_uring,           \
+                                             ::corio::backend::epoll),             \
+                           ::corio::testing::backend_name)
