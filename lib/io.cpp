@@ -61,8 +61,11 @@ operation::~operation() {
     case detail::op_kind::send:
     case detail::op_kind::write:
     case detail::op_kind::sendmsg:
+    case detail::op_kind::connect:
+    case detail::op_kind::accept:
       // Why: the kernel reads the caller's bytes until the request is gone; those bytes die
-      // with the coroutine frame, so cancel synchronously (io_uring rule 1).
+      // with the coroutine frame, so cancel synchronously (io_uring rule 1). A connect or
+      // accept is cancelled the same way so that its socket can be closed right after.
       loop_->cancel_now(*op_);
       break;
     case detail::op_kind::recv:

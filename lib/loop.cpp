@@ -70,7 +70,12 @@ void deliver_completion(event_loop& loop, io_op& op) {
     op.handler->on_io_complete(op);
     return;
   }
-  // Orphan: nobody waits. Close the fd of a closed transport once its last op is done.
+  // Orphan: nobody waits. A connection accepted for nobody is closed, not leaked.
+  if (op.kind == op_kind::accept && op.result >= 0) {
+    loop.backend_impl().forget_fd(op.result);
+    ::close(op.result);
+  }
+  // Close the fd of a closed transport once its last op is done.
   if (deferred_close* dc = op.close_after) {
     if (--dc->remaining == 0) {
       loop.backend_impl().forget_fd(dc->fd);

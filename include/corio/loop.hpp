@@ -254,7 +254,61 @@ inline root_promise::root_task run_root_void(task<void> work, std::exception_ptr
   }
 }
 
+/// Owns an eagerly started task's driver coroutine; the returned task's op is its result.
+template <class T>
+struct eager_state final : op_owner {
+  pending_op<T>* op = nullptr;
+  std::coroutine_handle<root_promise> root;
+  void abandon(pending_op_base&) noexcept override {
+    auto r = std::exchange(root, nullptr);
+    std::exchange(op, nullptr)->detach_owner();
+    r.destroy();  // destroys *this too (the frame owns it)
+  }
+  ~eager_state() {
+    if (op != nullptr) {  // the loop was destroyed while the work was suspended
+      op->fail(std::make_exception_ptr(
+          corio::error("corio::start: the event loop was destroyed before the task finished")));
+      op->detach_owner();
+    }
+  }
+};
+
+template <class T>
+root_promise::root_task eager_root(task<T> inner, std::unique_ptr<eager_state<T>> state) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(inner);
+      state->op->complete();
+    } else {
+      state->op->complete(co_await std::move(inner));
+    }
+  } catch (...) {
+    state->op->fail(std::current_exception());
+  }
+  std::exchange(state->op, nullptr)->detach_owner();
+  state->root = nullptr;
+}
+
 }  // namespace detail
+
+/// Starts a lazy task now, on the current loop, running it until its first suspension, and
+/// returns a task bound to the running work (eager, like stream operations, S4). Destroying
+/// the returned task before the work finished destroys the work (cancelling what it awaits).
+template <class T>
+task<T> start(task<T> work) {
+  event_loop& loop = event_loop::current();
+  auto* op = new detail::pending_op<T>();
+  auto state = std::make_unique<detail::eager_state<T>>();
+  auto* raw = state.get();
+  op->attach_owner(raw);
+  raw->op = op;
+  auto root = detail::eager_root<T>(std::move(work), std::move(state));
+  raw->root = root.handle;
+  root.handle.promise().report_errors = false;
+  loop.add_root(root.handle.promise());
+  root.handle.resume();
+  return task<T>::from_op(op);
+}
 
 template <class T>
 T event_loop::run(task<T> work) {

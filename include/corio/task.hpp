@@ -90,11 +90,13 @@ class task_promise<void> final : public task_promise_base {
 ///  - a stream operation: already started when the method returned (S4); awaiting it
 ///    does not suspend if the operation is already decided (S7).
 ///
+/// Reads and other results are marked [[nodiscard]] where they are declared; write() is not,
+/// because fire-and-forget writes are normal (S28).
 /// Tasks are move-only. Destroying a task that never ran or is suspended frees its frame
 /// and everything it owns; an operation it was waiting for is withdrawn or cancelled
 /// (S13, architecture.md "Operation lifetime"). Exceptions propagate to the awaiter.
 template <class T>
-class [[nodiscard]] task {
+class task {
  public:
   using promise_type = detail::task_promise<T>;
   using value_type = T;

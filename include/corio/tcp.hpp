@@ -1,0 +1,98 @@
+// corio/tcp.hpp - TCP streams, listeners and connected socket pairs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "corio/stream.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+
+/// An IP address and port, as text ("127.0.0.1", "::1").
+struct endpoint {
+  std::string address;     ///< numeric address
+  std::uint16_t port = 0;  ///< port in host order
+  /// "127.0.0.1:80" or "[::1]:80".
+  std::string to_string() const;
+};
+
+/// Options of tcp_stream::connect.
+struct connect_options {
+  /// One deadline for resolution and connection (0: none); expiry throws timeout_error (S51).
+  std::chrono::nanoseconds timeout{0};
+  stream_options stream{};  ///< options of the resulting stream
+  bool nodelay = false;     ///< set TCP_NODELAY once connected
+};
+
+/// Options of tcp_listener::bind.
+struct listen_options {
+  int backlog = 4096;         ///< listen() backlog
+  bool reuse_address = true;  ///< SO_REUSEADDR
+  bool reuse_port = false;    ///< SO_REUSEPORT: one listener per loop/thread on the same port
+};
+
+/// A stream over a connected TCP (or unix) socket.
+class tcp_stream : public stream {
+ public:
+  tcp_stream() noexcept = default;
+  /// Adopts a connected socket fd (made non-blocking); the stream owns and closes it.
+  /// Must be called on a thread running an event_loop.
+  explicit tcp_stream(int connected_fd, stream_options options = {});
+
+  /// Resolves `host` without blocking the loop (a numeric address is used at once; a name is
+  /// resolved on a helper thread) and connects to the first address that accepts, trying
+  /// each in turn (S46, S51). Failure: stream_closed_error whose code() is the OS error of
+  /// the last attempt (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error on expiry.
+  [[nodiscard]] static task<tcp_stream> connect(std::string_view host, std::uint16_t port,
+                                                connect_options options = {});
+
+  /// Sets TCP_NODELAY; does nothing on unix sockets or closed streams (S49).
+  void set_nodelay(bool enabled) noexcept;
+  /// The local address, or an empty endpoint for unix sockets or closed streams.
+  endpoint local_endpoint() const;
+  /// The peer's address, or an empty endpoint for unix sockets or closed streams.
+  endpoint remote_endpoint() const;
+};
+
+/// A listening TCP socket. Accepting is a coroutine; binding is immediate.
+class tcp_listener {
+ public:
+  tcp_listener() noexcept;
+  tcp_listener(tcp_listener&&) noexcept;
+  tcp_listener& operator=(tcp_listener&&) noexcept;
+  ~tcp_listener();
+
+  /// Binds and listens on host:port ("127.0.0.1", "::1", "0.0.0.0", "localhost"); port 0
+  /// picks a free port (see port()). Throws corio::error with the OS error on failure.
+  static tcp_listener bind(std::string_view host, std::uint16_t port, listen_options options = {});
+
+  /// Accepts the next connection. Throws corio::error with the OS error (EMFILE, …), or
+  /// stream_closed_error if the listener is closed while waiting.
+  [[nodiscard]] task<tcp_stream> accept(stream_options options = {});
+
+  /// The bound port.
+  std::uint16_t port() const noexcept;
+  /// The bound address and port.
+  endpoint local_endpoint() const;
+  /// Stops listening; a pending accept fails with stream_closed_error.
+  void close() noexcept;
+  /// The listening fd (-1 once closed).
+  int native_handle() const noexcept;
+
+  /// @cond INTERNAL
+  struct state;
+  /// @endcond
+ private:
+  std::unique_ptr<state> state_;
+};
+
+/// Two connected unix stream sockets as streams (for tests and in-process pipelines).
+/// Must be called on a thread running an event_loop.
+std::pair<tcp_stream, tcp_stream> stream_pair(stream_options options = {});
+
+}  // namespace corio

@@ -1,0 +1,29 @@
+#include "corio/pipe.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+namespace corio {
+
+pipe_stream::pipe_stream(int fd, stream_options options)
+    : stream(fd, transport_kind::pipe, options) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+std::pair<pipe_stream, pipe_stream> make_pipe(stream_options options) {
+  int fds[2];
+  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    int err = errno;
+    throw error(std::string("make_pipe: pipe2 failed: ") + std::strerror(err),
+                std::error_code(err, std::generic_category()));
+  }
+  return {pipe_stream(fds[0], options), pipe_stream(fds[1], options)};
+}
+
+}  // namespace corio

@@ -1,0 +1,45 @@
+#include "regex_matcher.hpp"
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+
+#include "corio/errors.hpp"
+
+namespace corio::detail {
+
+regex_matcher::regex_matcher(std::string_view pattern) : pattern_(pattern) {
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), 0, &error_code,
+                    &error_offset, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR reason[256];
+    pcre2_get_error_message(error_code, reason, sizeof reason);
+    throw regex_error("read_until_regex: pattern \"" + std::string(pattern) +
+                      "\" does not compile at offset " + std::to_string(error_offset) + ": " +
+                      reinterpret_cast<const char*>(reason));
+  }
+  // JIT where the platform has it; the interpreter is the fallback, equally correct.
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+  code_ = code;
+  match_data_ = pcre2_match_data_create_from_pattern(code, nullptr);
+}
+
+regex_matcher::~regex_matcher() {
+  pcre2_match_data_free(static_cast<pcre2_match_data*>(match_data_));
+  pcre2_code_free(static_cast<pcre2_code*>(code_));
+}
+
+std::optional<std::size_t> regex_matcher::match_end(std::string_view subject) const {
+  auto* md = static_cast<pcre2_match_data*>(match_data_);
+  int rc = pcre2_match(static_cast<pcre2_code*>(code_),
+                       reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), 0, 0, md,
+                       nullptr);
+  if (rc < 0) return std::nullopt;
+  return pcre2_get_ovector_pointer(md)[1];
+}
+
+}  // namespace corio::detail

@@ -1,0 +1,653 @@
+// The stream engine: Tornado IOStream semantics (stream-semantics.md) over an fd transport.
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+
+#include "corio/stream.hpp"
+#include "stream_core.hpp"
+
+namespace corio {
+namespace detail {
+namespace {
+
+// Why: Linux never transfers more than 0x7ffff000 bytes in one read/write/sendmsg call; a
+// larger request is split by us instead of being truncated silently (scenario A7).
+constexpr std::size_t max_bytes_per_send = 0x7ffff000;
+constexpr std::size_t max_pieces_per_send = IOV_MAX;
+constexpr std::size_t merge_small_write_limit = 2048;
+
+std::string printable(std::string_view bytes) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    switch (c) {
+      case '\r': out += "\\r"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      default:
+        if (c < 0x20 || c >= 0x7f) {
+          char hex[5];
+          std::snprintf(hex, sizeof hex, "\\x%02x", c);
+          out += hex;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
+stream_options effective(stream_options o) {
+  if (o.max_buffer_size == 0) o.max_buffer_size = 100 << 20;  // S1
+  if (o.read_chunk_size == 0) o.read_chunk_size = 64 << 10;  // S2
+  o.read_chunk_size = std::min(o.read_chunk_size, std::max<std::size_t>(o.max_buffer_size / 2, 1));
+  return o;
+}
+
+/// The unsent write queue, kept alive for an orphaned sendmsg (io_uring rule 1).
+struct pinned_pieces final : pinned_memory {
+  std::deque<std::string> pieces;
+};
+
+}  // namespace
+
+stream_core::stream_core(event_loop& loop, int fd, stream::transport_kind kind,
+                         stream_options options)
+    : loop_(loop), fd_(fd), kind_(kind), options_(effective(options)) {
+  close_notice_.core = this;
+}
+
+stream_core::~stream_core() {
+  close_callback_ = nullptr;  // destruction does not run the close callback
+  close({});
+  loop_.remove_turn_hook(*this);
+}
+
+// ---------------------------------------------------------------- reads
+
+void stream_core::begin_read(read_kind kind, const char* name) {
+  if (read_.kind != read_kind::none) {
+    throw std::logic_error(std::string(name) + ": already reading (another read is pending on " +
+                           "this stream; only one read at a time, S8)");
+  }
+  read_ = {};
+  read_.kind = kind;
+  read_.name = name;
+}
+
+void stream_core::clear_read() noexcept {
+  read_.kind = read_kind::none;
+  read_.string_op = nullptr;
+  read_.count_op = nullptr;
+  read_.into = {};
+}
+
+stream_core::verdict stream_core::evaluate(std::size_t& consume) {
+  const std::size_t size = buffer_.size();
+  switch (read_.kind) {
+    case read_kind::none:
+    case read_kind::until_close:
+      return verdict::wait;
+    case read_kind::bytes:
+    case read_kind::into:
+      if (read_.partial ? size > 0 : size >= read_.count) {
+        consume = std::min(read_.count, size);
+        return verdict::ready;
+      }
+      return verdict::wait;
+    case read_kind::until: {
+      if (size == 0) return verdict::wait;
+      const std::string& delim = read_.delimiter;
+      std::string_view data = buffer_.view();
+      std::size_t found = std::string_view::npos;
+      if (delim.empty()) {
+        found = 0;
+      } else if (delim.size() == 1) {
+        const void* hit = std::memchr(data.data() + read_.scan_from, delim[0],
+                                      size - read_.scan_from);
+        if (hit != nullptr) found = static_cast<const char*>(hit) - data.data();
+      } else if (size >= delim.size()) {
+        const void* hit = ::memmem(data.data() + read_.scan_from, size - read_.scan_from,
+                                   delim.data(), delim.size());
+        if (hit != nullptr) found = static_cast<const char*>(hit) - data.data();
+      }
+      if (found != std::string_view::npos) {
+        std::size_t end = found + delim.size();
+        if (read_.max_bytes != 0 && end > read_.max_bytes) return verdict::unsatisfiable;
+        consume = end;
+        return verdict::ready;
+      }
+      if (read_.max_bytes != 0 && size > read_.max_bytes) return verdict::unsatisfiable;
+      // Resume the next search where this one could still find a straddling delimiter:
+      // O(n) in total however the bytes are chunked (§17.5.2).
+      read_.scan_from = size >= delim.size() ? size - (delim.size() - 1) : 0;
+      return verdict::wait;
+    }
+    case read_kind::regex: {
+      if (size == 0) return verdict::wait;
+      if (auto end = regex_->match_end(buffer_.view())) {
+        if (read_.max_bytes != 0 && *end > read_.max_bytes) return verdict::unsatisfiable;
+        consume = *end;
+        return verdict::ready;
+      }
+      if (read_.max_bytes != 0 && size > read_.max_bytes) return verdict::unsatisfiable;
+      return verdict::wait;
+    }
+  }
+  return verdict::wait;
+}
+
+std::string stream_core::unsatisfiable_message() const {
+  if (read_.kind == read_kind::regex) {
+    return std::string(read_.name) + ": pattern \"" + printable(regex_->pattern()) +
+           "\" not matched within max_bytes=" + std::to_string(read_.max_bytes);
+  }
+  return std::string(read_.name) + ": delimiter \"" + printable(read_.delimiter) +
+         "\" not found within max_bytes=" + std::to_string(read_.max_bytes);
+}
+
+std::exception_ptr stream_core::closed_error(const char* what) const {
+  std::string message = std::string(what) + ": stream is closed";
+  if (error_) message += " (" + error_.message() + ")";
+  return std::make_exception_ptr(stream_closed_error(message, error_));
+}
+
+template <class T>
+task<T> stream_core::finish_at_call(verdict v, std::size_t consume) {
+  if (v == verdict::ready) {
+    if constexpr (std::is_same_v<T, std::size_t>) {
+      std::memcpy(read_.into.data(), buffer_.data(), consume);
+      buffer_.consume(consume);
+      clear_read();
+      maybe_watch_idle();
+      return make_ready_task<std::size_t>(consume);
+    } else {
+      std::string out = buffer_.take(consume);
+      clear_read();
+      maybe_watch_idle();
+      return make_ready_task<std::string>(std::move(out));
+    }
+  }
+  if (v == verdict::unsatisfiable) {
+    std::string message = unsatisfiable_message();
+    clear_read();
+    close(make_error_code(errc::unsatisfiable_read));  // S16: the stream closes
+    return make_failed_task<T>(std::make_exception_ptr(
+        stream_closed_error(message, make_error_code(errc::unsatisfiable_read))));
+  }
+  if (closed_) {  // S10: nothing more will arrive; the slot is released (D1)
+    const char* name = read_.name;
+    clear_read();
+    return make_failed_task<T>(closed_error(name));
+  }
+  auto* op = new pending_op<T>();
+  op->attach_owner(this);
+  if constexpr (std::is_same_v<T, std::size_t>) {
+    read_.count_op = op;
+  } else {
+    read_.string_op = op;
+  }
+  want_transport_read();
+  return task<T>::from_op(op);
+}
+
+task<std::string> stream_core::read_until(std::string_view delimiter, std::size_t max_bytes) {
+  begin_read(read_kind::until, "read_until");
+  read_.delimiter.assign(delimiter);
+  read_.max_bytes = max_bytes;
+  std::size_t consume = 0;
+  verdict v = evaluate(consume);
+  return finish_at_call<std::string>(v, consume);
+}
+
+task<std::string> stream_core::read_until_regex(std::string_view pattern, std::size_t max_bytes) {
+  if (read_.kind != read_kind::none) begin_read(read_kind::regex, "read_until_regex");
+  // D8: compile (or reuse) before the read is registered; a bad pattern changes nothing.
+  if (!regex_ || regex_->pattern() != pattern) regex_ = std::make_unique<regex_matcher>(pattern);
+  begin_read(read_kind::regex, "read_until_regex");
+  read_.max_bytes = max_bytes;
+  std::size_t consume = 0;
+  verdict v = evaluate(consume);
+  return finish_at_call<std::string>(v, consume);
+}
+
+task<std::string> stream_core::read_bytes(std::size_t n, bool partial) {
+  begin_read(read_kind::bytes, "read_bytes");
+  if (n == 0) {  // S23: at once, even on a closed stream
+    clear_read();
+    return make_ready_task<std::string>(std::string());
+  }
+  read_.count = n;
+  read_.partial = partial;
+  std::size_t consume = 0;
+  verdict v = evaluate(consume);
+  return finish_at_call<std::string>(v, consume);
+}
+
+task<std::size_t> stream_core::read_into(std::span<std::byte> into, bool partial) {
+  begin_read(read_kind::into, "read_into");
+  if (into.empty()) {  // S25
+    clear_read();
+    return make_ready_task<std::size_t>(std::size_t{0});
+  }
+  read_.count = into.size();
+  read_.partial = partial;
+  read_.into = into;
+  std::size_t consume = 0;
+  verdict v = evaluate(consume);
+  return finish_at_call<std::size_t>(v, consume);
+}
+
+task<std::string> stream_core::read_until_close() {
+  begin_read(read_kind::until_close, "read_until_close");
+  if (closed_) {  // S27
+    clear_read();
+    return make_ready_task<std::string>(buffer_.take(buffer_.size()));
+  }
+  auto* op = new pending_op<std::string>();
+  op->attach_owner(this);
+  read_.string_op = op;
+  want_transport_read();
+  return task<std::string>::from_op(op);
+}
+
+void stream_core::complete_read(std::size_t consume) {
+  if (read_.kind == read_kind::into) {
+    std::memcpy(read_.into.data(), buffer_.data(), consume);
+    buffer_.consume(consume);
+    pending_op<std::size_t>* op = read_.count_op;
+    clear_read();
+    op->complete(consume);
+    op->detach_owner();
+  } else {
+    std::string out = buffer_.take(consume);
+    pending_op<std::string>* op = read_.string_op;
+    clear_read();
+    op->complete(std::move(out));
+    op->detach_owner();
+  }
+}
+
+void stream_core::fail_read(std::exception_ptr error) noexcept {
+  pending_op_base* op = read_.string_op;
+  if (op == nullptr) op = read_.count_op;
+  clear_read();
+  if (op != nullptr) {
+    op->fail(std::move(error));
+    op->detach_owner();
+  }
+}
+
+void stream_core::try_read_progress() {
+  if (read_.kind == read_kind::none) return;  // data stays buffered (S40, S45)
+  std::size_t consume = 0;
+  switch (evaluate(consume)) {
+    case verdict::ready:
+      complete_read(consume);
+      maybe_watch_idle();
+      break;
+    case verdict::unsatisfiable:
+      close(make_error_code(errc::unsatisfiable_read));
+      break;
+    case verdict::wait:
+      want_transport_read();
+      break;
+  }
+}
+
+void stream_core::want_transport_read() {
+  if (closed_ || read_op_ != nullptr) return;
+  std::size_t length = options_.read_chunk_size;
+  if (read_.kind == read_kind::into) {
+    // S24: never ask for more than the span still has room for.
+    std::size_t room = read_.into.size() > buffer_.size() ? read_.into.size() - buffer_.size() : 1;
+    length = std::min(length, room);
+  }
+  io_op& op = *loop_.acquire_op();
+  op.kind = kind_ == stream::transport_kind::socket ? op_kind::recv : op_kind::read;
+  op.fd = fd_;
+  op.length = length;
+  op.sink = this;
+  op.handler = this;
+  read_op_ = &op;
+  loop_.submit(op);
+}
+
+void stream_core::maybe_watch_idle() {
+  // S40: with a close callback set, an idle stream with an empty buffer still notices EOF.
+  if (close_callback_ && read_.kind == read_kind::none && buffer_.empty()) want_transport_read();
+}
+
+void stream_core::on_read_done(int result) {
+  if (result > 0) {
+    if (buffer_.size() > options_.max_buffer_size) {  // S42, D4
+      close(make_error_code(errc::buffer_full));
+      return;
+    }
+    try_read_progress();
+  } else if (result == 0) {
+    close({});  // S35: EOF closes both directions
+  } else if (result != -ECANCELED) {
+    close(std::error_code(-result, std::generic_category()));
+  }
+}
+
+// ---------------------------------------------------------------- writes
+
+task<void> stream_core::write(std::string_view data) {
+  if (closed_) return make_failed_task<void>(closed_error("write"));
+  if (!data.empty() && pieces_.size() > pieces_in_flight_ &&
+      pieces_.back().size() + data.size() <= merge_small_write_limit) {
+    // Merge a small write into the last piece not yet handed to the kernel.
+    if (options_.max_write_buffer_size != 0 &&
+        bytes_queued_ - bytes_sent_ + data.size() > options_.max_write_buffer_size) {
+      throw stream_buffer_full_error(
+          "write: " + std::to_string(data.size()) + " bytes would exceed max_write_buffer_size=" +
+          std::to_string(options_.max_write_buffer_size) + " (" +
+          std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
+    }
+    pieces_.back().append(data);
+    bytes_queued_ += data.size();
+    auto* op = new pending_op<void>();
+    op->attach_owner(this);
+    write_waiters_.push_back({bytes_queued_, op});
+    loop_.add_turn_hook(*this);
+    return task<void>::from_op(op);
+  }
+  return write(std::string(data));
+}
+
+task<void> stream_core::write(std::string&& data) {
+  if (closed_) return make_failed_task<void>(closed_error("write"));  // S32
+  const std::size_t size = data.size();
+  if (options_.max_write_buffer_size != 0 &&
+      bytes_queued_ - bytes_sent_ + size > options_.max_write_buffer_size) {  // S31
+    throw stream_buffer_full_error(
+        "write: " + std::to_string(size) + " bytes would exceed max_write_buffer_size=" +
+        std::to_string(options_.max_write_buffer_size) + " (" +
+        std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
+  }
+  if (size != 0) {
+    pieces_.push_back(std::move(data));
+    bytes_queued_ += size;
+  }
+  if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
+  auto* op = new pending_op<void>();
+  op->attach_owner(this);
+  write_waiters_.push_back({bytes_queued_, op});
+  loop_.add_turn_hook(*this);
+  return task<void>::from_op(op);
+}
+
+void stream_core::flush() {
+  if (closed_ || write_op_ != nullptr || pieces_.empty()) return;
+  io_op& op = *loop_.acquire_op();
+  op.fd = fd_;
+  op.handler = this;
+  if (kind_ == stream::transport_kind::socket) {
+    op.kind = op_kind::sendmsg;
+    std::size_t total = 0;
+    std::size_t count = 0;
+    for (const std::string& piece : pieces_) {
+      if (count == max_pieces_per_send || total == max_bytes_per_send) break;
+      const char* base = piece.data() + (count == 0 ? front_offset_ : 0);
+      std::size_t len = piece.size() - (count == 0 ? front_offset_ : 0);
+      len = std::min(len, max_bytes_per_send - total);
+      op.iov.push_back({const_cast<char*>(base), len});
+      total += len;
+      ++count;
+    }
+    pieces_in_flight_ = count;
+  } else {
+    op.kind = op_kind::write;
+    op.source = pieces_.front().data() + front_offset_;
+    op.length = std::min(pieces_.front().size() - front_offset_, max_bytes_per_send);
+    pieces_in_flight_ = 1;
+  }
+  write_op_ = &op;
+  loop_.submit(op);
+}
+
+void stream_core::on_write_done(int result) {
+  pieces_in_flight_ = 0;
+  if (result < 0) {
+    if (result != -ECANCELED) close(std::error_code(-result, std::generic_category()));  // S33
+    return;
+  }
+  std::size_t sent = static_cast<std::size_t>(result);
+  bytes_sent_ += sent;
+  while (sent > 0 && !pieces_.empty()) {
+    std::size_t left = pieces_.front().size() - front_offset_;
+    if (sent >= left) {
+      sent -= left;
+      pieces_.pop_front();
+      front_offset_ = 0;
+    } else {
+      front_offset_ += sent;
+      sent = 0;
+    }
+  }
+  complete_writes();
+  flush();  // B4: keep going after a short send
+}
+
+void stream_core::complete_writes() noexcept {
+  while (!write_waiters_.empty() && write_waiters_.front().until <= bytes_sent_) {
+    pending_op<void>* op = write_waiters_.front().op;
+    write_waiters_.pop_front();
+    if (op != nullptr) {
+      op->complete();
+      op->detach_owner();
+    }
+  }
+}
+
+void stream_core::fail_writes(const std::exception_ptr& error) noexcept {
+  while (!write_waiters_.empty()) {
+    pending_op<void>* op = write_waiters_.front().op;
+    write_waiters_.pop_front();
+    if (op != nullptr) {
+      op->fail(error);
+      op->detach_owner();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- completion plumbing
+
+void stream_core::on_io_complete(io_op& op) {
+  int result = op.result;
+  if (&op == read_op_) {
+    read_op_ = nullptr;
+    loop_.release_op(&op);
+    on_read_done(result);
+  } else if (&op == write_op_) {
+    write_op_ = nullptr;
+    loop_.release_op(&op);
+    on_write_done(result);
+  } else {
+    loop_.release_op(&op);
+  }
+}
+
+void stream_core::abandon(pending_op_base& op) noexcept {
+  if (&op == read_.string_op || &op == read_.count_op) {
+    clear_read();  // S13: withdrawn; every byte stays buffered
+    op.detach_owner();
+    return;
+  }
+  for (write_waiter& waiter : write_waiters_) {
+    if (waiter.op == &op) {
+      waiter.op = nullptr;  // S28: the bytes still go out; only the waiting stops
+      op.detach_owner();
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- closing
+
+void stream_core::release_transport() noexcept {
+  if (released_) return;
+  released_ = true;
+  if (write_op_ != nullptr && write_op_->in_flight) {
+    auto pinned = std::make_unique<pinned_pieces>();
+    pinned->pieces = std::move(pieces_);
+    write_op_->pinned = std::move(pinned);
+  }
+  io_op* in_flight[] = {read_op_, write_op_};
+  if (fd_ >= 0) loop_.close_fd_after(fd_, in_flight);
+  fd_ = -1;
+  for (io_op* op : in_flight) {
+    if (op != nullptr) loop_.orphan(*op);
+  }
+  read_op_ = write_op_ = nullptr;
+}
+
+void stream_core::close(std::error_code reason) noexcept {
+  if (closed_) {
+    // Tornado runs a callback set after the close when close() is called again (S38).
+    if (close_callback_ && !close_notice_.queued()) loop_.schedule(close_notice_);
+    return;
+  }
+  closed_ = true;
+  error_ = reason;
+  release_transport();
+  loop_.remove_turn_hook(*this);
+  // S37: read_until_close completes (except after overflow, D5); a satisfiable read
+  // completes; everything else fails with stream_closed_error{error()}.
+  if (read_.kind == read_kind::until_close) {
+    if (error_ == errc::buffer_full) {
+      fail_read(closed_error("read_until_close"));
+    } else {
+      pending_op<std::string>* op = read_.string_op;
+      clear_read();
+      op->complete(buffer_.take(buffer_.size()));
+      op->detach_owner();
+    }
+  } else if (read_.kind != read_kind::none) {
+    std::size_t consume = 0;
+    verdict v = evaluate(consume);
+    if (v == verdict::ready) {
+      try {
+        complete_read(consume);
+      } catch (...) {
+        fail_read(std::current_exception());
+      }
+    } else if (v == verdict::unsatisfiable || error_ == errc::unsatisfiable_read) {
+      fail_read(std::make_exception_ptr(stream_closed_error(unsatisfiable_message(), error_)));
+    } else {
+      fail_read(closed_error(read_.name));
+    }
+  }
+  fail_writes(closed_error("write"));
+  pieces_.clear();  // S36: unsent data is discarded
+  front_offset_ = 0;
+  bytes_sent_ = bytes_queued_;
+  if (close_callback_) loop_.schedule(close_notice_);  // S38: after those continuations
+}
+
+void stream_core::close_notice::run_ready() {
+  std::function<void()> callback = std::move(core->close_callback_);
+  core->close_callback_ = nullptr;
+  if (!callback) return;
+  try {
+    callback();
+  } catch (...) {
+    core->loop_.report_exception(std::current_exception());
+  }
+}
+
+void stream_core::set_close_callback(std::function<void()> callback) {
+  close_callback_ = std::move(callback);
+  maybe_watch_idle();
+}
+
+int stream_core::release_fd() {
+  if (closed_) throw stream_closed_error("start_tls: stream is closed", error_);
+  if (read_.kind != read_kind::none || writing() || !buffer_.empty() || read_op_ || write_op_) {
+    throw std::logic_error(
+        "start_tls: stream is not idle (a read or write is pending or data is buffered, S52)");
+  }
+  int fd = fd_;
+  fd_ = -1;
+  released_ = true;
+  closed_ = true;
+  loop_.remove_turn_hook(*this);
+  return fd;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------- stream handle
+
+namespace {
+detail::stream_core& require(detail::stream_core* core, const char* what) {
+  if (core == nullptr) {
+    throw std::logic_error(std::string("corio::stream::") + what +
+                           ": the stream is empty (default-constructed or moved from)");
+  }
+  return *core;
+}
+}  // namespace
+
+stream::stream() noexcept = default;
+stream::stream(int fd, transport_kind kind, stream_options options)
+    : core_(new detail::stream_core(event_loop::current(), fd, kind, options)) {}
+stream::stream(stream&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+stream& stream::operator=(stream&& other) noexcept {
+  if (this != &other) {
+    delete core_;
+    core_ = std::exchange(other.core_, nullptr);
+  }
+  return *this;
+}
+stream::~stream() { delete core_; }
+
+task<std::string> stream::read_until(std::string_view delimiter, std::size_t max_bytes) {
+  return require(core_, "read_until").read_until(delimiter, max_bytes);
+}
+task<std::string> stream::read_until_regex(std::string_view pattern, std::size_t max_bytes) {
+  return require(core_, "read_until_regex").read_until_regex(pattern, max_bytes);
+}
+task<std::string> stream::read_bytes(std::size_t n, bool partial) {
+  return require(core_, "read_bytes").read_bytes(n, partial);
+}
+task<std::size_t> stream::read_into(std::span<std::byte> into, bool partial) {
+  return require(core_, "read_into").read_into(into, partial);
+}
+task<std::string> stream::read_until_close() {
+  return require(core_, "read_until_close").read_until_close();
+}
+task<void> stream::write(std::string_view data) { return require(core_, "write").write(data); }
+task<void> stream::write(std::string&& data) {
+  return require(core_, "write").write(std::move(data));
+}
+void stream::close() noexcept {
+  if (core_) core_->close({});
+}
+void stream::close(std::error_code reason) noexcept {
+  if (core_) core_->close(reason);
+}
+bool stream::closed() const noexcept { return core_ == nullptr || core_->closed(); }
+bool stream::reading() const noexcept { return core_ != nullptr && core_->reading(); }
+bool stream::writing() const noexcept { return core_ != nullptr && core_->writing(); }
+std::error_code stream::error() const noexcept { return core_ ? core_->error() : std::error_code{}; }
+void stream::set_close_callback(std::function<void()> callback) {
+  require(core_, "set_close_callback").set_close_callback(std::move(callback));
+}
+std::size_t stream::buffered_bytes() const noexcept { return core_ ? core_->buffered_bytes() : 0; }
+const stream_options& stream::options() const noexcept {
+  static const stream_options defaults{};
+  return core_ ? core_->options() : defaults;
+}
+int stream::release_fd() { return require(core_, "release_fd").release_fd(); }
+
+}  // namespace corio

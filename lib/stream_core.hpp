@@ -1,0 +1,126 @@
+// lib/stream_core.hpp - the state behind a stream: buffer, read slot, write queue, transport.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "corio/detail/io_op.hpp"
+#include "corio/detail/pending_op.hpp"
+#include "corio/loop.hpp"
+#include "corio/stream.hpp"
+#include "read_buffer.hpp"
+#include "regex_matcher.hpp"
+
+namespace corio::detail {
+
+/// Everything a stream is, kept at a stable address so that in-flight operations can refer
+/// to it while the `stream` handle moves. One read slot, one write queue, one transport fd.
+class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
+ public:
+  stream_core(event_loop& loop, int fd, stream::transport_kind kind, stream_options options);
+  ~stream_core();
+
+  task<std::string> read_until(std::string_view delimiter, std::size_t max_bytes);
+  task<std::string> read_until_regex(std::string_view pattern, std::size_t max_bytes);
+  task<std::string> read_bytes(std::size_t n, bool partial);
+  task<std::size_t> read_into(std::span<std::byte> into, bool partial);
+  task<std::string> read_until_close();
+  task<void> write(std::string&& data);
+  task<void> write(std::string_view data);
+
+  void close(std::error_code reason) noexcept;
+  bool closed() const noexcept { return closed_; }
+  bool reading() const noexcept { return read_.kind != read_kind::none; }
+  bool writing() const noexcept { return !closed_ && bytes_queued_ > bytes_sent_; }
+  std::error_code error() const noexcept { return error_; }
+  void set_close_callback(std::function<void()> callback);
+  std::size_t buffered_bytes() const noexcept { return buffer_.size(); }
+  const stream_options& options() const noexcept { return options_; }
+  int fd() const noexcept { return fd_; }
+  stream::transport_kind kind() const noexcept { return kind_; }
+  event_loop& loop() const noexcept { return loop_; }
+  /// Hands the fd over (start_tls); the core becomes closed without closing it.
+  int release_fd();
+
+ private:
+  enum class read_kind : std::uint8_t { none, until, regex, bytes, into, until_close };
+  struct read_request {
+    read_kind kind = read_kind::none;
+    std::string delimiter;
+    std::size_t max_bytes = 0;
+    std::size_t count = 0;  // read_bytes / read_into: wanted bytes
+    bool partial = false;
+    std::span<std::byte> into;
+    std::size_t scan_from = 0;  // read_until: where the next delimiter search starts
+    const char* name = "";
+    pending_op<std::string>* string_op = nullptr;
+    pending_op<std::size_t>* count_op = nullptr;
+  };
+  /// The outcome of checking the read slot against the buffer.
+  enum class verdict : std::uint8_t { wait, ready, unsatisfiable };
+
+  void begin_read(read_kind kind, const char* name);
+  verdict evaluate(std::size_t& consume);
+  template <class T>
+  task<T> finish_at_call(verdict v, std::size_t consume);
+  void complete_read(std::size_t consume);
+  void fail_read(std::exception_ptr error) noexcept;
+  void clear_read() noexcept;
+  std::string unsatisfiable_message() const;
+  std::exception_ptr closed_error(const char* what) const;
+  void try_read_progress();
+  void want_transport_read();
+  void maybe_watch_idle();
+
+  void flush();
+  void complete_writes() noexcept;
+  void fail_writes(const std::exception_ptr& error) noexcept;
+
+  // io_handler / recv_sink / op_owner / turn_hook
+  void on_io_complete(io_op& op) override;
+  std::span<std::byte> prepare(std::size_t max) override { return buffer_.prepare(max); }
+  void commit(std::size_t n) noexcept override { buffer_.commit(n); }
+  void abandon(pending_op_base& op) noexcept override;
+  void before_wait() override { flush(); }
+
+  void on_read_done(int result);
+  void on_write_done(int result);
+  void release_transport() noexcept;
+
+  event_loop& loop_;
+  int fd_;
+  stream::transport_kind kind_;
+  stream_options options_;
+  read_buffer buffer_;
+  read_request read_;
+  std::unique_ptr<regex_matcher> regex_;  // per-stream cache of the last pattern
+  io_op* read_op_ = nullptr;              // the transport read in flight, if any
+
+  // Write queue: pieces not yet fully sent; the first `pieces_in_flight_` are being sent.
+  std::deque<std::string> pieces_;
+  std::size_t front_offset_ = 0;  // bytes of pieces_.front() already sent
+  std::size_t pieces_in_flight_ = 0;
+  std::uint64_t bytes_queued_ = 0;  // cumulative, for O(1) write completion bookkeeping
+  std::uint64_t bytes_sent_ = 0;
+  struct write_waiter {
+    std::uint64_t until;
+    pending_op<void>* op;
+  };
+  std::deque<write_waiter> write_waiters_;
+  io_op* write_op_ = nullptr;
+
+  bool closed_ = false;
+  bool released_ = false;
+  std::error_code error_;
+  std::function<void()> close_callback_;
+  struct close_notice final : ready_node {
+    stream_core* core = nullptr;
+    void run_ready() override;
+  } close_notice_;
+};
+
+}  // namespace corio::detail
