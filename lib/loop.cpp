@@ -240,17 +240,20 @@ std::optional<event_loop::clock::duration> event_loop::wait_timeout() const {
   return until < clock::duration::zero() ? clock::duration::zero() : until;
 }
 
+void event_loop::run_turn_hooks() {
+  if (turn_hooks_.empty()) return;
+  std::vector<detail::turn_hook*> hooks;
+  hooks.swap(turn_hooks_);
+  for (auto* hook : hooks) {
+    hook->registered_ = false;
+    hook->before_wait();
+  }
+}
+
 void event_loop::run_once() {
   ++stats_.iterations;
   // Writes queued during the last turn leave now, gathered (architecture.md).
-  if (!turn_hooks_.empty()) {
-    std::vector<detail::turn_hook*> hooks;
-    hooks.swap(turn_hooks_);
-    for (auto* hook : hooks) {
-      hook->registered_ = false;
-      hook->before_wait();
-    }
-  }
+  run_turn_hooks();
   auto timeout = wait_timeout();
   backend_->wait(timeout ? std::optional<std::chrono::nanoseconds>(*timeout) : std::nullopt);
   drain_posted();
@@ -266,6 +269,9 @@ void event_loop::run_until(const bool& done) {
   stopping_ = false;
   try {
     while (!done && !stopping_) run_once();
+    // Writes the finished task queued without awaiting still leave (S4): hand them to the
+    // backend now; the next run, or the loop's destructor, delivers their completions.
+    run_turn_hooks();
   } catch (...) {
     current_loop = previous ? previous : this;
     throw;

@@ -156,6 +156,7 @@ class event_loop {
   friend class timer_handle;
   void run_until(const bool& done);
   void run_once();
+  void run_turn_hooks();
   void drain_posted();
   void fire_due_timers();
   std::optional<clock::duration> wait_timeout() const;
