@@ -1,0 +1,253 @@
+// tls_context: OpenSSL SSL_CTX with corio's defaults (S55; build-and-packaging.md #12).
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <map>
+#include <stdexcept>
+
+#include "corio/tls.hpp"
+
+namespace corio {
+namespace {
+
+std::string openssl_errors() {
+  std::string text;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!text.empty()) text += "; ";
+    text += buf;
+  }
+  return text.empty() ? "unknown OpenSSL error" : text;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  throw tls_error("tls_context: " + what + ": " + openssl_errors());
+}
+
+class tls_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "corio.tls"; }
+  std::string message(int value) const override {
+    const char* reason = ERR_reason_error_string(ERR_PACK(ERR_LIB_SSL, 0, value));
+    return reason ? reason : "TLS error " + std::to_string(value);
+  }
+};
+
+class x509_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "corio.x509"; }
+  std::string message(int value) const override { return X509_verify_cert_error_string(value); }
+};
+
+/// A BIO over a string, for PEM from memory.
+struct memory_bio {
+  explicit memory_bio(std::string_view pem)
+      : bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))) {}
+  ~memory_bio() { BIO_free(bio); }
+  BIO* bio;
+};
+
+}  // namespace
+
+const std::error_category& tls_category() noexcept {
+  static const tls_category_impl category;
+  return category;
+}
+
+const std::error_category& x509_category() noexcept {
+  static const x509_category_impl category;
+  return category;
+}
+
+struct tls_context::impl {
+  SSL_CTX* ctx = nullptr;
+  tls_role role = tls_role::client;
+  bool check_hostname = true;
+  bool truncation_is_error = true;
+  std::string alpn_wire;  // length-prefixed protocol names
+  std::map<std::string, SSL_CTX*> server_names;
+
+  ~impl() { SSL_CTX_free(ctx); }
+
+  static int on_server_name(SSL* ssl, int*, void* arg) {
+    auto* self = static_cast<impl*>(arg);
+    const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == nullptr) return SSL_TLSEXT_ERR_OK;
+    auto it = self->server_names.find(name);
+    if (it != self->server_names.end()) SSL_set_SSL_CTX(ssl, it->second);
+    return SSL_TLSEXT_ERR_OK;
+  }
+
+  static int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen,
+                     const unsigned char* in, unsigned int inlen, void* arg) {
+    auto* self = static_cast<impl*>(arg);
+    unsigned char* chosen = nullptr;
+    if (SSL_select_next_proto(&chosen, outlen,
+                              reinterpret_cast<const unsigned char*>(self->alpn_wire.data()),
+                              static_cast<unsigned>(self->alpn_wire.size()), in,
+                              inlen) != OPENSSL_NPN_NEGOTIATED) {
+      return SSL_TLSEXT_ERR_NOACK;
+    }
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+  }
+};
+
+tls_context::tls_context(tls_role role) : impl_(std::make_unique<impl>()) {
+  impl_->role = role;
+  impl_->ctx = SSL_CTX_new(role == tls_role::client ? TLS_client_method() : TLS_server_method());
+  if (impl_->ctx == nullptr) fail("SSL_CTX_new failed");
+  SSL_CTX* ctx = impl_->ctx;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);  // E15
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  if (role == tls_role::client) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) fail("cannot load the system CA store");
+  } else {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+    SSL_CTX_set_tlsext_servername_callback(ctx, &impl::on_server_name);
+    SSL_CTX_set_tlsext_servername_arg(ctx, impl_.get());
+  }
+}
+
+tls_context::tls_context(tls_context&&) noexcept = default;
+tls_context& tls_context::operator=(tls_context&&) noexcept = default;
+tls_context::~tls_context() = default;
+
+tls_context& tls_context::use_certificate_chain_file(const std::string& path) {
+  if (SSL_CTX_use_certificate_chain_file(impl_->ctx, path.c_str()) != 1) {
+    fail("cannot load the certificate chain from \"" + path + "\"");
+  }
+  return *this;
+}
+
+tls_context& tls_context::use_private_key_file(const std::string& path) {
+  if (SSL_CTX_use_PrivateKey_file(impl_->ctx, path.c_str(), SSL_FILETYPE_PEM) != 1) {
+    fail("cannot load the private key from \"" + path + "\"");
+  }
+  if (SSL_CTX_check_private_key(impl_->ctx) != 1) {
+    fail("the private key in \"" + path + "\" does not match the certificate");
+  }
+  return *this;
+}
+
+tls_context& tls_context::use_certificate_chain_pem(std::string_view pem) {
+  memory_bio in(pem);
+  X509* leaf = PEM_read_bio_X509_AUX(in.bio, nullptr, nullptr, nullptr);
+  if (leaf == nullptr || SSL_CTX_use_certificate(impl_->ctx, leaf) != 1) {
+    X509_free(leaf);
+    fail("cannot use the PEM certificate");
+  }
+  X509_free(leaf);
+  SSL_CTX_clear_chain_certs(impl_->ctx);
+  while (X509* ca = PEM_read_bio_X509(in.bio, nullptr, nullptr, nullptr)) {
+    if (SSL_CTX_add0_chain_cert(impl_->ctx, ca) != 1) {
+      X509_free(ca);
+      fail("cannot add a chain certificate");
+    }
+  }
+  ERR_clear_error();  // the loop above ends on a "no start line" error
+  return *this;
+}
+
+tls_context& tls_context::use_private_key_pem(std::string_view pem) {
+  memory_bio in(pem);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(in.bio, nullptr, nullptr, nullptr);
+  if (key == nullptr || SSL_CTX_use_PrivateKey(impl_->ctx, key) != 1) {
+    EVP_PKEY_free(key);
+    fail("cannot use the PEM private key");
+  }
+  EVP_PKEY_free(key);
+  if (SSL_CTX_check_private_key(impl_->ctx) != 1) {
+    fail("the private key does not match the certificate");
+  }
+  return *this;
+}
+
+tls_context& tls_context::load_verify_file(const std::string& path) {
+  if (SSL_CTX_load_verify_locations(impl_->ctx, path.c_str(), nullptr) != 1) {
+    fail("cannot load CA certificates from \"" + path + "\"");
+  }
+  return *this;
+}
+
+tls_context& tls_context::load_verify_dir(const std::string& path) {
+  if (SSL_CTX_load_verify_locations(impl_->ctx, nullptr, path.c_str()) != 1) {
+    fail("cannot use the CA directory \"" + path + "\"");
+  }
+  return *this;
+}
+
+tls_context& tls_context::use_default_verify_paths() {
+  if (SSL_CTX_set_default_verify_paths(impl_->ctx) != 1) fail("cannot load the system CA store");
+  return *this;
+}
+
+tls_context& tls_context::set_verify_peer(bool enabled) {
+  SSL_CTX_set_verify(impl_->ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  if (!enabled) impl_->check_hostname = false;
+  return *this;
+}
+
+tls_context& tls_context::set_check_hostname(bool enabled) {
+  impl_->check_hostname = enabled;
+  return *this;
+}
+
+tls_context& tls_context::require_client_certificate(bool required) {
+  SSL_CTX_set_verify(impl_->ctx,
+                     required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_NONE,
+                     nullptr);
+  return *this;
+}
+
+tls_context& tls_context::set_alpn_protocols(std::vector<std::string> protocols) {
+  impl_->alpn_wire.clear();
+  for (const std::string& p : protocols) {
+    if (p.empty() || p.size() > 255) {
+      throw std::invalid_argument("tls_context::set_alpn_protocols: protocol name \"" + p +
+                                  "\" must be 1..255 bytes");
+    }
+    impl_->alpn_wire += static_cast<char>(p.size());
+    impl_->alpn_wire += p;
+  }
+  if (impl_->role == tls_role::client) {
+    if (SSL_CTX_set_alpn_protos(impl_->ctx,
+                                reinterpret_cast<const unsigned char*>(impl_->alpn_wire.data()),
+                                static_cast<unsigned>(impl_->alpn_wire.size())) != 0) {
+      fail("cannot set ALPN protocols");
+    }
+  } else {
+    SSL_CTX_set_alpn_select_cb(impl_->ctx, &impl::on_alpn, impl_.get());
+  }
+  return *this;
+}
+
+tls_context& tls_context::add_server_name(std::string server_name, tls_context& context) {
+  if (impl_->role != tls_role::server || context.role() != tls_role::server) {
+    throw std::logic_error("tls_context::add_server_name: both contexts must be server contexts");
+  }
+  impl_->server_names[std::move(server_name)] = context.native_handle();
+  return *this;
+}
+
+tls_context& tls_context::set_ciphers(const std::string& list) {
+  if (SSL_CTX_set_cipher_list(impl_->ctx, list.c_str()) != 1) {
+    fail("invalid cipher list \"" + list + "\"");
+  }
+  return *this;
+}
+
+tls_context& tls_context::set_truncation_is_error(bool enabled) {
+  impl_->truncation_is_error = enabled;
+  return *this;
+}
+
+tls_role tls_context::role() const noexcept { return impl_->role; }
+bool tls_context::check_hostname() const noexcept { return impl_->check_hostname; }
+bool tls_context::truncation_is_error() const noexcept { return impl_->truncation_is_error; }
+SSL_CTX* tls_context::native_handle() const noexcept { return impl_->ctx; }
+
+}  // namespace corio

@@ -1,0 +1,163 @@
+#include "tls_session.hpp"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "corio/errors.hpp"
+#include "corio/tls.hpp"
+
+namespace corio::detail {
+namespace {
+
+std::string openssl_errors() {
+  std::string text;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!text.empty()) text += "; ";
+    text += buf;
+  }
+  return text;
+}
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+}  // namespace
+
+tls_session::tls_session(SSL_CTX* context, bool server, std::string_view server_hostname,
+                         bool check_hostname, bool truncation_is_error)
+    : truncation_is_error_(truncation_is_error) {
+  ERR_clear_error();  // E16: a failure on an earlier connection must not leak into this one
+  ssl_ = SSL_new(context);
+  input_ = BIO_new(BIO_s_mem());
+  output_ = BIO_new(BIO_s_mem());
+  if (ssl_ == nullptr || input_ == nullptr || output_ == nullptr) {
+    std::string why = openssl_errors();
+    if (ssl_) SSL_free(ssl_);
+    if (input_) BIO_free(input_);
+    if (output_) BIO_free(output_);
+    throw tls_error("TLS: cannot create a connection: " + why);
+  }
+  // Why: an empty memory BIO reports "retry" instead of EOF, which is what makes
+  // SSL_read say WANT_READ while more ciphertext may still arrive.
+  BIO_set_mem_eof_return(input_, -1);
+  BIO_set_mem_eof_return(output_, -1);
+  SSL_set_bio(ssl_, input_, output_);
+  if (server) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+    std::string host(server_hostname);
+    if (!host.empty()) {
+      // SNI only for names: RFC 6066 forbids IP literals in server_name (E5).
+      bool is_ip = is_ip_literal(host);
+      if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
+      if (check_hostname) {
+        if (is_ip) {
+          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str());
+        } else {
+          SSL_set1_host(ssl_, host.c_str());
+        }
+      }
+    }
+  }
+}
+
+tls_session::~tls_session() { SSL_free(ssl_); }  // frees both BIOs too
+
+void tls_session::feed(std::span<const std::byte> ciphertext) {
+  if (!ciphertext.empty()) BIO_write(input_, ciphertext.data(), static_cast<int>(ciphertext.size()));
+}
+
+tls_session::status tls_session::handshake() {
+  if (handshake_done_) return status::ok;
+  ERR_clear_error();
+  int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    handshake_done_ = true;
+    return status::ok;
+  }
+  int err = SSL_get_error(ssl_, rc);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return status::want_input;
+  record_failure(err, "handshake");
+  return status::failed;
+}
+
+tls_session::status tls_session::decrypt(read_buffer& out) {
+  for (;;) {
+    ERR_clear_error();
+    std::span<std::byte> space = out.prepare(16 * 1024);
+    int n = SSL_read(ssl_, space.data(), static_cast<int>(space.size()));
+    if (n > 0) {
+      out.commit(static_cast<std::size_t>(n));
+      continue;
+    }
+    int err = SSL_get_error(ssl_, n);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return status::ok;
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      received_close_notify_ = true;
+      return status::closed;
+    }
+    record_failure(err, "read");
+    return status::failed;
+  }
+}
+
+bool tls_session::encrypt(std::string_view plaintext) {
+  while (!plaintext.empty()) {
+    ERR_clear_error();
+    int chunk = static_cast<int>(std::min<std::size_t>(plaintext.size(), 1 << 30));
+    int n = SSL_write(ssl_, plaintext.data(), chunk);
+    if (n <= 0) {
+      record_failure(SSL_get_error(ssl_, n), "write");
+      return false;
+    }
+    plaintext.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+void tls_session::shutdown() noexcept {
+  ERR_clear_error();
+  if (handshake_done_) SSL_shutdown(ssl_);
+  ERR_clear_error();
+}
+
+bool tls_session::has_output() const noexcept { return BIO_ctrl_pending(output_) > 0; }
+
+std::string tls_session::take_output() {
+  std::string out(BIO_ctrl_pending(output_), '\0');
+  if (!out.empty()) {
+    int n = BIO_read(output_, out.data(), static_cast<int>(out.size()));
+    out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  return out;
+}
+
+void tls_session::record_failure(int ssl_error, const char* during) {
+  long verify = SSL_get_verify_result(ssl_);
+  unsigned long first = ERR_peek_error();
+  std::string reasons = openssl_errors();
+  if (verify != X509_V_OK && !handshake_done_) {
+    error_ = std::error_code(static_cast<int>(verify), x509_category());
+    error_message_ = std::string("TLS ") + during + ": certificate verification failed: " +
+                     X509_verify_cert_error_string(verify);
+  } else if (first != 0) {
+    error_ = std::error_code(ERR_GET_REASON(first), tls_category());
+    error_message_ = std::string("TLS ") + during + " failed: " + reasons;
+  } else if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_SSL) {
+    error_ = std::error_code(SSL_R_UNEXPECTED_EOF_WHILE_READING, tls_category());
+    error_message_ = std::string("TLS ") + during + " failed: unexpected EOF";
+  } else {
+    error_ = std::error_code(ssl_error, tls_category());
+    error_message_ = std::string("TLS ") + during + " failed (SSL_get_error " +
+                     std::to_string(ssl_error) + ")";
+  }
+}
+
+}  // namespace corio::detail
