@@ -62,6 +62,7 @@ stream_core::stream_core(event_loop& loop, int fd, stream::transport_kind kind,
                          stream_options options)
     : loop_(loop), fd_(fd), kind_(kind), options_(effective(options)) {
   close_notice_.core = this;
+  cipher_sink_.core = this;
 }
 
 stream_core::~stream_core() {
@@ -314,7 +315,7 @@ void stream_core::want_transport_read() {
   op.kind = kind_ == stream::transport_kind::socket ? op_kind::recv : op_kind::read;
   op.fd = fd_;
   op.length = length;
-  op.sink = this;
+  op.sink = tls_ ? static_cast<recv_sink*>(&cipher_sink_) : this;
   op.handler = this;
   read_op_ = &op;
   loop_.submit(op);
@@ -327,12 +328,14 @@ void stream_core::maybe_watch_idle() {
 
 void stream_core::on_read_done(int result) {
   if (result > 0) {
+    if (tls_ && !pump_tls()) return;
     if (buffer_.size() > options_.max_buffer_size) {  // S42, D4
       close(make_error_code(errc::buffer_full));
       return;
     }
     try_read_progress();
   } else if (result == 0) {
+    if (tls_) return on_tls_eof();
     close({});  // S35: EOF closes both directions
   } else if (result != -ECANCELED) {
     close(std::error_code(-result, std::generic_category()));
@@ -343,7 +346,7 @@ void stream_core::on_read_done(int result) {
 
 task<void> stream_core::write(std::string_view data) {
   if (closed_) return make_failed_task<void>(closed_error("write"));
-  if (!data.empty() && pieces_.size() > pieces_in_flight_ &&
+  if (!data.empty() && !tls_ && pieces_.size() > pieces_in_flight_ &&
       pieces_.back().size() + data.size() <= merge_small_write_limit) {
     // Merge a small write into the last piece not yet handed to the kernel.
     if (options_.max_write_buffer_size != 0 &&
@@ -375,7 +378,7 @@ task<void> stream_core::write(std::string&& data) {
         std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
   }
   if (size != 0) {
-    pieces_.push_back(std::move(data));
+    (tls_ ? plain_pending_ : pieces_).push_back(std::move(data));
     bytes_queued_ += size;
   }
   if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
@@ -387,7 +390,12 @@ task<void> stream_core::write(std::string&& data) {
 }
 
 void stream_core::flush() {
+  if (tls_ && !closed_) encrypt_pending();
   if (closed_ || write_op_ != nullptr || pieces_.empty()) return;
+  submit_pieces();
+}
+
+void stream_core::submit_pieces() {
   io_op& op = *loop_.acquire_op();
   op.fd = fd_;
   op.handler = this;
@@ -422,7 +430,7 @@ void stream_core::on_write_done(int result) {
     return;
   }
   std::size_t sent = static_cast<std::size_t>(result);
-  bytes_sent_ += sent;
+  account_sent(sent);
   while (sent > 0 && !pieces_.empty()) {
     std::size_t left = pieces_.front().size() - front_offset_;
     if (sent >= left) {
@@ -478,6 +486,11 @@ void stream_core::on_io_complete(io_op& op) {
 }
 
 void stream_core::abandon(pending_op_base& op) noexcept {
+  if (&op == handshake_waiter_) {
+    handshake_waiter_ = nullptr;
+    op.detach_owner();
+    return;
+  }
   if (&op == read_.string_op || &op == read_.count_op) {
     clear_read();  // S13: withdrawn; every byte stays buffered
     op.detach_owner();
@@ -519,6 +532,7 @@ void stream_core::close(std::error_code reason) noexcept {
   }
   closed_ = true;
   error_ = reason;
+  if (tls_) send_close_notify();
   release_transport();
   loop_.remove_turn_hook(*this);
   // S37: read_until_close completes (except after overflow, D5); a satisfiable read
@@ -547,8 +561,14 @@ void stream_core::close(std::error_code reason) noexcept {
       fail_read(closed_error(read_.name));
     }
   }
+  if (handshake_waiter_ != nullptr) {  // S37 step 4: the raw error, or closed{none}
+    pending_op<void>* waiter = std::exchange(handshake_waiter_, nullptr);
+    waiter->fail(handshake_error_ ? handshake_error_ : closed_error("wait_for_handshake"));
+    waiter->detach_owner();
+  }
   fail_writes(closed_error("write"));
   pieces_.clear();  // S36: unsent data is discarded
+  plain_pending_.clear();
   front_offset_ = 0;
   bytes_sent_ = bytes_queued_;
   if (close_callback_) loop_.schedule(close_notice_);  // S38: after those continuations

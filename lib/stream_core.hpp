@@ -14,6 +14,7 @@
 #include "corio/stream.hpp"
 #include "read_buffer.hpp"
 #include "regex_matcher.hpp"
+#include "tls_session.hpp"
 
 namespace corio::detail {
 
@@ -34,7 +35,9 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
 
   void close(std::error_code reason) noexcept;
   bool closed() const noexcept { return closed_; }
-  bool reading() const noexcept { return read_.kind != read_kind::none; }
+  bool reading() const noexcept {
+    return read_.kind != read_kind::none || (tls_ && !closed_ && !tls_->handshake_done());
+  }
   bool writing() const noexcept { return !closed_ && bytes_queued_ > bytes_sent_; }
   std::error_code error() const noexcept { return error_; }
   void set_close_callback(std::function<void()> callback);
@@ -43,8 +46,15 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   int fd() const noexcept { return fd_; }
   stream::transport_kind kind() const noexcept { return kind_; }
   event_loop& loop() const noexcept { return loop_; }
-  /// Hands the fd over (start_tls); the core becomes closed without closing it.
+  /// Hands the fd over; the core becomes closed without closing it.
   int release_fd();
+
+  // TLS (lib/stream_tls.cpp): the stream's bytes pass through `tls` from now on.
+  /// Starts the handshake on an idle stream (S52); throws std::logic_error otherwise.
+  void start_tls(std::unique_ptr<tls_session> tls);
+  /// S53/S54: completes when the handshake has; fails with the raw error.
+  task<void> wait_for_handshake();
+  const tls_session* tls() const noexcept { return tls_.get(); }
 
  private:
   enum class read_kind : std::uint8_t { none, until, regex, bytes, into, until_close };
@@ -77,6 +87,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void maybe_watch_idle();
 
   void flush();
+  void submit_pieces();
   void complete_writes() noexcept;
   void fail_writes(const std::exception_ptr& error) noexcept;
 
@@ -88,6 +99,15 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void before_wait() override { flush(); }
 
   void on_read_done(int result);
+  // TLS plumbing (lib/stream_tls.cpp)
+  bool pump_tls();  // after ciphertext arrived: handshake/decrypt; false if the stream closed
+  void on_tls_eof();
+  void queue_tls_output();
+  void encrypt_pending();
+  void handshake_finished();
+  void fail_handshake();
+  void send_close_notify() noexcept;
+  void account_sent(std::size_t wire_bytes);
   void on_write_done(int result);
   void release_transport() noexcept;
 
@@ -117,6 +137,26 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   bool released_ = false;
   std::error_code error_;
   std::function<void()> close_callback_;
+
+  // TLS state: plaintext waiting for the handshake/encryption; pieces_ then hold ciphertext.
+  std::unique_ptr<tls_session> tls_;
+  std::deque<std::string> plain_pending_;
+  std::uint64_t plain_encrypted_ = 0;  // cumulative plaintext bytes handed to TLS
+  std::uint64_t wire_queued_ = 0;      // cumulative ciphertext bytes queued in pieces_
+  std::uint64_t wire_sent_ = 0;
+  struct wire_checkpoint {
+    std::uint64_t wire;   // once this much ciphertext is sent…
+    std::uint64_t plain;  // …this much plaintext counts as sent (S29)
+  };
+  std::deque<wire_checkpoint> checkpoints_;
+  pending_op<void>* handshake_waiter_ = nullptr;
+  std::exception_ptr handshake_error_;
+  struct cipher_sink final : recv_sink {
+    stream_core* core = nullptr;
+    read_buffer scratch;
+    std::span<std::byte> prepare(std::size_t max) override { return scratch.prepare(max); }
+    void commit(std::size_t n) noexcept override;
+  } cipher_sink_;
   struct close_notice final : ready_node {
     stream_core* core = nullptr;
     void run_ready() override;

@@ -7,6 +7,7 @@
 #include "corio/pipe.hpp"
 #include "corio/stream.hpp"
 #include "corio/tcp.hpp"
+#include "corio/tls.hpp"
 #include "corio/task.hpp"
 #include "corio/timeout.hpp"
 #include "corio/version.hpp"

@@ -13,6 +13,9 @@
 
 namespace corio {
 
+class tls_context;
+class tls_stream;
+
 /// An IP address and port, as text ("127.0.0.1", "::1").
 struct endpoint {
   std::string address;     ///< numeric address
@@ -50,6 +53,15 @@ class tcp_stream : public stream {
   /// the last attempt (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error on expiry.
   [[nodiscard]] static task<tcp_stream> connect(std::string_view host, std::uint16_t port,
                                                 connect_options options = {});
+
+  /// Starts TLS on this idle connection (no pending read or write, nothing buffered: S52,
+  /// else std::logic_error) and completes with the TLS stream once the handshake and the
+  /// certificate checks succeeded (S53). The handshake starts at the call. `server_hostname`
+  /// is sent as SNI and checked against the certificate; it is required when the context
+  /// checks host names (std::invalid_argument otherwise, S55). Failure: the raw tls_error.
+  /// The tcp_stream is empty afterwards. The new stream keeps the options and close callback.
+  [[nodiscard]] task<tls_stream> start_tls(tls_context& context,
+                                           std::string_view server_hostname = {}) &&;
 
   /// Sets TCP_NODELAY; does nothing on unix sockets or closed streams (S49).
   void set_nodelay(bool enabled) noexcept;

@@ -1,0 +1,166 @@
+// The TLS half of the stream engine: ciphertext moves through the same read and write paths
+// as plain bytes; plaintext lands in the same buffer, so every stream rule holds over TLS.
+#include <errno.h>
+
+#include <stdexcept>
+
+#include "stream_core.hpp"
+
+namespace corio::detail {
+
+void stream_core::cipher_sink::commit(std::size_t n) noexcept {
+  scratch.commit(n);
+  core->tls_->feed(std::as_bytes(std::span(scratch.data(), scratch.size())));
+  scratch.consume(scratch.size());
+}
+
+void stream_core::start_tls(std::unique_ptr<tls_session> tls) {
+  if (closed_) throw stream_closed_error("start_tls: stream is closed", error_);
+  if (read_.kind != read_kind::none || writing() || !buffer_.empty() || write_op_ != nullptr ||
+      tls_) {
+    throw std::logic_error(
+        "start_tls: the stream is not idle (a read or write is pending, data is buffered, or "
+        "TLS is already on) (S52)");
+  }
+  tls_ = std::move(tls);
+  // A read already in flight (the idle watch) delivered into the plaintext buffer; cancel it
+  // so that every later byte goes through TLS.
+  if (read_op_ != nullptr) {
+    loop_.orphan(*read_op_);
+    read_op_ = nullptr;
+  }
+  if (tls_->handshake() == tls_session::status::failed) return fail_handshake();
+  queue_tls_output();  // the ClientHello, for a client
+  want_transport_read();
+}
+
+task<void> stream_core::wait_for_handshake() {
+  if (handshake_waiter_ != nullptr) {
+    throw std::logic_error("wait_for_handshake: already waiting (one waiter at a time, S54)");
+  }
+  if (!tls_) throw std::logic_error("wait_for_handshake: the stream does not use TLS");
+  if (handshake_error_) return make_failed_task<void>(handshake_error_);
+  if (tls_->handshake_done()) return make_ready_task();
+  if (closed_) return make_failed_task<void>(closed_error("wait_for_handshake"));
+  auto* op = new pending_op<void>();
+  op->attach_owner(this);
+  handshake_waiter_ = op;
+  return task<void>::from_op(op);
+}
+
+bool stream_core::pump_tls() {
+  if (!tls_->handshake_done()) {
+    tls_session::status st = tls_->handshake();
+    queue_tls_output();
+    if (st == tls_session::status::failed) {
+      fail_handshake();
+      return false;
+    }
+    if (st == tls_session::status::want_input) {
+      want_transport_read();
+      return false;
+    }
+    handshake_finished();
+  }
+  tls_session::status st = tls_->decrypt(buffer_);
+  queue_tls_output();  // TLS 1.3 key updates and session tickets may need answers (E13)
+  if (st == tls_session::status::failed) {
+    close(tls_->error());
+    return false;
+  }
+  if (st == tls_session::status::closed) {  // close_notify: a clean EOF (E9)
+    close({});
+    return false;
+  }
+  if (read_.kind == read_kind::none) {
+    // Keep reading while plaintext is needed by nobody only during the handshake; after it
+    // the usual flow control applies (S45).
+  }
+  return true;
+}
+
+void stream_core::on_tls_eof() {
+  if (!tls_->handshake_done()) {
+    handshake_error_ = std::make_exception_ptr(
+        tls_error("TLS handshake failed: the peer closed the connection during the handshake",
+                  std::error_code(ECONNRESET, std::generic_category())));
+    close(std::error_code(ECONNRESET, std::generic_category()));
+    return;
+  }
+  // D10: like an EOF for every read rule, but a missing close_notify is recorded.
+  if (!tls_->received_close_notify() && tls_->truncation_is_error()) {
+    close(make_error_code(errc::tls_truncated));
+  } else {
+    close({});
+  }
+}
+
+void stream_core::queue_tls_output() {
+  if (!tls_->has_output()) return;
+  std::string cipher = tls_->take_output();
+  wire_queued_ += cipher.size();
+  pieces_.push_back(std::move(cipher));
+  if (!closed_) loop_.add_turn_hook(*this);
+}
+
+void stream_core::encrypt_pending() {
+  if (!tls_->handshake_done() || plain_pending_.empty()) return;  // S54: held until then
+  while (!plain_pending_.empty()) {
+    std::string plain = std::move(plain_pending_.front());
+    plain_pending_.pop_front();
+    if (!tls_->encrypt(plain)) {
+      close(tls_->error());
+      return;
+    }
+    plain_encrypted_ += plain.size();
+  }
+  std::string cipher = tls_->take_output();
+  wire_queued_ += cipher.size();
+  pieces_.push_back(std::move(cipher));
+  checkpoints_.push_back({wire_queued_, plain_encrypted_});
+}
+
+void stream_core::account_sent(std::size_t wire_bytes) {
+  if (!tls_) {
+    bytes_sent_ += wire_bytes;
+    return;
+  }
+  wire_sent_ += wire_bytes;
+  while (!checkpoints_.empty() && checkpoints_.front().wire <= wire_sent_) {
+    bytes_sent_ = checkpoints_.front().plain;
+    checkpoints_.pop_front();
+  }
+}
+
+void stream_core::handshake_finished() {
+  if (handshake_waiter_ != nullptr) {
+    pending_op<void>* waiter = std::exchange(handshake_waiter_, nullptr);
+    waiter->complete();
+    waiter->detach_owner();
+  }
+  if (!plain_pending_.empty()) loop_.add_turn_hook(*this);  // S54: held writes go now
+}
+
+void stream_core::fail_handshake() {
+  handshake_error_ = std::make_exception_ptr(tls_error(tls_->error_message(), tls_->error()));
+  // The alert OpenSSL produced still goes out before the fd closes.
+  close(tls_->error());
+}
+
+void stream_core::send_close_notify() noexcept {
+  if (fd_ < 0 || released_ || write_op_ != nullptr) return;
+  if (front_offset_ > 0) return;  // a record is half sent: an alert now would corrupt it
+  try {
+    if (tls_->handshake_done()) {
+      pieces_.clear();  // S36: unsent application data is discarded…
+      plain_pending_.clear();
+      tls_->shutdown();  // …but close_notify goes out (E9)
+    }
+    // During a handshake pieces_ hold only handshake records and the failure alert (E7).
+    if (tls_->has_output()) pieces_.push_back(tls_->take_output());
+    if (!pieces_.empty()) submit_pieces();  // orphaned by release_transport; fd closes after
+  } catch (...) {
+  }
+}
+
+}  // namespace corio::detail
