@@ -6,6 +6,7 @@
 #include "corio/loop.hpp"
 #include "corio/pipe.hpp"
 #include "corio/stream.hpp"
+#include "corio/subprocess.hpp"
 #include "corio/tcp.hpp"
 #include "corio/tls.hpp"
 #include "corio/task.hpp"

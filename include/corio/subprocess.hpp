@@ -1,0 +1,109 @@
+// corio/subprocess.hpp - child processes with pipe streams, waited for without blocking.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "corio/pipe.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+
+/// What a child's stdin, stdout or stderr is connected to.
+enum class stdio {
+  inherit,    ///< the parent's fd
+  pipe,       ///< a pipe; the parent's end is a pipe_stream
+  null,       ///< /dev/null
+  to_stdout,  ///< stderr only: the same as stdout (merged)
+};
+
+/// How to start a child.
+struct subprocess_options {
+  stdio in = stdio::inherit;   ///< stdin
+  stdio out = stdio::inherit;  ///< stdout
+  stdio err = stdio::inherit;  ///< stderr (or stdio::to_stdout)
+  /// The environment ("NAME=value"); nullopt inherits the parent's.
+  std::optional<std::vector<std::string>> environment;
+  std::string working_directory;  ///< empty: the parent's
+  stream_options streams{};       ///< options of the pipe streams
+};
+
+/// A running (or finished) child process. Spawning is immediate; waiting is a coroutine
+/// that watches a pidfd through the loop (no SIGCHLD handler that other code could race).
+///
+/// Destruction policy: a subprocess destroyed while its child still runs kills the child
+/// (SIGKILL) and reaps it, so no process and no zombie outlives the object. Call detach()
+/// to let a child run on instead (it is then reaped by nobody but init after we exit).
+class subprocess {
+ public:
+  subprocess() noexcept;
+  subprocess(subprocess&&) noexcept;
+  subprocess& operator=(subprocess&&) noexcept;
+  ~subprocess();
+
+  /// Starts argv[0] (searched in PATH) with arguments argv[1..]; no shell is involved.
+  /// Every fd other than 0, 1 and 2 is closed in the child. Throws corio::error naming the
+  /// command and the errno (e.g. ENOENT) if it cannot be executed; no zombie is left.
+  /// Must be called on a thread running an event_loop.
+  static subprocess spawn(std::vector<std::string> argv, subprocess_options options = {});
+
+  /// The child's process id.
+  pid_t pid() const noexcept;
+  /// The parent's end of the child's stdin (options.in == stdio::pipe), else std::logic_error.
+  /// Closing it delivers EOF to the child.
+  pipe_stream& stdin_stream();
+  /// The parent's end of the child's stdout (options.out == stdio::pipe).
+  pipe_stream& stdout_stream();
+  /// The parent's end of the child's stderr (options.err == stdio::pipe).
+  pipe_stream& stderr_stream();
+
+  /// Completes with the exit status once the child has exited: its exit code, or -N if a
+  /// signal N killed it (S58). Any number of waiters; later calls complete at once (D6).
+  /// Cancelling the wait (with_timeout, dropping the task) does not kill the child.
+  [[nodiscard]] task<int> wait();
+  /// As wait(), but if the child has not exited within `limit` it is killed (SIGKILL),
+  /// reaped, and timeout_error is thrown naming the command.
+  [[nodiscard]] task<int> wait_for(std::chrono::nanoseconds limit);
+  /// As wait(), but throws called_process_error if the status is not 0.
+  [[nodiscard]] task<void> wait_checked();
+
+  /// The exit status if the child has been reaped.
+  std::optional<int> exit_status() const noexcept;
+  /// Sends SIGTERM. Does nothing once the child has been reaped.
+  void terminate() noexcept;
+  /// Sends SIGKILL. Does nothing once the child has been reaped.
+  void kill() noexcept;
+  /// Sends `signal`. Does nothing once the child has been reaped.
+  void send_signal(int signal) noexcept;
+  /// Gives up ownership: the child keeps running and is not killed on destruction.
+  void detach() noexcept;
+
+  /// @cond INTERNAL
+  struct state;
+  /// @endcond
+ private:
+  std::unique_ptr<state> state_;
+};
+
+/// What run_process collected.
+struct process_result {
+  int status = 0;           ///< exit code, or -N for signal N
+  std::string out;          ///< everything the child wrote to stdout
+  std::string err;          ///< everything the child wrote to stderr
+  bool timed_out = false;   ///< the time limit expired and the child was killed
+};
+
+/// Runs a command to completion, capturing stdout and stderr fully (read concurrently, so a
+/// child that fills both pipes never deadlocks). With a limit > 0 the child is killed when it
+/// expires and the result says timed_out (with whatever output arrived). Throws corio::error
+/// if the command cannot be executed.
+[[nodiscard]] task<process_result> run_process(std::vector<std::string> argv,
+                                               std::chrono::nanoseconds limit = {},
+                                               subprocess_options options = {});
+
+}  // namespace corio
