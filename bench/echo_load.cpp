@@ -60,13 +60,13 @@ std::int64_t now_ns() {
   std::exit(1);
 }
 
-/// Latency histogram: 100 ns buckets up to 100 ms, then one overflow bucket.
+/// Latency histogram, log-linear: exact below 128 ns, then 128 buckets per power of two
+/// (under 1% error), up to hours.
 class histogram {
  public:
-  histogram() : buckets_(bucket_count + 1, 0) {}
+  histogram() : buckets_(bucket_count, 0) {}
   void add(std::int64_t ns) {
-    std::size_t i = ns <= 0 ? 0 : static_cast<std::size_t>(ns / bucket_ns);
-    ++buckets_[std::min(i, bucket_count)];
+    ++buckets_[index(ns <= 0 ? 0 : static_cast<std::uint64_t>(ns))];
     ++count_;
   }
   std::uint64_t count() const { return count_; }
@@ -75,16 +75,27 @@ class histogram {
     if (count_ == 0) return 0;
     auto rank = static_cast<std::uint64_t>(q * static_cast<double>(count_ - 1)) + 1;
     std::uint64_t seen = 0;
-    for (std::size_t i = 0; i <= bucket_count; ++i) {
+    for (std::size_t i = 0; i < bucket_count; ++i) {
       seen += buckets_[i];
-      if (seen >= rank) return static_cast<double>((i + 1) * bucket_ns) / 1000.0;
+      if (seen >= rank) return static_cast<double>(upper_edge(i)) / 1000.0;
     }
-    return static_cast<double>(bucket_count * bucket_ns) / 1000.0;
+    return static_cast<double>(upper_edge(bucket_count - 1)) / 1000.0;
   }
 
  private:
-  static constexpr std::int64_t bucket_ns = 100;
-  static constexpr std::size_t bucket_count = 1'000'000;
+  static constexpr unsigned sub_bits = 7;  // 128 sub-buckets per power of two
+  static constexpr std::size_t sub_count = std::size_t{1} << sub_bits;
+  static constexpr std::size_t bucket_count = (64 - sub_bits + 1) * sub_count;
+  static std::size_t index(std::uint64_t v) {
+    if (v < sub_count) return static_cast<std::size_t>(v);
+    unsigned shift = static_cast<unsigned>(63 - __builtin_clzll(v)) - sub_bits;
+    return (shift + 1) * sub_count + static_cast<std::size_t>((v >> shift) - sub_count);
+  }
+  static std::uint64_t upper_edge(std::size_t i) {
+    if (i < sub_count) return i + 1;
+    std::size_t shift = i / sub_count - 1;
+    return (static_cast<std::uint64_t>(i % sub_count + sub_count) + 1) << shift;
+  }
   std::vector<std::uint64_t> buckets_;
   std::uint64_t count_ = 0;
 };
