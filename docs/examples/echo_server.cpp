@@ -1,0 +1,183 @@
+// echo_server: a single-threaded TCP echo server written with corio.
+//
+//   echo_server [--backend io_uring|epoll] [--port N] [--mode raw|line] [--stats-file PATH]
+//
+// raw mode echoes whatever arrives; line mode answers every "\r\n"-terminated line with the
+// same line. Once it listens it prints one line, "listening on 127.0.0.1:N". SIGINT or
+// SIGTERM stops it; it then prints the loop's counters ("stats: syscalls=... ") and, with
+// --stats-file, writes them to PATH as "name value" lines (bench/table.py reads them to
+// compute system calls per message). The benchmarks build this file as `corio_echo`.
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "corio/corio.hpp"
+
+namespace {
+
+enum class echo_mode { raw, line };
+
+struct server_options {
+  corio::backend backend = corio::backend::io_uring;
+  std::uint16_t port = 7000;
+  echo_mode mode = echo_mode::raw;
+  std::string stats_file;
+};
+
+// raw: echo each chunk as it arrives. read_bytes(n, partial=true) completes with whatever is
+// buffered (1..n bytes), so one received chunk becomes one write.
+corio::task<void> echo_raw(corio::tcp_stream client) {
+  try {
+    for (;;) {
+      std::string chunk = co_await client.read_bytes(65536, /*partial=*/true);
+      client.write(std::move(chunk));
+    }
+  } catch (const corio::stream_closed_error&) {
+    // The client went away (EOF or reset): nothing left to do.
+  }
+}
+
+// line: answer each line. The writes are not awaited: every write issued during one loop
+// turn leaves in a single gathered send, so 16 pipelined lines cost one system call, not 16.
+// (A server facing untrusted clients would bound this with stream_options and await the
+// write now and then; see max_write_buffer_size.)
+corio::task<void> echo_lines(corio::tcp_stream client) {
+  try {
+    for (;;) {
+      std::string line = co_await client.read_until("\r\n");
+      client.write(std::move(line));
+    }
+  } catch (const corio::stream_closed_error&) {
+  }
+}
+
+// Accepts forever; each connection gets its own detached coroutine. The listener lives in
+// this coroutine's frame, so it is closed when the loop destroys the coroutine at exit.
+corio::task<void> accept_loop(corio::tcp_listener listener, echo_mode mode) {
+  corio::event_loop& loop = corio::event_loop::current();
+  for (;;) {
+    corio::tcp_stream client = co_await listener.accept();
+    client.set_nodelay(true);
+    if (mode == echo_mode::raw) {
+      loop.spawn(echo_raw(std::move(client)));
+    } else {
+      loop.spawn(echo_lines(std::move(client)));
+    }
+  }
+}
+
+// Completes when SIGINT or SIGTERM arrives. The signals are blocked and read from a
+// signalfd, which the loop watches like any other fd.
+corio::task<void> wait_for_stop_signal(int signal_fd) {
+  for (;;) {
+    int events = co_await corio::io::poll(signal_fd, POLLIN);
+    if (events < 0) throw corio::error(std::string("poll(signalfd): ") + std::strerror(-events));
+    signalfd_siginfo info{};
+    if (::read(signal_fd, &info, sizeof info) == sizeof info) co_return;
+  }
+}
+
+corio::task<void> serve(const server_options& options, int signal_fd) {
+  auto listener = corio::tcp_listener::bind("127.0.0.1", options.port, {.backlog = 4096});
+  std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
+  std::fflush(stdout);
+  corio::event_loop::current().spawn(accept_loop(std::move(listener), options.mode));
+  co_await wait_for_stop_signal(signal_fd);
+}
+
+void report(const corio::loop_stats& stats, const std::string& stats_file) {
+  std::printf("stats: syscalls=%llu completions=%llu iterations=%llu submissions=%llu waits=%llu\n",
+              static_cast<unsigned long long>(stats.syscalls),
+              static_cast<unsigned long long>(stats.completions),
+              static_cast<unsigned long long>(stats.iterations),
+              static_cast<unsigned long long>(stats.submissions),
+              static_cast<unsigned long long>(stats.waits));
+  std::fflush(stdout);
+  if (stats_file.empty()) return;
+  if (std::FILE* f = std::fopen(stats_file.c_str(), "w")) {
+    std::fprintf(f, "syscalls %llu\ncompletions %llu\niterations %llu\nsubmissions %llu\nwaits %llu\n",
+                 static_cast<unsigned long long>(stats.syscalls),
+                 static_cast<unsigned long long>(stats.completions),
+                 static_cast<unsigned long long>(stats.iterations),
+                 static_cast<unsigned long long>(stats.submissions),
+                 static_cast<unsigned long long>(stats.waits));
+    std::fclose(f);
+  } else {
+    std::fprintf(stderr, "echo_server: cannot write %s: %s\n", stats_file.c_str(),
+                 std::strerror(errno));
+  }
+}
+
+server_options parse_arguments(int argc, char** argv) {
+  server_options options;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) throw std::invalid_argument(std::string(arg) + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--backend") {
+      options.backend = corio::parse_backend(value());
+    } else if (arg == "--port") {
+      options.port = static_cast<std::uint16_t>(std::stoi(std::string(value())));
+    } else if (arg == "--mode") {
+      std::string_view mode = value();
+      if (mode != "raw" && mode != "line") throw std::invalid_argument("--mode: raw or line");
+      options.mode = mode == "raw" ? echo_mode::raw : echo_mode::line;
+    } else if (arg == "--stats-file") {
+      options.stats_file = value();
+    } else {
+      throw std::invalid_argument("unknown argument " + std::string(arg));
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  server_options options;
+  try {
+    options = parse_arguments(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr,
+                 "echo_server: %s\nusage: echo_server [--backend io_uring|epoll] [--port N] "
+                 "[--mode raw|line] [--stats-file PATH]\n",
+                 e.what());
+    return 2;
+  }
+
+  // Block the stop signals before any thread exists, then receive them through a signalfd.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+  int signal_fd = ::signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    std::perror("echo_server: signalfd");
+    return 1;
+  }
+
+  try {
+    corio::event_loop loop({.backend = options.backend});
+    loop.run(serve(options, signal_fd));
+    report(loop.stats(), options.stats_file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "echo_server: %s\n", e.what());
+    ::close(signal_fd);
+    return 1;
+  }
+  ::close(signal_fd);
+  return 0;
+}
