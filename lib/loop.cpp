@@ -1,5 +1,6 @@
 #include "corio/loop.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -143,6 +144,16 @@ event_loop::event_loop(loop_options options)
     }
   }
   previous_current_ = std::exchange(current_loop, this);
+  // Why: a write to a pipe whose reader is gone raises SIGPIPE (sockets use MSG_NOSIGNAL;
+  // pipes have no such flag). Blocking it in this thread, never process-wide, turns it into
+  // the EPIPE that the stream reports (S56); io_uring's workers block all signals already.
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigset_t previous_mask;
+  if (pthread_sigmask(SIG_BLOCK, &pipe_only, &previous_mask) == 0) {
+    unblock_sigpipe_on_exit_ = !sigismember(&previous_mask, SIGPIPE);
+  }
 }
 
 event_loop::~event_loop() {
@@ -172,6 +183,16 @@ event_loop::~event_loop() {
   }
   backend_.reset();
   for (detail::io_op* op : op_pool_) delete op;
+  if (unblock_sigpipe_on_exit_) {
+    // Drop a SIGPIPE left pending by a pipe write, then restore the thread's mask.
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    timespec zero{};
+    while (sigtimedwait(&pipe_only, nullptr, &zero) == SIGPIPE) {
+    }
+    pthread_sigmask(SIG_UNBLOCK, &pipe_only, nullptr);
+  }
   current_loop = (previous == this) ? previous_current_ : previous;
 }
 

@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/pidfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -157,7 +156,8 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
   p.state_ = std::make_unique<state>();
   p.state_->pid = pid;
   p.state_->command = argv[0];
-  p.state_->pidfd = ::pidfd_open(pid, 0);
+  // Why the raw syscall: glibc 2.36's <sys/pidfd.h> lacks C linkage for C++ callers.
+  p.state_->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (p.state_->pidfd < 0) {
     int e = errno;
     for (int fd : parent_ends) ::close(fd);
@@ -250,8 +250,11 @@ void subprocess::detach() noexcept {
   if (state_) state_->detached = true;
 }
 
-task<process_result> run_process(std::vector<std::string> argv, std::chrono::nanoseconds limit,
-                                 subprocess_options options) {
+namespace {
+
+task<process_result> run_process_impl(std::vector<std::string> argv,
+                                      std::chrono::nanoseconds limit,
+                                      subprocess_options options) {
   options.out = stdio::pipe;
   if (options.err != stdio::to_stdout) options.err = stdio::pipe;
   if (options.in == stdio::inherit) options.in = stdio::null;
@@ -279,6 +282,23 @@ task<process_result> run_process(std::vector<std::string> argv, std::chrono::nan
   result.out = co_await std::move(out);
   if (err) result.err = co_await std::move(err);
   co_return result;
+}
+
+}  // namespace
+
+task<process_result> run_process(std::vector<std::string> argv, std::chrono::nanoseconds limit,
+                                 subprocess_options options) {
+  return run_process_impl(std::move(argv), limit, std::move(options));
+}
+
+// Why overloads instead of a default argument: g++ 12 miscompiles an aggregate temporary
+// holding a std::string (the default `= {}`) that is created inside a co_await expression.
+task<process_result> run_process(std::vector<std::string> argv, std::chrono::nanoseconds limit) {
+  return run_process_impl(std::move(argv), limit, subprocess_options());
+}
+
+task<process_result> run_process(std::vector<std::string> argv) {
+  return run_process_impl(std::move(argv), std::chrono::nanoseconds(0), subprocess_options());
 }
 
 }  // namespace corio

@@ -180,6 +180,7 @@ class event_loop {
   struct posted_queue;
   std::unique_ptr<posted_queue> posted_;
   event_loop* previous_current_ = nullptr;
+  bool unblock_sigpipe_on_exit_ = false;
 };
 
 namespace detail {

@@ -102,8 +102,18 @@ struct process_result {
 /// child that fills both pipes never deadlocks). With a limit > 0 the child is killed when it
 /// expires and the result says timed_out (with whatever output arrived). Throws corio::error
 /// if the command cannot be executed.
+///
+/// g++ 12 note: an aggregate temporary such as `{.working_directory = "/tmp"}` written inside
+/// a co_await expression is miscompiled by g++ 12 (its std::string members are copied
+/// bitwise); name the options in a variable first. The overloads without options avoid the
+/// default-argument form of that bug.
 [[nodiscard]] task<process_result> run_process(std::vector<std::string> argv,
-                                               std::chrono::nanoseconds limit = {},
-                                               subprocess_options options = {});
+                                               std::chrono::nanoseconds limit,
+                                               subprocess_options options);
+/// run_process with default options.
+[[nodiscard]] task<process_result> run_process(std::vector<std::string> argv,
+                                               std::chrono::nanoseconds limit);
+/// run_process with default options and no time limit.
+[[nodiscard]] task<process_result> run_process(std::vector<std::string> argv);
 
 }  // namespace corio
