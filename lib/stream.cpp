@@ -574,6 +574,53 @@ void stream_core::close(std::error_code reason) noexcept {
   if (close_callback_) loop_.schedule(close_notice_);  // S38: after those continuations
 }
 
+void stream_core::close_by_user(std::error_code reason) noexcept {
+  if (!closed_) send_queued_now();
+  close(reason);
+}
+
+void stream_core::send_queued_now() noexcept {
+  if (fd_ < 0 || write_op_ != nullptr) return;
+  try {
+    if (tls_) encrypt_pending();
+  } catch (...) {
+    return;
+  }
+  if (closed_ || pieces_.empty()) return;
+  iovec iov[64];
+  int count = 0;
+  for (const std::string& piece : pieces_) {
+    if (count == 64) break;
+    std::size_t skip = count == 0 ? front_offset_ : 0;
+    iov[count++] = {const_cast<char*>(piece.data() + skip), piece.size() - skip};
+  }
+  ++loop_.mutable_stats().syscalls;
+  ssize_t sent;
+  if (kind_ == stream::transport_kind::socket) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(count);
+    sent = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } else {
+    sent = ::writev(fd_, iov, count);  // pipes are non-blocking; SIGPIPE is blocked
+  }
+  if (sent <= 0) return;
+  std::size_t left = static_cast<std::size_t>(sent);
+  while (left > 0 && !pieces_.empty()) {
+    std::size_t rest = pieces_.front().size() - front_offset_;
+    if (left >= rest) {
+      left -= rest;
+      pieces_.pop_front();
+      front_offset_ = 0;
+    } else {
+      front_offset_ += left;
+      left = 0;
+    }
+  }
+  account_sent(static_cast<std::size_t>(sent));
+  complete_writes();
+}
+
 void stream_core::close_notice::run_ready() {
   std::function<void()> callback = std::move(core->close_callback_);
   core->close_callback_ = nullptr;
@@ -651,10 +698,10 @@ task<void> stream::write(std::string&& data) {
   return require(core_, "write").write(std::move(data));
 }
 void stream::close() noexcept {
-  if (core_) core_->close({});
+  if (core_) core_->close_by_user({});
 }
 void stream::close(std::error_code reason) noexcept {
-  if (core_) core_->close(reason);
+  if (core_) core_->close_by_user(reason);
 }
 bool stream::closed() const noexcept { return core_ == nullptr || core_->closed(); }
 bool stream::reading() const noexcept { return core_ != nullptr && core_->reading(); }

@@ -34,6 +34,9 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   task<void> write(std::string_view data);
 
   void close(std::error_code reason) noexcept;
+  /// close() called by the application: first one non-blocking attempt to send what is
+  /// queued (what Tornado's inline write would already have sent), then close (S36).
+  void close_by_user(std::error_code reason) noexcept;
   bool closed() const noexcept { return closed_; }
   bool reading() const noexcept {
     return read_.kind != read_kind::none || (tls_ && !closed_ && !tls_->handshake_done());
@@ -87,6 +90,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void maybe_watch_idle();
 
   void flush();
+  void send_queued_now() noexcept;
   void submit_pieces();
   void complete_writes() noexcept;
   void fail_writes(const std::exception_ptr& error) noexcept;

@@ -84,8 +84,11 @@ class stream {
   /// Overload so that string literals pick the view overload.
   task<void> write(const char* data) { return write(std::string_view(data)); }
 
-  /// Closes the stream now; unsent data is discarded; pending operations fail with
-  /// stream_closed_error (S36, S37). Idempotent. The close callback runs later, from the loop.
+  /// Closes the stream now; pending operations fail with stream_closed_error (S36, S37).
+  /// Queued writes get one non-blocking send attempt first (what Tornado's inline write would
+  /// already have sent, so `write(x); close();` delivers a small x); what the kernel does not
+  /// take at once is discarded. TLS streams then send close_notify. Idempotent. The close
+  /// callback runs later, from the loop. To be sure everything is sent, await the last write.
   void close() noexcept;
   /// As close(), recording `reason` as error() (first close only).
   void close(std::error_code reason) noexcept;
