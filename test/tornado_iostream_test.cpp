@@ -19,6 +19,7 @@
 //     its write is attempted inside the call; here the test flushes first
 //     (`co_await ws.write("")`, S30) so that the peer sees the same bytes as in Tornado.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -36,8 +37,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "corio/corio.hpp"
 #include "read_buffer.hpp"  // TestStreamBuffer: corio's counterpart of tornado's _StreamBuffer
@@ -145,23 +144,37 @@ int native_fd(const stream& s) { return s.core().fd(); }
 
 // ------------------------------------------------------------------ fixtures
 
-class TestIOStream : public corio::testing::backend_test {};
-class TestPipeIOStream : public corio::testing::backend_test {};
-class TestIOStreamWebHTTP : public corio::testing::backend_test {};
-class TestIOStreamStartTLS : public corio::testing::backend_test {};
+/// Every case also checks that it leaves no fd behind (conventions.md, Tests).
+class tornado_case : public corio::testing::backend_test {
+ protected:
+  void SetUp() override { fds_before_ = corio::testing::open_fd_count(); }
+  void TearDown() override {
+    EXPECT_EQ(corio::testing::open_fd_count(), fds_before_) << "the test leaked file descriptors";
+  }
+
+ private:
+  int fds_before_ = 0;
+};
+
+class TestIOStream : public tornado_case {};
+class TestPipeIOStream : public tornado_case {};
+class TestIOStreamWebHTTP : public tornado_case {};
+class TestIOStreamStartTLS : public tornado_case {};
 
 /// Defines a TestReadWriteMixin case for both classes that mix it in (TCP and pipe).
-#define READ_WRITE_CASE(Name)                                                         \
-  task<void> Name##_body(pair_maker make_pair);                                       \
-  TEST_P(TestIOStream, ReadWrite_##Name) { run(Name##_body(&make_tcp_pair)); }        \
-  TEST_P(TestPipeIOStream, ReadWrite_##Name) { run(Name##_body(&make_pipe_pair)); }   \
+#define READ_WRITE_CASE(Name)                                                       \
+  task<void> Name##_body(pair_maker make_pair);                                     \
+  TEST_P(TestIOStream, ReadWrite_##Name) { run(Name##_body(&make_tcp_pair)); }      \
+  TEST_P(TestPipeIOStream, ReadWrite_##Name) { run(Name##_body(&make_pipe_pair)); } \
   task<void> Name##_body(pair_maker make_pair)
 
 // ================================================================== TestReadWriteMixin
 
 // test_write_zero_bytes: writing zero bytes completes (S30) instead of looping.
 READ_WRITE_CASE(TestWriteZeroBytes) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   co_await ws.write("");
   ws.close();
   rs.close();
@@ -169,7 +182,9 @@ READ_WRITE_CASE(TestWriteZeroBytes) {
 
 // test_future_delayed_close_callback: buffered data is still read after the writer closed.
 READ_WRITE_CASE(TestFutureDelayedCloseCallback) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   ws.write("12");
   std::vector<std::string> chunks;
   chunks.push_back(co_await rs.read_bytes(1));
@@ -181,7 +196,9 @@ READ_WRITE_CASE(TestFutureDelayedCloseCallback) {
 // test_close_buffered_data: data still in the kernel's buffers when the peer closes is
 // drained before the close is reported (read_chunk_size=256 < 512 bytes sent).
 READ_WRITE_CASE(TestCloseBufferedData) {
-  auto [rs, ws] = co_await make_pair(with_read_chunk_size(256));
+  auto streams = co_await make_pair(with_read_chunk_size(256));
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   ws.write(std::string(512, 'A'));
   EXPECT_EQ(co_await rs.read_bytes(256), std::string(256, 'A'));
   ws.close();
@@ -191,7 +208,9 @@ READ_WRITE_CASE(TestCloseBufferedData) {
 
 // test_read_until_close_after_close: read_until_close returns what is left after EOF.
 READ_WRITE_CASE(TestReadUntilCloseAfterClose) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   ws.write("1234");
   std::string data = co_await rs.read_bytes(1);
   ws.close();
@@ -201,7 +220,9 @@ READ_WRITE_CASE(TestReadUntilCloseAfterClose) {
 
 // test_large_read_until: a 4 MiB read_until completes (no quadratic scan, §17.5.2).
 READ_WRITE_CASE(TestLargeReadUntil) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   constexpr std::size_t num_kb = 4096;
   const std::string kb(1024, 'A');
   for (std::size_t i = 0; i < num_kb; ++i) ws.write(kb);
@@ -213,7 +234,9 @@ READ_WRITE_CASE(TestLargeReadUntil) {
 // test_read_until_with_close_after_second_packet (tornado #2717): the delimiter arrives in a
 // second, smaller packet together with the close; read_until must still find it (S11, D3).
 READ_WRITE_CASE(TestReadUntilWithCloseAfterSecondPacket) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   auto rf = rs.read_until("done");
   co_await sleep_for(100ms);  // as in Tornado: let the read start
   co_await ws.write(std::string(2048, 'x'));
@@ -226,7 +249,9 @@ READ_WRITE_CASE(TestReadUntilWithCloseAfterSecondPacket) {
 // test_read_until_unsatisfied_after_close: a read_until cut short by EOF fails with
 // stream_closed_error, not with the unsatisfiable cause (that is only for max_bytes, S16).
 READ_WRITE_CASE(TestReadUntilUnsatisfiedAfterClose) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   auto rf = rs.read_until("done");
   co_await ws.write(std::string(2048, 'x'));
   ws.write("foo");
@@ -240,7 +265,9 @@ READ_WRITE_CASE(TestReadUntilUnsatisfiedAfterClose) {
 // test_close_callback_with_pending_read: the close callback runs although a read is pending.
 READ_WRITE_CASE(TestCloseCallbackWithPendingRead) {
   test_event event;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&event] { event.set(); });
   ws.write("OK\r\n");
   EXPECT_EQ(co_await rs.read_until("\r\n"), "OK\r\n");
@@ -248,13 +275,16 @@ READ_WRITE_CASE(TestCloseCallbackWithPendingRead) {
   // D9: Tornado drops this future; corio would withdraw the read, so the task is kept.
   auto pending = rs.read_until("\r\n");
   co_await event.wait();
+  EXPECT_TRUE(pending.is_ready());  // S38: the callback runs after the failed read is decided
   EXPECT_EQ(co_await closed_error_of([&] { return std::move(pending); }), clean_close);
 }
 
 // test_future_close_callback: the close callback runs once the idle stream sees EOF (S40).
 READ_WRITE_CASE(TestFutureCloseCallback) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   ws.write("a");
   EXPECT_EQ(co_await rs.read_bytes(1), "a");
@@ -267,7 +297,9 @@ READ_WRITE_CASE(TestFutureCloseCallback) {
 // test_write_memoryview: Python's memoryview is a non-owning byte view; corio's is
 // std::string_view (write copies it at the call, S28).
 READ_WRITE_CASE(TestWriteMemoryview) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   auto fut = rs.read_bytes(4);
   const char hello[] = "hello";
   ws.write(std::string_view(hello, 5));
@@ -276,7 +308,9 @@ READ_WRITE_CASE(TestWriteMemoryview) {
 
 // test_read_bytes_partial (S22, S23).
 READ_WRITE_CASE(TestReadBytesPartial) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   // Ask for more than is available with partial=true.
   auto fut = rs.read_bytes(50, true);
   ws.write("hello");
@@ -292,7 +326,9 @@ READ_WRITE_CASE(TestReadBytesPartial) {
 // test_read_until_max_bytes (S15, S16).
 READ_WRITE_CASE(TestReadUntilMaxBytes) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   // Extra room under the limit.
   auto fut = rs.read_until("def", 50);
@@ -317,7 +353,9 @@ READ_WRITE_CASE(TestReadUntilMaxBytes) {
 // (S40) pull the bytes into the buffer. The error surfaces no later than the await (S5, D7).
 READ_WRITE_CASE(TestReadUntilMaxBytesInline) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   co_await ws.write("123456");
   co_await until_buffered(rs, 6);
@@ -340,7 +378,9 @@ READ_WRITE_CASE(TestReadUntilMaxBytesInline) {
 // exceeds the limit, but not within the limit: the read fails (S15).
 READ_WRITE_CASE(TestReadUntilMaxBytesIgnoresExtra) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   ws.write("abcdef");
   auto fut = rs.read_until("def", 5);  // D9: kept alive (Tornado drops it)
@@ -354,7 +394,9 @@ READ_WRITE_CASE(TestReadUntilMaxBytesIgnoresExtra) {
 // test_read_until_regex_max_bytes (S19).
 READ_WRITE_CASE(TestReadUntilRegexMaxBytes) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   auto fut = rs.read_until_regex("def", 50);
   ws.write("abcdef");
@@ -372,7 +414,9 @@ READ_WRITE_CASE(TestReadUntilRegexMaxBytes) {
 // test_read_until_regex_max_bytes_inline: as TestReadUntilMaxBytesInline, for the regex.
 READ_WRITE_CASE(TestReadUntilRegexMaxBytesInline) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   co_await ws.write("123456");
   co_await until_buffered(rs, 6);
@@ -385,7 +429,9 @@ READ_WRITE_CASE(TestReadUntilRegexMaxBytesInline) {
 // test_read_until_regex_max_bytes_ignores_extra (S19).
 READ_WRITE_CASE(TestReadUntilRegexMaxBytesIgnoresExtra) {
   test_event closed;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   rs.set_close_callback([&closed] { closed.set(); });
   ws.write("abcdef");
   auto fut = rs.read_until_regex("def", 5);  // D9: kept alive (Tornado drops it)
@@ -398,7 +444,9 @@ READ_WRITE_CASE(TestReadUntilRegexMaxBytesIgnoresExtra) {
 // test_small_reads_from_large_buffer: 10 KiB buffer, 100 KiB sent, read 1 KiB at a time;
 // the buffer is not filled eagerly (S45).
 READ_WRITE_CASE(TestSmallReadsFromLargeBuffer) {
-  auto [rs, ws] = co_await make_pair(with_max_buffer_size(10 * 1024));
+  auto streams = co_await make_pair(with_max_buffer_size(10 * 1024));
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   ws.write(std::string(1024 * 100, 'a'));
   for (int i = 0; i < 100; ++i) {
     std::string data = co_await rs.read_bytes(1024);
@@ -409,7 +457,9 @@ READ_WRITE_CASE(TestSmallReadsFromLargeBuffer) {
 
 // test_small_read_untils_from_large_buffer (S45, with read_until).
 READ_WRITE_CASE(TestSmallReadUntilsFromLargeBuffer) {
-  auto [rs, ws] = co_await make_pair(with_max_buffer_size(10 * 1024));
+  auto streams = co_await make_pair(with_max_buffer_size(10 * 1024));
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   std::string line = std::string(1023, 'a') + "\n";
   std::string all;
   for (int i = 0; i < 100; ++i) all += line;
@@ -425,7 +475,9 @@ READ_WRITE_CASE(TestSmallReadUntilsFromLargeBuffer) {
 // pauses, the writer is held back by the transport, and reading resumes gradually (S45).
 READ_WRITE_CASE(TestFlowControl) {
   constexpr std::size_t mb = 1024 * 1024;
-  auto [rs, ws] = co_await make_pair(with_max_buffer_size(5 * mb));
+  auto streams = co_await make_pair(with_max_buffer_size(5 * mb));
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   ws.write(std::string(10 * mb, 'a'));
   EXPECT_EQ((co_await rs.read_bytes(mb)).size(), mb);
   co_await sleep_for(100ms);
@@ -437,7 +489,9 @@ READ_WRITE_CASE(TestFlowControl) {
 
 // test_read_into (S24, S25).
 READ_WRITE_CASE(TestReadInto) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   std::array<std::byte, 10> buf{};
   auto fut = rs.read_into(buf);
   ws.write("hello");
@@ -467,7 +521,9 @@ READ_WRITE_CASE(TestReadInto) {
 
 // test_read_into_partial (S24, S25: bytes after the count are left as the caller wrote them).
 READ_WRITE_CASE(TestReadIntoPartial) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   std::array<std::byte, 10> buf{};
   auto fut = rs.read_into(buf, true);
   ws.write("hello");
@@ -487,7 +543,9 @@ READ_WRITE_CASE(TestReadIntoPartial) {
 
 // test_read_into_zero_bytes: an empty span completes at once with 0 (S25, S7).
 READ_WRITE_CASE(TestReadIntoZeroBytes) {
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  // streams.ws stays open until the end of the test
   std::span<std::byte> empty;
   auto fut = rs.read_into(empty);
   EXPECT_TRUE(fut.is_ready());
@@ -501,7 +559,8 @@ task<void> produce_random(stream& ws, std::string& produced, std::size_t nbytes)
   std::mt19937 r(42);
   std::size_t remaining = nbytes;
   while (remaining > 0) {
-    std::size_t size = std::uniform_int_distribution<std::size_t>(1, std::min<std::size_t>(1000, remaining))(r);
+    std::size_t size =
+        std::uniform_int_distribution<std::size_t>(1, std::min<std::size_t>(1000, remaining))(r);
     std::string data(size, '\0');
     for (char& c : data) c = static_cast<char>(r() & 0xff);
     produced += data;
@@ -513,7 +572,8 @@ task<void> consume_random(stream& rs, std::string& consumed, std::size_t nbytes)
   std::mt19937 r(43);
   std::size_t remaining = nbytes;
   while (remaining > 0) {
-    std::size_t size = std::uniform_int_distribution<std::size_t>(1, std::min<std::size_t>(1000, remaining))(r);
+    std::size_t size =
+        std::uniform_int_distribution<std::size_t>(1, std::min<std::size_t>(1000, remaining))(r);
     if (std::uniform_real_distribution<double>(0, 1)(r) > 0.5) {
       std::string data = co_await rs.read_bytes(size);
       EXPECT_EQ(data.size(), size);
@@ -529,7 +589,9 @@ task<void> consume_random(stream& rs, std::string& consumed, std::size_t nbytes)
 }
 READ_WRITE_CASE(TestManyMixedReads) {
   constexpr std::size_t nbytes = 1000000;
-  auto [rs, ws] = co_await make_pair({});
+  auto streams = co_await make_pair({});
+  stream& rs = streams.rs;
+  stream& ws = streams.ws;
   std::string produced, consumed;
   auto producer = corio::start(produce_random(ws, produced, nbytes));
   co_await consume_random(rs, consumed, nbytes);
@@ -574,16 +636,36 @@ TEST_P(TestIOStream, IOStream_TestGaierror) {
   EXPECT_TRUE(static_cast<bool>(*code)) << "the stream_closed_error carries no error code";
 }
 
+// test_read_until_close_with_error: an error while read_until_close reads the transport.
+// Tornado patches the private _try_inline_read to raise IOError and expects the call to
+// raise it. corio has no such hook, so the error is a real one (the fd is closed behind the
+// stream's back, as in test_inline_read_error, giving EBADF). corio's rule differs here on
+// purpose: read_until_close completes successfully with the buffer for every cause of
+// closing, transport errors included, and the error is visible only through error() (S26).
+// (Real Tornado 6.2 raises OSError(EBADF) from the call in this situation.)
+TEST_P(TestIOStream, IOStream_TestReadUntilCloseWithError) {
+  run([]() -> task<void> {
+    auto streams = co_await make_tcp_pair({});
+    // streams.rs (the server) stays open until the end of the test
+    stream& client = streams.ws;
+    ::close(native_fd(client));
+    EXPECT_EQ(co_await client.read_until_close(), "");
+    EXPECT_TRUE(client.closed());
+    EXPECT_EQ(client.error(), std::error_code(EBADF, std::generic_category()));
+  }());
+}
+
 // test_inline_read_error: the socket's fd is closed behind the stream's back; the next read
 // fails with the OS error (EBADF). Tornado raises the raw socket.error from the call; in
 // corio a transport error closes the stream with that error and the read fails with
 // stream_closed_error{EBADF} (S35, S37; S56 names EBADF for pipes).
 TEST_P(TestIOStream, IOStream_TestInlineReadError) {
   run([]() -> task<void> {
-    auto [server, client] = co_await make_tcp_pair({});
+    auto streams = co_await make_tcp_pair({});
+    stream& server = streams.rs;
+    // streams.ws (the client) stays open until the end of the test
     ::close(native_fd(server));
-    EXPECT_EQ(co_await closed_error_of([&server] { return server.read_bytes(1); }),
-              os_code(EBADF));
+    EXPECT_EQ(co_await closed_error_of([&server] { return server.read_bytes(1); }), os_code(EBADF));
     EXPECT_TRUE(server.closed());
     EXPECT_EQ(server.error(), std::error_code(EBADF, std::generic_category()));
   }());
@@ -597,7 +679,9 @@ TEST_P(TestIOStream, IOStream_TestInlineReadError) {
 TEST_P(TestIOStream, IOStream_TestAsyncReadErrorLogging) {
   run([]() -> task<void> {
     test_event closed;
-    auto [server, client] = co_await make_tcp_pair({});
+    auto streams = co_await make_tcp_pair({});
+    stream& server = streams.rs;
+    stream& client = streams.ws;
     server.set_close_callback([&closed] { closed.set(); });
     auto pending = server.read_bytes(1);
     co_await sleep_for(10ms);
@@ -620,7 +704,9 @@ TEST_P(TestIOStream, IOStream_TestFutureWrite) {
   run([]() -> task<void> {
     constexpr std::size_t m = 5000, n = 1000, nproducers = 10;
     constexpr std::size_t total_bytes = m * n * nproducers;
-    auto [server, client] = co_await make_tcp_pair(with_max_buffer_size(total_bytes));
+    auto streams = co_await make_tcp_pair(with_max_buffer_size(total_bytes));
+    stream& server = streams.rs;
+    stream& client = streams.ws;
     std::vector<task<void>> producers;
     for (std::size_t i = 0; i < nproducers; ++i) {
       producers.push_back(corio::start(produce_x(server, m, n)));
@@ -775,7 +861,9 @@ TEST_P(TestIOStreamWebHTTP, Web_TestFutureReadUntilClose) {
 // C++: the bytes of an array of unsigned long, passed as a byte view.
 TEST_P(TestIOStreamStartTLS, StartTLS_TestTypedMemoryview) {
   run([]() -> task<void> {
-    auto [server, client] = co_await make_tcp_pair({});
+    auto streams = co_await make_tcp_pair({});
+    stream& server = streams.rs;
+    stream& client = streams.ws;
     std::array<unsigned long, 80> items{};
     std::string_view bytes(reinterpret_cast<const char*>(items.data()), sizeof items);
     co_await server.write(bytes);
@@ -789,7 +877,9 @@ TEST_P(TestIOStreamStartTLS, StartTLS_TestTypedMemoryview) {
 // test_pipe_iostream (S56).
 TEST_P(TestPipeIOStream, Pipe_TestPipeIostream) {
   run([]() -> task<void> {
-    auto [rs, ws] = co_await make_pipe_pair({});
+    auto streams = co_await make_pipe_pair({});
+    stream& rs = streams.rs;
+    stream& ws = streams.ws;
     ws.write("hel");
     ws.write("lo world");
     EXPECT_EQ(co_await rs.read_until(" "), "hello ");
@@ -804,7 +894,9 @@ TEST_P(TestPipeIOStream, Pipe_TestPipeIostream) {
 TEST_P(TestPipeIOStream, Pipe_TestPipeIostreamBigWrite) {
   run([]() -> task<void> {
     constexpr std::size_t num_bytes = 1048576;
-    auto [rs, ws] = co_await make_pipe_pair({});
+    auto streams = co_await make_pipe_pair({});
+    stream& rs = streams.rs;
+    stream& ws = streams.ws;
     ws.write(std::string(num_bytes, '1'));
     std::string data = co_await rs.read_bytes(num_bytes);
     EXPECT_EQ(data.size(), num_bytes);
@@ -875,8 +967,8 @@ TEST(TestStreamBuffer, StreamBuffer_TestSmall) {
 
 TEST(TestStreamBuffer, StreamBuffer_TestLarge) {
   std::mt19937 random(42);
-  const std::vector<std::string> objs = {repeat("12", 5),  repeat("345", 2), repeat("67", 20),
-                                         repeat("89a", 12), repeat("bcde", 1), repeat("fgh", 7),
+  const std::vector<std::string> objs = {repeat("12", 5),    repeat("345", 2),  repeat("67", 20),
+                                         repeat("89a", 12),  repeat("bcde", 1), repeat("fgh", 7),
                                          repeat("ijklmn", 2)};
   check_append_all_then_skip_all(random, objs);
 }
