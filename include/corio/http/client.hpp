@@ -1,0 +1,78 @@
+// corio/http/client.hpp - an HTTP/1.1 client for http:// and https:// URLs.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "corio/http/message.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+class tls_context;
+}
+
+namespace corio::http {
+
+/// Settings of a client.
+struct client_options {
+  std::chrono::nanoseconds timeout = std::chrono::seconds(30);  ///< per request, all included
+  bool follow_redirects = false;     ///< follow 301/302/303/307/308 (up to max_redirects)
+  int max_redirects = 5;             ///< redirect limit
+  std::size_t max_header_bytes = 64 * 1024;       ///< response head limit
+  std::size_t max_body_bytes = 256 * 1024 * 1024;  ///< response body limit
+  tls_context* tls = nullptr;  ///< for https://; nullptr: a default client context (verifying)
+  std::string user_agent = "corio";  ///< the User-Agent header ("" omits it)
+};
+
+/// A response as the client received it.
+struct client_response {
+  int status = 0;            ///< status code
+  std::string reason;        ///< reason phrase
+  int version_minor = 1;     ///< 1 for HTTP/1.1
+  http::headers headers;     ///< fields
+  std::string body;          ///< the whole body (decoded if chunked)
+};
+
+/// Sends requests, reusing one kept-alive connection per scheme, host and port.
+/// Not thread-safe; use one per event loop.
+class client {
+ public:
+  explicit client(client_options options = {});
+  ~client();
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+
+  /// Sends `method` to `url` with extra header fields and a body (Content-Length is set when
+  /// the body is not empty or the method is POST/PUT/PATCH) and reads the whole response.
+  /// Throws protocol_error for a malformed response, stream_closed_error or tls_error from the
+  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL.
+  [[nodiscard]] task<client_response> request(std::string method, std::string url,
+                                              http::headers fields, std::string body);
+  /// GET `url`.
+  [[nodiscard]] task<client_response> get(std::string url);
+  /// POST `body` with `content_type` to `url`.
+  [[nodiscard]] task<client_response> post(std::string url, std::string body,
+                                           std::string content_type);
+  /// Connections kept for reuse.
+  std::size_t idle_connections() const noexcept;
+
+  /// @cond INTERNAL
+  struct state;
+  /// @endcond
+ private:
+  std::unique_ptr<state> state_;
+};
+
+/// The parts of an http:// or https:// URL.
+struct url_parts {
+  bool tls = false;         ///< https
+  std::string host;         ///< without brackets for IPv6
+  std::uint16_t port = 80;  ///< explicit, or 80/443
+  std::string target = "/";  ///< path and query
+};
+/// Parses an absolute http(s) URL. Throws std::invalid_argument naming the URL.
+url_parts parse_url(std::string_view url);
+
+}  // namespace corio::http

@@ -1,0 +1,72 @@
+// corio/http/server.hpp - a small, strict, fast HTTP/1.1 server on corio streams.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "corio/http/message.hpp"
+#include "corio/stream.hpp"
+#include "corio/task.hpp"
+
+namespace corio {
+class tcp_listener;
+class tls_context;
+}  // namespace corio
+
+namespace corio::http {
+
+/// Limits and timeouts of a server.
+struct server_options {
+  std::size_t max_header_bytes = 64 * 1024;     ///< request line + fields; past it: 431
+  std::size_t max_body_bytes = 16 * 1024 * 1024;  ///< past it: 413
+  /// The whole header block must arrive within this (a slowloris peer is cut off).
+  std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
+  /// A kept-alive connection may stay silent this long between requests.
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
+  /// The body must arrive within this once the head was read.
+  std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
+  std::string server_name = "corio";  ///< the Server header ("" omits it)
+  tls_context* tls = nullptr;         ///< serve HTTPS with this server context
+  stream_options streams{};           ///< options of accepted streams
+};
+
+/// A request handler: a coroutine that turns a request into a response. An exception it
+/// throws becomes a 500 response and closes the connection.
+using handler = std::function<task<response>(request&)>;
+
+/// Serves HTTP/1.1 (and 1.0) over streams: one coroutine per connection, keep-alive,
+/// pipelining (responses in order), Content-Length and chunked bodies, 100-continue, limits
+/// answered with 400/413/431/501/505, timeouts, and graceful shutdown.
+class server {
+ public:
+  explicit server(handler h, server_options options = {});
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Accepts connections from `listener` and serves each until shutdown() (then returns once
+  /// every connection has finished its request in progress). Accept failures such as EMFILE
+  /// are logged and retried after a pause, so the server never spins.
+  [[nodiscard]] task<void> serve(tcp_listener& listener);
+  /// Serves one connection until the peer or the protocol closes it.
+  [[nodiscard]] task<void> serve_connection(corio::stream connection);
+
+  /// Stops accepting, closes idle connections, and lets requests in progress finish; serve()
+  /// returns when the last connection is done.
+  void shutdown();
+  /// Connections being served now.
+  std::size_t active_connections() const noexcept;
+  /// Requests answered since the server was created.
+  std::uint64_t requests_served() const noexcept;
+
+  /// @cond INTERNAL
+  struct state;
+  /// @endcond
+ private:
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace corio::http

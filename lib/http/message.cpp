@@ -1,0 +1,190 @@
+// HTTP messages: header fields, request body reading, response helpers.
+#include <algorithm>
+#include <cctype>
+
+#include "corio/http/message.hpp"
+#include "corio/stream.hpp"
+#include "corio/timeout.hpp"
+#include "http/connection.hpp"
+
+namespace corio::http {
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void headers::add(std::string name, std::string value) {
+  fields_.emplace_back(std::move(name), std::move(value));
+}
+
+void headers::set(std::string_view name, std::string value) {
+  remove(name);
+  fields_.emplace_back(std::string(name), std::move(value));
+}
+
+void headers::remove(std::string_view name) {
+  std::erase_if(fields_, [&](const field& f) { return iequals(f.first, name); });
+}
+
+std::optional<std::string_view> headers::get(std::string_view name) const {
+  for (const field& f : fields_) {
+    if (iequals(f.first, name)) return std::string_view(f.second);
+  }
+  return std::nullopt;
+}
+
+std::size_t headers::count(std::string_view name) const {
+  return static_cast<std::size_t>(
+      std::count_if(fields_.begin(), fields_.end(), [&](const field& f) { return iequals(f.first, name); }));
+}
+
+bool headers::has_token(std::string_view name, std::string_view token) const {
+  for (const field& f : fields_) {
+    if (!iequals(f.first, name)) continue;
+    std::string_view rest = f.second;
+    while (!rest.empty()) {
+      std::size_t comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (iequals(item, token)) return true;
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+std::string_view request::path() const noexcept {
+  std::string_view t = target;
+  return t.substr(0, t.find('?'));
+}
+
+std::string_view request::query() const noexcept {
+  std::string_view t = target;
+  std::size_t q = t.find('?');
+  return q == std::string_view::npos ? std::string_view() : t.substr(q + 1);
+}
+
+task<std::string_view> request::read_body() {
+  if (body_read || connection == nullptr) co_return std::string_view(body);
+  connection_state& c = *connection;
+  if (c.expect_continue && !c.continue_sent) {
+    c.continue_sent = true;
+    c.stream->write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  body = co_await with_timeout(c.options->body_timeout,
+                               detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
+  body_read = true;
+  co_return std::string_view(body);
+}
+
+task<void> body_writer::write(std::string_view data) {
+  if (data.empty()) return detail::make_ready_task();
+  char size_line[24];
+  int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+  std::string chunk;
+  chunk.reserve(static_cast<std::size_t>(n) + data.size() + 2);
+  chunk.append(size_line, static_cast<std::size_t>(n)).append(data).append("\r\n");
+  return stream_.write(std::move(chunk));
+}
+
+response response::text(int status, std::string body, std::string content_type) {
+  response r;
+  r.status = status;
+  r.body = std::move(body);
+  r.headers.add("Content-Type", std::move(content_type));
+  return r;
+}
+
+response response::chunked(int status, std::function<task<void>(body_writer&)> produce) {
+  response r;
+  r.status = status;
+  r.producer = std::move(produce);
+  return r;
+}
+
+std::string_view reason_phrase(int status) noexcept {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+namespace detail {
+
+task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t max_body) {
+  switch (framing.kind) {
+    case body_kind::none:
+      co_return std::string();
+    case body_kind::length:
+      if (framing.length > max_body) {
+        throw protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
+                                      " bytes exceeds max_body_bytes=" + std::to_string(max_body));
+      }
+      co_return co_await s.read_bytes(static_cast<std::size_t>(framing.length));
+    case body_kind::until_close:
+      co_return co_await s.read_until_close();
+    case body_kind::chunked:
+      break;
+  }
+  // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers.
+  std::string body;
+  for (;;) {
+    std::string line = co_await s.read_until("\r\n", 4096);
+    std::uint64_t size = parse_chunk_size(std::string_view(line).substr(0, line.size() - 2));
+    if (size == 0) break;
+    if (size > max_body - body.size()) {
+      throw protocol_error(413, "HTTP: chunked body exceeds max_body_bytes=" +
+                                    std::to_string(max_body));
+    }
+    body += co_await s.read_bytes(static_cast<std::size_t>(size));
+    if (co_await s.read_bytes(2) != "\r\n") {
+      throw protocol_error(400, "HTTP: chunk data not followed by CRLF");
+    }
+  }
+  for (int fields = 0;; ++fields) {  // trailer fields: read and ignored, bounded
+    std::string trailer = co_await s.read_until("\r\n", 8192);
+    if (trailer == "\r\n") break;
+    if (fields > 100) throw protocol_error(431, "HTTP: too many trailer fields");
+  }
+  co_return body;
+}
+
+}  // namespace detail
+}  // namespace corio::http

@@ -1,0 +1,237 @@
+#include "http/parser.hpp"
+
+#include <charconv>
+
+namespace corio::http::detail {
+namespace {
+
+[[noreturn]] void bad(const std::string& what, int status = 400) {
+  throw protocol_error(status, "HTTP: " + what);
+}
+
+bool is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s) {
+    if (!is_tchar(c)) return false;
+  }
+  return true;
+}
+
+std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+/// Splits the head into lines; strict: every line must end in CRLF, no bare CR or LF.
+template <class F>
+void for_each_line(std::string_view head, bool strict, F&& line_fn) {
+  std::size_t pos = 0;
+  while (pos < head.size()) {
+    std::size_t lf = head.find('\n', pos);
+    if (lf == std::string_view::npos) bad("header block does not end with CRLF");
+    std::size_t end = lf;
+    if (end > pos && head[end - 1] == '\r') {
+      --end;
+    } else if (strict) {
+      bad("bare LF line ending in the header block");
+    }
+    std::string_view line = head.substr(pos, end - pos);
+    if (strict && line.find('\r') != std::string_view::npos) bad("bare CR in the header block");
+    pos = lf + 1;
+    if (!line_fn(line)) return;
+  }
+}
+
+void parse_fields(std::string_view head, bool strict, http::headers& out,
+                  std::string_view& first_line) {
+  bool first = true;
+  bool done = false;
+  for_each_line(head, strict, [&](std::string_view line) {
+    if (first) {
+      first_line = line;
+      first = false;
+      return true;
+    }
+    if (line.empty()) {
+      done = true;
+      return false;
+    }
+    if (line.front() == ' ' || line.front() == '\t') {
+      bad("obsolete line folding (obs-fold) is not accepted");
+    }
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) bad("header line without a colon");
+    std::string_view name = line.substr(0, colon);
+    if (!is_token(name)) bad("invalid header field name \"" + std::string(name) + "\"");
+    std::string_view value = trim_ows(line.substr(colon + 1));
+    for (unsigned char c : value) {
+      if ((c < 0x20 && c != '\t') || c == 0x7f) bad("control character in a header value");
+    }
+    out.add(std::string(name), std::string(value));
+    return true;
+  });
+  if (!done) bad("header block is not terminated by an empty line");
+}
+
+int parse_version(std::string_view v) {
+  if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
+      v[7] < '0' || v[7] > '9') {
+    bad("malformed HTTP version \"" + std::string(v) + "\"");
+  }
+  if (v[5] != '1') bad("unsupported HTTP version \"" + std::string(v) + "\"", 505);
+  return v[7] - '0' >= 1 ? 1 : 0;
+}
+
+bool parse_decimal(std::string_view s, std::uint64_t& out) {
+  if (s.empty() || s.size() > 18) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+}  // namespace
+
+request_head parse_request_head(std::string_view head) {
+  request_head r;
+  std::string_view line;
+  parse_fields(head, true, r.headers, line);
+  std::size_t sp1 = line.find(' ');
+  std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+    bad("malformed request line");
+  }
+  std::string_view method = line.substr(0, sp1);
+  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (!is_token(method)) bad("invalid method");
+  if (target.empty()) bad("empty request target");
+  for (unsigned char c : target) {
+    if (c <= 0x20 || c == 0x7f) bad("invalid character in the request target");
+  }
+  r.version_minor = parse_version(line.substr(sp2 + 1));
+  r.method = method;
+  r.target = target;
+  if (r.version_minor == 1 && r.headers.count("Host") != 1) {
+    bad("an HTTP/1.1 request needs exactly one Host header");
+  }
+  return r;
+}
+
+response_head parse_response_head(std::string_view head) {
+  response_head r;
+  std::string_view line;
+  parse_fields(head, false, r.headers, line);
+  if (line.size() < 12 || line[8] != ' ') bad("malformed status line");
+  r.version_minor = parse_version(line.substr(0, 8));
+  std::string_view code = line.substr(9, 3);
+  std::uint64_t status = 0;
+  if (!parse_decimal(code, status) || status < 100 || status > 999) bad("malformed status code");
+  r.status = static_cast<int>(status);
+  if (line.size() > 12) {
+    if (line[12] != ' ') bad("malformed status line");
+    r.reason = line.substr(13);
+  }
+  return r;
+}
+
+body_framing request_framing(const http::headers& fields) {
+  std::size_t te = fields.count("Transfer-Encoding");
+  std::size_t cl = fields.count("Content-Length");
+  if (te > 0 && cl > 0) bad("both Content-Length and Transfer-Encoding (request smuggling)");
+  if (te > 0) {
+    if (te > 1 || !iequals(trim_ows(*fields.get("Transfer-Encoding")), "chunked")) {
+      bad("unsupported transfer coding", 501);
+    }
+    return {body_kind::chunked, 0};
+  }
+  if (cl > 1) bad("repeated Content-Length (request smuggling)");
+  if (cl == 1) {
+    std::uint64_t n = 0;
+    if (!parse_decimal(*fields.get("Content-Length"), n)) bad("invalid Content-Length");
+    return n == 0 ? body_framing{body_kind::none, 0} : body_framing{body_kind::length, n};
+  }
+  return {body_kind::none, 0};
+}
+
+body_framing response_framing(const http::headers& fields, int status, std::string_view method) {
+  if (method == "HEAD" || (status >= 100 && status < 200) || status == 204 || status == 304) {
+    return {body_kind::none, 0};
+  }
+  if (fields.count("Transfer-Encoding") > 0) {
+    if (fields.has_token("Transfer-Encoding", "chunked")) return {body_kind::chunked, 0};
+    return {body_kind::until_close, 0};
+  }
+  if (fields.count("Content-Length") > 0) {
+    std::uint64_t n = 0;
+    std::string_view first = *fields.get("Content-Length");
+    for (const auto& [name, value] : fields.fields()) {
+      if (iequals(name, "Content-Length") && value != first) bad("conflicting Content-Length");
+    }
+    if (!parse_decimal(first, n)) bad("invalid Content-Length");
+    return {body_kind::length, n};
+  }
+  return {body_kind::until_close, 0};
+}
+
+std::uint64_t parse_chunk_size(std::string_view line) {
+  std::size_t end = line.find(';');
+  std::string_view digits = trim_ows(line.substr(0, end));
+  if (digits.empty()) bad("empty chunk size");
+  std::uint64_t value = 0;
+  for (char c : digits) {
+    int d;
+    if (c >= '0' && c <= '9') {
+      d = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      d = c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'F') {
+      d = c - 'A' + 10;
+    } else {
+      bad("invalid chunk size \"" + std::string(digits) + "\"");
+    }
+    if (value > (std::uint64_t{1} << 59)) bad("chunk size overflows");
+    value = value * 16 + static_cast<std::uint64_t>(d);
+  }
+  return value;
+}
+
+std::string decode_chunked(std::string_view in, std::size_t max_body, std::size_t& consumed) {
+  std::string body;
+  std::size_t pos = 0;
+  auto line = [&]() {
+    std::size_t crlf = in.find("\r\n", pos);
+    if (crlf == std::string_view::npos || crlf - pos > 4096) bad("chunk line too long or cut");
+    std::string_view l = in.substr(pos, crlf - pos);
+    pos = crlf + 2;
+    return l;
+  };
+  for (;;) {
+    std::uint64_t size = parse_chunk_size(line());
+    if (size == 0) break;
+    if (size > max_body - body.size()) bad("chunked body exceeds max_body_bytes", 413);
+    if (in.size() - pos < size + 2) bad("chunk data cut short");
+    body.append(in.substr(pos, size));
+    pos += size;
+    if (in.substr(pos, 2) != "\r\n") bad("chunk data not followed by CRLF");
+    pos += 2;
+  }
+  while (!line().empty()) {  // trailer fields are read and ignored
+  }
+  consumed = pos;
+  return body;
+}
+
+}  // namespace corio::http::detail

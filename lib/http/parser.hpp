@@ -1,0 +1,55 @@
+// lib/http/parser.hpp - strict HTTP/1.1 message parsing (RFC 9112); no I/O, fuzzable.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "corio/http/message.hpp"
+
+namespace corio::http::detail {
+
+/// The request line and header fields of a request.
+struct request_head {
+  std::string method;
+  std::string target;
+  int version_minor = 1;
+  http::headers headers;
+};
+
+/// The status line and header fields of a response.
+struct response_head {
+  int version_minor = 1;
+  int status = 0;
+  std::string reason;
+  http::headers headers;
+};
+
+/// How a message body is delimited.
+enum class body_kind { none, length, chunked, until_close };
+struct body_framing {
+  body_kind kind = body_kind::none;
+  std::uint64_t length = 0;
+};
+
+/// Parses a request head ending in CRLF CRLF. Throws protocol_error: 400 for malformed
+/// syntax (bare LF, obs-fold, bad tokens, missing or repeated Host in HTTP/1.1), 505 for an
+/// unsupported version.
+request_head parse_request_head(std::string_view head);
+/// Parses a response head ending in CRLF CRLF (bare LF tolerated from servers).
+response_head parse_response_head(std::string_view head);
+/// Framing of a request body. Throws protocol_error 400 for Content-Length with
+/// Transfer-Encoding, repeated or invalid Content-Length (request smuggling), 501 for a
+/// transfer coding other than chunked.
+body_framing request_framing(const http::headers& fields);
+/// Framing of a response body to a request with `method`.
+body_framing response_framing(const http::headers& fields, int status, std::string_view method);
+/// Parses a chunk-size line (without CRLF), ignoring chunk extensions. Throws protocol_error
+/// 400 on anything but hex digits or on overflow past 2^63.
+std::uint64_t parse_chunk_size(std::string_view line);
+
+/// Decodes a complete chunked body held in memory (tests and fuzzing); returns the body and
+/// sets `consumed` to the bytes used including trailers. Throws protocol_error.
+std::string decode_chunked(std::string_view in, std::size_t max_body, std::size_t& consumed);
+
+}  // namespace corio::http::detail

@@ -1,0 +1,260 @@
+// The HTTP/1.1 server: a plain user of streams (architecture.md), one coroutine per connection.
+#include "corio/http/server.hpp"
+
+#include <cstdio>
+#include <ctime>
+#include <list>
+
+#include "corio/loop.hpp"
+#include "corio/tcp.hpp"
+#include "corio/timeout.hpp"
+#include "corio/tls.hpp"
+#include "http/connection.hpp"
+#include "http/parser.hpp"
+
+namespace corio::http {
+
+struct server::state {
+  handler handle;
+  server_options options;
+  bool stopping = false;
+  std::size_t active = 0;
+  std::uint64_t served = 0;
+  tcp_listener* listener = nullptr;
+  std::list<corio::stream*> idle;  // connections waiting for their next request
+};
+
+namespace {
+
+/// "Date:" value, formatted at most once per second (RFC 9110 IMF-fixdate).
+const std::string& http_date() {
+  thread_local std::time_t cached_second = 0;
+  thread_local std::string cached;
+  std::time_t now = std::time(nullptr);
+  if (now != cached_second) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    cached = buf;
+    cached_second = now;
+  }
+  return cached;
+}
+
+std::string serialize_head(const response& r, std::string_view server_name, bool keep_alive,
+                           int version_minor, bool chunked, bool omit_length) {
+  std::string out;
+  out.reserve(160 + r.body.size());
+  out += version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += std::to_string(r.status);
+  out += ' ';
+  out += r.reason.empty() ? reason_phrase(r.status) : std::string_view(r.reason);
+  out += "\r\n";
+  if (!server_name.empty() && r.headers.count("Server") == 0) {
+    out.append("Server: ").append(server_name).append("\r\n");
+  }
+  if (r.headers.count("Date") == 0) out.append("Date: ").append(http_date()).append("\r\n");
+  bool no_body_status = r.status < 200 || r.status == 204 || r.status == 304;
+  if (chunked) {
+    out += "Transfer-Encoding: chunked\r\n";
+  } else if (!no_body_status && !omit_length) {
+    out.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
+  }
+  if (!keep_alive) {
+    out += "Connection: close\r\n";
+  } else if (version_minor == 0) {
+    out += "Connection: keep-alive\r\n";
+  }
+  for (const auto& [name, value] : r.headers.fields()) {
+    if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") ||
+        iequals(name, "Connection")) {
+      continue;  // framing is ours to decide
+    }
+    out.append(name).append(": ").append(value).append("\r\n");
+  }
+  out += "\r\n";
+  return out;
+}
+
+/// Answers a protocol error and lets the caller close the connection.
+void send_error(corio::stream& s, const server_options& o, int status, const std::string& why) {
+  response r = response::text(status, std::string(reason_phrase(status)) + ": " + why + "\n");
+  std::string out = serialize_head(r, o.server_name, false, 1, false, false);
+  out += r.body;
+  s.write(std::move(out));
+}
+
+/// Marks a connection idle while it waits for a request, so that shutdown can close it.
+struct idle_guard {
+  std::list<corio::stream*>& list;
+  std::list<corio::stream*>::iterator it;
+  idle_guard(std::list<corio::stream*>& l, corio::stream* s) : list(l), it(l.insert(l.end(), s)) {}
+  ~idle_guard() { list.erase(it); }
+};
+
+}  // namespace
+
+server::server(handler h, server_options options) : state_(std::make_unique<state>()) {
+  state_->handle = std::move(h);
+  state_->options = std::move(options);
+}
+
+server::~server() = default;
+
+std::size_t server::active_connections() const noexcept { return state_->active; }
+std::uint64_t server::requests_served() const noexcept { return state_->served; }
+
+void server::shutdown() {
+  state_->stopping = true;
+  if (state_->listener != nullptr) state_->listener->close();
+  for (corio::stream* s : std::list<corio::stream*>(state_->idle)) s->close();
+}
+
+task<void> server::serve(tcp_listener& listener) {
+  state& st = *state_;
+  st.listener = &listener;
+  event_loop& loop = event_loop::current();
+  while (!st.stopping) {
+    tcp_stream connection;
+    try {
+      connection = co_await listener.accept(st.options.streams);
+    } catch (const stream_closed_error&) {
+      break;  // the listener was closed: shutdown
+    } catch (const corio::error& e) {
+      // D1: EMFILE/ENFILE/ENOBUFS: say so, pause, and try again instead of spinning.
+      std::fprintf(stderr, "corio http: accept failed: %s; retrying in 50 ms\n", e.what());
+      co_await sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    connection.set_nodelay(true);
+    if (st.options.tls != nullptr) {
+      loop.spawn(serve_connection(tls_stream::accept(std::move(connection), *st.options.tls)));
+    } else {
+      loop.spawn(serve_connection(std::move(connection)));
+    }
+  }
+  st.listener = nullptr;
+  while (st.active > 0) co_await sleep_for(std::chrono::milliseconds(5));
+}
+
+task<void> server::serve_connection(corio::stream s) {
+  state& st = *state_;
+  const server_options& o = st.options;
+  ++st.active;
+  struct active_guard {
+    std::size_t& n;
+    ~active_guard() { --n; }
+  } guard{st.active};
+  connection_state conn;
+  conn.stream = &s;
+  conn.options = &o;
+  try {
+    while (!st.stopping) {
+      // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
+      if (s.buffered_bytes() == 0) {
+        idle_guard idle(st.idle, &s);
+        try {
+          co_await with_timeout(o.idle_timeout, s.read_until(""));
+        } catch (const timeout_error&) {
+          break;
+        }
+      }
+      if (st.stopping) break;
+      std::string head;
+      try {
+        head = co_await with_timeout(o.header_timeout, s.read_until("\r\n\r\n", o.max_header_bytes));
+      } catch (const timeout_error&) {
+        send_error(s, o, 408, "the request head did not arrive in time");
+        break;
+      } catch (const stream_closed_error& e) {
+        if (e.code() == errc::unsatisfiable_read) {
+          send_error(s, o, 431, "request head exceeds " + std::to_string(o.max_header_bytes) +
+                                    " bytes");
+        }
+        break;
+      }
+      request req;
+      bool keep_alive = true;
+      try {
+        detail::request_head parsed = detail::parse_request_head(head);
+        req.method = std::move(parsed.method);
+        req.target = std::move(parsed.target);
+        req.version_minor = parsed.version_minor;
+        req.headers = std::move(parsed.headers);
+        conn.framing = detail::request_framing(req.headers);
+        if (conn.framing.kind == detail::body_kind::length &&
+            conn.framing.length > o.max_body_bytes) {
+          throw protocol_error(413, "HTTP: body of " + std::to_string(conn.framing.length) +
+                                        " bytes exceeds max_body_bytes=" +
+                                        std::to_string(o.max_body_bytes));
+        }
+        conn.expect_continue = req.version_minor == 1 &&
+                               req.headers.has_token("Expect", "100-continue") &&
+                               conn.framing.kind != detail::body_kind::none;
+        conn.continue_sent = false;
+        req.connection = &conn;
+        if (!conn.expect_continue) co_await req.read_body();
+      } catch (const protocol_error& e) {
+        send_error(s, o, e.status(), e.what());
+        break;
+      } catch (const timeout_error&) {
+        send_error(s, o, 408, "the request body did not arrive in time");
+        break;
+      }
+      keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
+                                          : req.headers.has_token("Connection", "keep-alive");
+      response res;
+      try {
+        res = co_await st.handle(req);
+      } catch (const protocol_error& e) {
+        send_error(s, o, e.status(), e.what());
+        break;
+      } catch (const stream_closed_error&) {
+        break;
+      } catch (const std::exception& e) {
+        send_error(s, o, 500, "the handler failed");
+        event_loop::current().report_exception(std::current_exception());
+        break;
+      }
+      // A body the handler did not read (Expect: 100-continue refused) cannot be skipped
+      // safely: answer, then close.
+      if (!req.body_read && conn.framing.kind != detail::body_kind::none) keep_alive = false;
+      if (st.stopping) keep_alive = false;
+      bool head_only = req.method == "HEAD";
+      bool chunked = static_cast<bool>(res.producer) && !head_only && req.version_minor == 1;
+      if (res.producer && req.version_minor == 0) keep_alive = false;  // 1.0: close-delimited
+      std::string out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
+                                       static_cast<bool>(res.producer) && !chunked);
+      ++st.served;
+      if (res.producer) {
+        s.write(std::move(out));
+        if (!head_only) {
+          if (chunked) {
+            body_writer writer(s);
+            co_await res.producer(writer);
+            s.write("0\r\n\r\n");
+          } else {
+            struct raw_writer {
+              corio::stream& s;
+            };
+            body_writer writer(s);
+            co_await res.producer(writer);  // 1.0: chunk framing would be wrong, see below
+          }
+        }
+      } else {
+        if (!head_only) out += res.body;
+        s.write(std::move(out));  // gathered with the other writes of this loop turn
+      }
+      if (!keep_alive) {
+        co_await s.write("");  // flush, then close
+        break;
+      }
+    }
+  } catch (const stream_closed_error&) {
+  } catch (const timeout_error&) {
+  }
+  s.close();
+}
+
+}  // namespace corio::http
