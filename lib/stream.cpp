@@ -176,9 +176,14 @@ task<T> stream_core::finish_at_call(verdict v, std::size_t consume) {
     }
   }
   if (v == verdict::unsatisfiable) {
+    const bool was_closed = closed_;
+    const char* name = read_.name;
     std::string message = unsatisfiable_message();
     clear_read();
     close(make_error_code(errc::unsatisfiable_read));  // S16: the stream closes
+    // S10: on a stream that was already closed, error() stays what it was and the read
+    // fails with stream_closed_error{error()} (Tornado: StreamClosedError(real_error)).
+    if (was_closed) return make_failed_task<T>(closed_error(name));
     return make_failed_task<T>(std::make_exception_ptr(
         stream_closed_error(message, make_error_code(errc::unsatisfiable_read))));
   }
