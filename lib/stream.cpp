@@ -519,7 +519,7 @@ void stream_core::release_transport() noexcept {
 void stream_core::close(std::error_code reason) noexcept {
   if (closed_) {
     // Tornado runs a callback set after the close when close() is called again (S38).
-    if (close_callback_ && !close_notice_.queued()) loop_.schedule(close_notice_);
+    queue_close_callback();
     return;
   }
   closed_ = true;
@@ -556,17 +556,29 @@ void stream_core::close(std::error_code reason) noexcept {
   pieces_.clear();  // S36: unsent data is discarded
   front_offset_ = 0;
   bytes_sent_ = bytes_queued_;
-  if (close_callback_) loop_.schedule(close_notice_);  // S38: after those continuations
+  queue_close_callback();  // S38: after those continuations
+}
+
+void stream_core::queue_close_callback() {
+  // S38: the callback is taken now, at close time, so replacing or clearing it afterwards
+  // neither stops it nor runs the new one (Tornado schedules it inside close()).
+  if (!close_callback_) return;
+  close_notice_.callbacks.push_back(std::move(close_callback_));
+  close_callback_ = nullptr;
+  if (!close_notice_.queued()) loop_.schedule(close_notice_);
 }
 
 void stream_core::close_notice::run_ready() {
-  std::function<void()> callback = std::move(core->close_callback_);
-  core->close_callback_ = nullptr;
-  if (!callback) return;
-  try {
-    callback();
-  } catch (...) {
-    core->loop_.report_exception(std::current_exception());
+  event_loop& loop = core->loop_;
+  std::vector<std::function<void()>> pending = std::move(callbacks);
+  callbacks.clear();
+  // A callback may destroy the stream (and this node): only locals are used from here on.
+  for (auto& callback : pending) {
+    try {
+      callback();
+    } catch (...) {
+      loop.report_exception(std::current_exception());
+    }
   }
 }
 
