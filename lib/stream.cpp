@@ -177,9 +177,14 @@ task<T> stream_core::finish_at_call(verdict v, std::size_t consume) {
     }
   }
   if (v == verdict::unsatisfiable) {
+    const bool was_closed = closed_;
+    const char* name = read_.name;
     std::string message = unsatisfiable_message();
     clear_read();
     close(make_error_code(errc::unsatisfiable_read));  // S16: the stream closes
+    // S10: on a stream that was already closed, error() stays what it was and the read
+    // fails with stream_closed_error{error()} (Tornado: StreamClosedError(real_error)).
+    if (was_closed) return make_failed_task<T>(closed_error(name));
     return make_failed_task<T>(std::make_exception_ptr(
         stream_closed_error(message, make_error_code(errc::unsatisfiable_read))));
   }
@@ -527,7 +532,7 @@ void stream_core::release_transport() noexcept {
 void stream_core::close(std::error_code reason) noexcept {
   if (closed_) {
     // Tornado runs a callback set after the close when close() is called again (S38).
-    if (close_callback_ && !close_notice_.queued()) loop_.schedule(close_notice_);
+    queue_close_callback();
     return;
   }
   closed_ = true;
@@ -571,7 +576,16 @@ void stream_core::close(std::error_code reason) noexcept {
   plain_pending_.clear();
   front_offset_ = 0;
   bytes_sent_ = bytes_queued_;
-  if (close_callback_) loop_.schedule(close_notice_);  // S38: after those continuations
+  queue_close_callback();  // S38: after those continuations
+}
+
+void stream_core::queue_close_callback() {
+  // S38: the callback is taken now, at close time, so replacing or clearing it afterwards
+  // neither stops it nor runs the new one (Tornado schedules it inside close()).
+  if (!close_callback_) return;
+  close_notice_.callbacks.push_back(std::move(close_callback_));
+  close_callback_ = nullptr;
+  if (!close_notice_.queued()) loop_.schedule(close_notice_);
 }
 
 void stream_core::close_by_user(std::error_code reason) noexcept {
@@ -622,13 +636,16 @@ void stream_core::send_queued_now() noexcept {
 }
 
 void stream_core::close_notice::run_ready() {
-  std::function<void()> callback = std::move(core->close_callback_);
-  core->close_callback_ = nullptr;
-  if (!callback) return;
-  try {
-    callback();
-  } catch (...) {
-    core->loop_.report_exception(std::current_exception());
+  event_loop& loop = core->loop_;
+  std::vector<std::function<void()>> pending = std::move(callbacks);
+  callbacks.clear();
+  // A callback may destroy the stream (and this node): only locals are used from here on.
+  for (auto& callback : pending) {
+    try {
+      callback();
+    } catch (...) {
+      loop.report_exception(std::current_exception());
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "corio/detail/io_op.hpp"
 #include "corio/detail/pending_op.hpp"
@@ -163,8 +164,12 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   } cipher_sink_;
   struct close_notice final : ready_node {
     stream_core* core = nullptr;
+    // S38: the callbacks taken at close time (the one set when the stream closed, then one
+    // per later close() with a newly set callback), run in that order from the loop.
+    std::vector<std::function<void()>> callbacks;
     void run_ready() override;
   } close_notice_;
+  void queue_close_callback();
 };
 
 }  // namespace corio::detail
