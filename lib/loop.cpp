@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 
@@ -19,12 +20,25 @@ namespace {
 
 thread_local event_loop* current_loop = nullptr;
 
+using timer_key = std::pair<std::chrono::steady_clock::time_point, std::uint64_t>;
+using due_registry = std::map<timer_key, detail::ready_node*>;
+
 /// A posted or timer callback waiting in the ready queue; deletes itself after running.
+/// A due timer callback is also listed in the loop's registry of due callbacks under its
+/// timer key, so that timer_handle::cancel() can still withdraw it before it runs (S62).
 class callback_node final : public detail::ready_node, public detail::pooled {
  public:
   callback_node(event_loop& loop, std::function<void()> fn) : loop_(loop), fn_(std::move(fn)) {}
+  callback_node(event_loop& loop, std::function<void()> fn, due_registry& registry,
+                const timer_key& key)
+      : loop_(loop), fn_(std::move(fn)), registry_(&registry), key_(key) {
+    registry_->emplace(key_, this);
+  }
+  ~callback_node() { unregister(); }
   void run_ready() override {
     std::unique_ptr<callback_node> self(this);
+    // Why: from here on the timer has run; a cancel() from inside fn_ must not delete us.
+    unregister();
     try {
       fn_();
     } catch (...) {
@@ -34,8 +48,13 @@ class callback_node final : public detail::ready_node, public detail::pooled {
   void discard() noexcept override { delete this; }
 
  private:
+  void unregister() noexcept {
+    if (registry_ != nullptr) std::exchange(registry_, nullptr)->erase(key_);
+  }
   event_loop& loop_;
   std::function<void()> fn_;
+  due_registry* registry_ = nullptr;
+  timer_key key_{};
 };
 
 void default_exception_handler(std::exception_ptr error) {
@@ -236,7 +255,13 @@ timer_handle event_loop::add_timer(clock::duration delay, detail::ready_node& no
   return timer_handle(this, key);
 }
 
-void event_loop::cancel_timer(const timer_handle& handle) noexcept { timers_.erase(handle.key_); }
+void event_loop::cancel_timer(const timer_handle& handle) noexcept {
+  if (timers_.erase(handle.key_) != 0) return;
+  // Already due but not run yet (queued in this iteration's batch): withdraw it (S62).
+  if (auto it = due_callbacks_.find(handle.key_); it != due_callbacks_.end()) {
+    it->second->discard();  // unqueues and unregisters itself
+  }
+}
 
 void event_loop::fire_due_timers() {
   auto now = clock::now();
@@ -246,7 +271,8 @@ void event_loop::fire_due_timers() {
     if (node.mapped().node != nullptr) {
       schedule(*node.mapped().node);
     } else {
-      schedule(*new callback_node(*this, std::move(node.mapped().callback)));
+      schedule(*new callback_node(*this, std::move(node.mapped().callback), due_callbacks_,
+                                  node.key()));
     }
   }
 }

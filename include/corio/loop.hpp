@@ -163,6 +163,10 @@ class event_loop {
 
   loop_options options_;
   std::unique_ptr<detail::backend_base> backend_;
+  /// call_later callbacks whose deadline passed and that wait in the ready queue to run;
+  /// cancel() still withdraws them (S62). Declared before ready_ so that it outlives the
+  /// nodes ready_ may still hold when the loop is destroyed.
+  std::map<timer_handle::key, detail::ready_node*> due_callbacks_;
   detail::ready_list ready_;
   std::vector<detail::io_op*> op_pool_;
   std::size_t ops_outstanding_ = 0;
