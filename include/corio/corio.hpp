@@ -2,6 +2,7 @@
 #pragma once
 
 #include "corio/errors.hpp"
+#include "corio/http.hpp"
 #include "corio/io.hpp"
 #include "corio/loop.hpp"
 #include "corio/pipe.hpp"

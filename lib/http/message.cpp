@@ -1,6 +1,7 @@
 // HTTP messages: header fields, request body reading, response helpers.
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include "corio/http/message.hpp"
 #include "corio/stream.hpp"
@@ -87,7 +88,8 @@ task<std::string_view> request::read_body() {
 }
 
 task<void> body_writer::write(std::string_view data) {
-  if (data.empty()) return detail::make_ready_task();
+  if (data.empty()) return corio::detail::make_ready_task();
+  if (!chunked_) return stream_.write(data);
   char size_line[24];
   int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
   std::string chunk;

@@ -117,6 +117,7 @@ task<void> server::serve(tcp_listener& listener) {
   event_loop& loop = event_loop::current();
   while (!st.stopping) {
     tcp_stream connection;
+    bool pause = false;
     try {
       connection = co_await listener.accept(st.options.streams);
     } catch (const stream_closed_error&) {
@@ -124,6 +125,9 @@ task<void> server::serve(tcp_listener& listener) {
     } catch (const corio::error& e) {
       // D1: EMFILE/ENFILE/ENOBUFS: say so, pause, and try again instead of spinning.
       std::fprintf(stderr, "corio http: accept failed: %s; retrying in 50 ms\n", e.what());
+      pause = true;
+    }
+    if (pause) {
       co_await sleep_for(std::chrono::milliseconds(50));
       continue;
     }
@@ -235,11 +239,9 @@ task<void> server::serve_connection(corio::stream s) {
             co_await res.producer(writer);
             s.write("0\r\n\r\n");
           } else {
-            struct raw_writer {
-              corio::stream& s;
-            };
-            body_writer writer(s);
-            co_await res.producer(writer);  // 1.0: chunk framing would be wrong, see below
+            // HTTP/1.0 has no chunked coding: the body is delimited by closing.
+            body_writer writer(s, false);
+            co_await res.producer(writer);
           }
         }
       } else {

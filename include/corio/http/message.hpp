@@ -92,10 +92,12 @@ class body_writer {
   /// Sends one chunk (empty data sends nothing); completes when the kernel has it.
   task<void> write(std::string_view data);
   /// @cond INTERNAL
-  explicit body_writer(corio::stream& s) noexcept : stream_(s) {}
+  explicit body_writer(corio::stream& s, bool chunked = true) noexcept
+      : stream_(s), chunked_(chunked) {}
   /// @endcond
  private:
   corio::stream& stream_;
+  bool chunked_;
 };
 
 /// A response from a handler. Content-Length is set from `body` unless the body is

@@ -1,0 +1,228 @@
+// The HTTP/1.1 client: connection reuse per origin, Content-Length/chunked/close bodies.
+#include "corio/http/client.hpp"
+
+#include <map>
+#include <stdexcept>
+#include <vector>
+
+#include "corio/loop.hpp"
+#include "corio/tcp.hpp"
+#include "corio/timeout.hpp"
+#include "corio/tls.hpp"
+#include "http/connection.hpp"
+#include "http/parser.hpp"
+
+namespace corio::http {
+
+url_parts parse_url(std::string_view url) {
+  url_parts u;
+  std::string_view rest;
+  if (url.substr(0, 7) == "http://") {
+    rest = url.substr(7);
+  } else if (url.substr(0, 8) == "https://") {
+    rest = url.substr(8);
+    u.tls = true;
+    u.port = 443;
+  } else {
+    throw std::invalid_argument("http: unsupported URL \"" + std::string(url) +
+                                "\" (expected http:// or https://)");
+  }
+  std::size_t slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  if (slash != std::string_view::npos) {
+    u.target = std::string(rest.substr(slash));
+    if (u.target.front() == '?') u.target.insert(0, "/");
+  }
+  if (authority.find('@') != std::string_view::npos) {
+    throw std::invalid_argument("http: user info in URLs is not supported: \"" +
+                                std::string(url) + "\"");
+  }
+  std::string_view host = authority;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      throw std::invalid_argument("http: bad IPv6 host in \"" + std::string(url) + "\"");
+    }
+    host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') {
+        throw std::invalid_argument("http: bad authority in \"" + std::string(url) + "\"");
+      }
+      port = authority.substr(close + 2);
+    }
+  } else if (std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  if (host.empty()) throw std::invalid_argument("http: no host in \"" + std::string(url) + "\"");
+  u.host = std::string(host);
+  if (!port.empty()) {
+    unsigned value = 0;
+    for (char c : port) {
+      if (c < '0' || c > '9' || (value = value * 10 + static_cast<unsigned>(c - '0')) > 65535) {
+        throw std::invalid_argument("http: bad port in \"" + std::string(url) + "\"");
+      }
+    }
+    u.port = static_cast<std::uint16_t>(value);
+  }
+  return u;
+}
+
+struct client::state {
+  client_options options;
+  std::unique_ptr<tls_context> default_tls;
+  std::map<std::string, std::vector<corio::stream>> idle;  // origin -> kept-alive streams
+
+  static std::string origin(const url_parts& u) {
+    return (u.tls ? "https://" : "http://") + u.host + ":" + std::to_string(u.port);
+  }
+
+  tls_context& tls() {
+    if (options.tls != nullptr) return *options.tls;
+    if (!default_tls) default_tls = std::make_unique<tls_context>(tls_role::client);
+    return *default_tls;
+  }
+};
+
+client::client(client_options options) : state_(std::make_unique<state>()) {
+  state_->options = std::move(options);
+}
+client::~client() = default;
+
+std::size_t client::idle_connections() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [origin, streams] : state_->idle) n += streams.size();
+  return n;
+}
+
+namespace {
+
+task<corio::stream> open_connection(client::state& st, const url_parts& u) {
+  auto& pool = st.idle[client::state::origin(u)];
+  while (!pool.empty()) {
+    corio::stream s = std::move(pool.back());
+    pool.pop_back();
+    if (!s.closed() && s.buffered_bytes() == 0) co_return s;
+  }
+  tcp_stream plain = co_await tcp_stream::connect(u.host, u.port, {.nodelay = true});
+  if (!u.tls) co_return corio::stream(std::move(plain));
+  tls_stream secured = co_await std::move(plain).start_tls(st.tls(), u.host);
+  co_return corio::stream(std::move(secured));
+}
+
+std::string serialize_request(const std::string& method, const url_parts& u,
+                              const http::headers& fields, const std::string& body,
+                              const std::string& user_agent) {
+  std::string out = method + " " + u.target + " HTTP/1.1\r\n";
+  if (fields.count("Host") == 0) {
+    bool default_port = u.port == (u.tls ? 443 : 80);
+    bool v6 = u.host.find(':') != std::string::npos;
+    out += "Host: " + (v6 ? "[" + u.host + "]" : u.host) +
+           (default_port ? "" : ":" + std::to_string(u.port)) + "\r\n";
+  }
+  if (!user_agent.empty() && fields.count("User-Agent") == 0) {
+    out += "User-Agent: " + user_agent + "\r\n";
+  }
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  for (const auto& [name, value] : fields.fields()) {
+    if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding")) continue;
+    out += name + ": " + value + "\r\n";
+  }
+  out += "\r\n";
+  out += body;
+  return out;
+}
+
+/// One request/response exchange; returns the response and whether the stream can be reused.
+task<client_response> exchange(client::state& st, const std::string& method, const url_parts& u,
+                               const http::headers& fields, const std::string& body) {
+  const client_options& o = st.options;
+  for (int attempt = 0;; ++attempt) {
+    corio::stream s = co_await open_connection(st, u);
+    s.write(serialize_request(method, u, fields, body, o.user_agent));
+    std::string head;
+    try {
+      head = co_await s.read_until("\r\n\r\n", o.max_header_bytes);
+    } catch (const stream_closed_error& e) {
+      // A kept-alive connection the server had closed: retry once on a fresh one.
+      if (attempt == 0 && e.code() != errc::unsatisfiable_read && !s.closed()) continue;
+      if (attempt == 0 && e.code() != errc::unsatisfiable_read &&
+          (method == "GET" || method == "HEAD")) {
+        continue;
+      }
+      if (e.code() == errc::unsatisfiable_read) {
+        throw protocol_error(431, "HTTP: response head exceeds max_header_bytes=" +
+                                      std::to_string(o.max_header_bytes));
+      }
+      throw;
+    }
+    detail::response_head parsed = detail::parse_response_head(head);
+    while (parsed.status >= 100 && parsed.status < 200) {  // 100 Continue and friends
+      head = co_await s.read_until("\r\n\r\n", o.max_header_bytes);
+      parsed = detail::parse_response_head(head);
+    }
+    detail::body_framing framing = detail::response_framing(parsed.headers, parsed.status, method);
+    client_response r;
+    r.status = parsed.status;
+    r.reason = std::move(parsed.reason);
+    r.version_minor = parsed.version_minor;
+    r.headers = std::move(parsed.headers);
+    r.body = co_await detail::read_body(s, framing, o.max_body_bytes);
+    bool reusable = framing.kind != detail::body_kind::until_close && !s.closed() &&
+                    (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
+                                          : r.headers.has_token("Connection", "keep-alive"));
+    if (reusable) st.idle[client::state::origin(u)].push_back(std::move(s));
+    co_return r;
+  }
+}
+
+task<client_response> request_with_redirects(client::state& st, std::string method,
+                                             std::string url, http::headers fields,
+                                             std::string body) {
+  for (int redirects = 0;; ++redirects) {
+    url_parts u = parse_url(url);
+    client_response r = co_await exchange(st, method, u, fields, body);
+    bool redirect = r.status == 301 || r.status == 302 || r.status == 303 || r.status == 307 ||
+                    r.status == 308;
+    if (!st.options.follow_redirects || !redirect || !r.headers.get("Location")) co_return r;
+    if (redirects >= st.options.max_redirects) {
+      throw protocol_error(310, "HTTP: more than " + std::to_string(st.options.max_redirects) +
+                                    " redirects");
+    }
+    std::string location(*r.headers.get("Location"));
+    if (!location.empty() && location.front() == '/') {
+      location = (u.tls ? "https://" : "http://") +
+                 (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
+                 std::to_string(u.port) + location;
+    }
+    url = location;
+    if (r.status == 303 || ((r.status == 301 || r.status == 302) && method == "POST")) {
+      method = "GET";
+      body.clear();
+    }
+  }
+}
+
+}  // namespace
+
+task<client_response> client::request(std::string method, std::string url, http::headers fields,
+                                      std::string body) {
+  return with_timeout(state_->options.timeout,
+                      request_with_redirects(*state_, std::move(method), std::move(url),
+                                             std::move(fields), std::move(body)));
+}
+
+task<client_response> client::get(std::string url) {
+  return request("GET", std::move(url), http::headers(), std::string());
+}
+
+task<client_response> client::post(std::string url, std::string body, std::string content_type) {
+  http::headers fields;
+  fields.add("Content-Type", std::move(content_type));
+  return request("POST", std::move(url), std::move(fields), std::move(body));
+}
+
+}  // namespace corio::http
