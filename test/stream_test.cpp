@@ -411,7 +411,9 @@ TEST_P(stream_test, NoReentrancy_ContinuationsRunFromLoopInCompletionOrder_S6) {
     co_await std::move(r);
     co_await std::move(w3);
     co_await turns();
-    EXPECT_EQ(log, (std::vector<std::string>{"read:closed", "w3:closed", "callback"}));
+    // close() sent "3" first (its one non-blocking send, S36), so w3 completed before the
+    // close failed the read; continuations run in that order.
+    EXPECT_EQ(log, (std::vector<std::string>{"w3:ok", "read:closed", "callback"}));
   });
 }
 
@@ -1428,7 +1430,9 @@ TEST_P(stream_test, PeerResetMidRead_FailsWithConnectionReset_S35) {
 TEST_P(stream_test, Close_IdempotentDiscardsUnsentFirstReasonWins_S36) {
   each_transport([](transport t) -> task<void> {
     auto p = co_await with_raw_peer(t);
-    auto w = p.s.write("never sent");  // gathered at the end of the turn: still unsent
+    // More than the kernel's socket buffers take at once: the rest is discarded by close().
+    const std::size_t total = 64u << 20;
+    auto w = p.s.write(std::string(total, 'x'));
     EXPECT_TRUE(p.s.writing());
     p.s.close(os(ECONNABORTED));
     p.s.close(os(ETIMEDOUT));
@@ -1438,7 +1442,22 @@ TEST_P(stream_test, Close_IdempotentDiscardsUnsentFirstReasonWins_S36) {
     EXPECT_EQ(p.s.error(), os(ECONNABORTED));
     auto e = co_await failure_of([&] { return std::move(w); });
     EXPECT_TRUE(closed_with(e, os(ECONNABORTED)));
-    EXPECT_TRUE(p.peer.sees_eof());  // the transport closed, nothing was sent
+    std::string got = p.peer.recv(total);
+    EXPECT_LT(got.size(), total);  // not flushed: the transport closed with data unsent
+    EXPECT_TRUE(p.peer.sees_eof());
+  });
+}
+
+TEST_P(stream_test, Close_SendsWhatTheKernelTakesAtOnce_S36) {
+  // Tornado's write() sends inline, so `write(x); close()` delivers a small x. corio gathers
+  // writes until the end of the loop turn, so close() makes that one non-blocking send.
+  each_transport([](transport t) -> task<void> {
+    auto p = co_await with_raw_peer(t);
+    auto w = p.s.write("last words");
+    p.s.close();
+    co_await std::move(w);  // it was sent, so it completed
+    EXPECT_EQ(p.peer.recv(10), "last words");
+    EXPECT_TRUE(p.peer.sees_eof());
   });
 }
 
@@ -1457,8 +1476,9 @@ TEST_P(stream_test, Close_PendingOpsOutcomesInOrder_S37) {
       std::vector<std::string> log;
       d.b.set_close_callback([&log] { log.push_back("callback"); });
       auto r = corio::start(log_op(d.b.read_bytes(10), &log, "read"));
-      auto w1 = d.b.write("one");
-      auto w2 = d.b.write("two");
+      // Too large for close()'s single non-blocking send: these still fail (S36, S37).
+      auto w1 = d.b.write(std::string(32u << 20, '1'));
+      auto w2 = d.b.write(std::string(32u << 20, '2'));
       d.b.close(os(ECONNABORTED));
       auto e = co_await failure_of([&] { return std::move(w1); });
       EXPECT_TRUE(closed_with(e, os(ECONNABORTED)));
@@ -1483,7 +1503,9 @@ TEST_P(stream_test, CloseCallback_AfterContinuationsExactlyOnceNeverInsideClose_
         log.push_back("callback");
       });
       auto r = corio::start(log_op(d.b.read_bytes(10), &log, "read"));
-      auto w = corio::start(log_op(d.b.write("queued"), &log, "write"));
+      // Larger than the socket buffers, so that a local close() cannot send it all.
+      std::string payload = remote ? std::string("queued") : std::string(64u << 20, 'q');
+      auto w = corio::start(log_op(d.b.write(std::move(payload)), &log, "write"));
       if (remote) {
         co_await std::move(w);  // let the write go out first, then the EOF fails the read
         d.a.close();
@@ -1621,7 +1643,7 @@ TEST_P(stream_test, StateQueries_S41) {
     EXPECT_EQ(in, "in");
     EXPECT_FALSE(d.b.reading());
     auto r2 = d.b.read_bytes(2);
-    auto w2 = d.b.write("unsent");
+    auto w2 = d.b.write(std::string(64u << 20, 'u'));  // too large for close()'s one send
     d.b.close(os(ECONNABORTED));
     EXPECT_TRUE(d.b.closed());
     EXPECT_FALSE(d.b.reading());
