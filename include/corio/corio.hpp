@@ -5,6 +5,7 @@
 #include "corio/http.hpp"
 #include "corio/io.hpp"
 #include "corio/loop.hpp"
+#include "corio/per_core.hpp"
 #include "corio/pipe.hpp"
 #include "corio/stream.hpp"
 #include "corio/subprocess.hpp"

@@ -1,0 +1,82 @@
+// run_per_core: one loop per thread, cross-loop post, SO_REUSEPORT listeners.
+#include "corio/per_core.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "corio/corio.hpp"
+#include "support/backends.hpp"
+
+using namespace corio;
+using namespace std::chrono_literals;
+
+namespace {
+class PerCore : public corio::testing::backend_test {};
+
+TEST_P(PerCore, EachThreadHasItsOwnLoopAndPostsReachOtherLoops) {
+  std::atomic<int> received{0};
+  std::mutex m;
+  std::set<const event_loop*> seen;
+  run_per_core(
+      2,
+      [&](core_context& ctx) -> task<void> {
+        {
+          std::lock_guard lock(m);
+          seen.insert(&event_loop::current());
+        }
+        unsigned other = (ctx.index() + 1) % ctx.count();
+        for (int i = 0; i < 1000; ++i) ctx.post_to(other, [&] { ++received; });
+        while (received.load() < 2000) co_await sleep_for(1ms);
+      },
+      options());
+  EXPECT_EQ(received.load(), 2000);
+  EXPECT_EQ(seen.size(), 2u);
+}
+
+TEST_P(PerCore, ReusePortListenersServeConnectionsAndStopAllEnds) {
+  // Each loop binds the same port with SO_REUSEPORT and serves one line-echo; a client on
+  // the main thread connects several times; then stop_all ends every loop.
+  std::atomic<std::uint16_t> port{0};
+  std::atomic<int> served{0};
+  std::thread client;
+  run_per_core(
+      2,
+      [&](core_context& ctx) -> task<void> {
+        listen_options lo;
+        lo.reuse_port = true;
+        std::uint16_t want = 0;
+        if (ctx.index() != 0) {
+          while ((want = port.load()) == 0) co_await sleep_for(1ms);
+        }
+        auto listener = tcp_listener::bind("127.0.0.1", want, lo);
+        if (ctx.index() == 0) {
+          port = listener.port();
+          client = std::thread([&, p = listener.port()] {
+            event_loop loop(options());
+            loop.run([&]() -> task<void> {
+              for (int i = 0; i < 8; ++i) {
+                auto s = co_await tcp_stream::connect("127.0.0.1", p);
+                s.write("hi\n");
+                EXPECT_EQ(co_await s.read_until("\n"), "hi\n");
+              }
+            }());
+            ctx.stop_all();
+          });
+        }
+        for (;;) {
+          auto s = co_await listener.accept();
+          s.write(co_await s.read_until("\n"));
+          co_await s.write("");
+          ++served;
+        }
+      },
+      options());
+  client.join();
+  EXPECT_EQ(served.load(), 8);
+}
+
+CORIO_INSTANTIATE_BACKENDS(PerCore);
+}  // namespace
