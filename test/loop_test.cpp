@@ -442,6 +442,20 @@ TEST_P(LoopTest, SleepFor_ZeroAndConcurrentSleepersWakeInDeadlineOrder_S65) {
   EXPECT_EQ(run(body()), (std::vector<int>{0, 5, 10, 15}));
 }
 
+// A turn that has work queued polls the backend without sleeping (io_uring once waited for a
+// zero timespec, which costs an hrtimer plus timer slack, ~45 us, per turn).
+TEST_P(LoopTest, SleepFor_ZeroChainDoesNotSleepInTheBackend_S59) {
+  constexpr int turns = 20000;
+  auto body = []() -> task<double> {
+    auto start = clock_type::now();
+    for (int i = 0; i < turns; ++i) co_await corio::sleep_for(0ns);
+    co_return ms_since(start);
+  };
+  double elapsed = run(body());
+  // 20,000 turns x 45 us would be 900 ms; without sleeping it is ~20 ms (~150 ms under ASan).
+  EXPECT_LT(elapsed, 600.0) << "each loop turn with queued work sleeps in the backend";
+}
+
 // ---------------------------------------------------------------------------------------------
 // with_timeout (S63)
 
