@@ -467,10 +467,12 @@ TEST_P(LoopTest, WithTimeout_InnerFinishesFirstPassesValueAndRemovesTimer_S63) {
   auto body = [&]() -> task<std::uint64_t> {
     event_loop& loop = event_loop::current();
     auto fired_before = loop.stats().timers_fired;
-    std::string v = co_await corio::with_timeout(20ms, inner());
+    // Why 300 ms: a generous margin, so that a loaded machine does not make the 1 ms sleep and
+    // the limit come due in the same turn (both would then count as fired).
+    std::string v = co_await corio::with_timeout(300ms, inner());
     EXPECT_EQ(v, "inner value");
-    co_await corio::sleep_for(50ms);  // past the 20 ms limit
-    // Fired: the inner 1 ms sleep and our 50 ms sleep; not the removed 20 ms limit.
+    co_await corio::sleep_for(350ms);  // past the 300 ms limit
+    // Fired: the inner 1 ms sleep and our 350 ms sleep; not the removed 300 ms limit.
     co_return loop.stats().timers_fired - fired_before;
   };
   EXPECT_EQ(run(body()), 2U);
