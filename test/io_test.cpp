@@ -362,6 +362,27 @@ TEST_P(IoTest, Connect_ToAClosedPortIsEconnrefused) {
   EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
 }
 
+// An fd closed through the loop (close_fd_after) may come back with the same number: the
+// epoll backend keeps one registration per fd for its lifetime, which it must forget on close.
+TEST_P(IoTest, CloseFdAfter_FdNumberReusedOnTheSameLoopStillWorks) {
+  auto body = []() -> task<std::string> {
+    event_loop& loop = event_loop::current();
+    std::string got;
+    for (int round = 0; round < 3; ++round) {
+      int sv[2];
+      EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+      loop.call_later(2ms, [fd = sv[0]] { EXPECT_EQ(::send(fd, "r", 1, MSG_NOSIGNAL), 1); });
+      std::array<std::byte, 4> buf{};
+      int n = co_await io::recv(sv[1], buf);  // waits: on epoll this registers sv[1]
+      if (n == 1) got += static_cast<char>(buf[0]);
+      loop.close_fd_after(sv[0], {});
+      loop.close_fd_after(sv[1], {});
+    }
+    co_return got;
+  };
+  EXPECT_EQ(run(body(), 5s), "rrr");
+}
+
 // ---------------------------------------------------------------------------------------------
 // poll and timeout
 

@@ -122,7 +122,16 @@ class uring_backend final : public backend_base {
     io_uring_cqe* cqe = nullptr;
     ++loop_.mutable_stats().syscalls;
     ++loop_.mutable_stats().waits;
-    int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    int rc;
+    if (timeout && timeout->count() <= 0) {
+      // Why: waiting for 1 CQE with a zero timespec arms an hrtimer and sleeps until it fires,
+      // timer slack included (~45 us on Linux 6.x), on every turn that has work queued.
+      // Submitting with GETEVENTS and min_complete = 0 (which also runs DEFER_TASKRUN work)
+      // never sleeps.
+      rc = io_uring_submit_and_get_events(&ring_);
+    } else {
+      rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    }
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
       throw error(std::string("io_uring_submit_and_wait_timeout failed: ") + std::strerror(-rc),
                   std::error_code(-rc, std::generic_category()));
