@@ -356,7 +356,13 @@ class uring_backend final : public backend_base {
     }
     io_op& op = *reinterpret_cast<io_op*>(c.user_data);
     int res = c.res;
-    if (op.backend_tag == stage_poll_first) {
+    // An orphan (its requester is gone) is never issued again: the memory it referred to
+    // may be gone too. It completes as cancelled instead of retrying.
+    if (op.handler == nullptr &&
+        (op.backend_tag == stage_poll_first || res == -EAGAIN || res == -ENOBUFS || res == -EINTR)) {
+      op.backend_tag = stage_operation;
+      res = -ECANCELED;
+    } else if (op.backend_tag == stage_poll_first) {
       op.backend_tag = stage_operation;
       if (res >= 0) {
         prepare(op);  // readiness arrived: issue the real operation again
