@@ -287,7 +287,12 @@ void stream_core::fail_read(std::exception_ptr error) noexcept {
 }
 
 void stream_core::try_read_progress() {
-  if (read_.kind == read_kind::none) return;  // data stays buffered (S40, S45)
+  if (read_.kind == read_kind::none) {
+    // Data stays buffered (S40, S45). Over TLS, ciphertext may decrypt to nothing (session
+    // tickets, KeyUpdate): the buffer is still empty, so an idle watch must go on.
+    maybe_watch_idle();
+    return;
+  }
   std::size_t consume = 0;
   switch (evaluate(consume)) {
     case verdict::ready:

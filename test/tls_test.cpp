@@ -910,6 +910,26 @@ TEST_P(Tls, CleanCloseNotify_ErrorEmptyOnBothSides_E9) {
   }());
 }
 
+TEST_P(Tls, IdleCloseCallback_FiresAfterSessionTickets_S40) {
+  run(
+      []() -> task<void> {
+        auto server_ctx = server_context();
+        auto client_ctx = client_context();
+        auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+        bool called = false;
+        client.set_close_callback([&] { called = true; });
+        // The idle watch first reads the server's TLS 1.3 session tickets, which decrypt to
+        // no plaintext; it must keep watching and see the close_notify that follows.
+        co_await sleep_for(20ms);
+        server.close();
+        for (int i = 0; i < 200 && !called; ++i) co_await sleep_for(5ms);
+        EXPECT_TRUE(called);
+        EXPECT_TRUE(client.closed());
+        EXPECT_FALSE(client.error()) << client.error().message();
+      }(),
+      5s);
+}
+
 TEST_P(Tls, CloseReturnsAtOnceWhenPeerNeverAnswers_E10) {
   const auto& pki = P();
   (void)pki;
