@@ -566,6 +566,12 @@ void stream_core::close(std::error_code reason) noexcept {
       fail_read(closed_error(read_.name));
     }
   }
+  if (tls_ && !tls_->handshake_done() && !handshake_error_ && error_) {
+    // S53: closed by an OS error (or a reason) during the handshake: the handshake op gets
+    // that raw error, now and from later wait_for_handshake calls, not stream_closed_error.
+    handshake_error_ = std::make_exception_ptr(
+        tls_error("TLS handshake failed: " + error_.message(), error_));
+  }
   if (handshake_waiter_ != nullptr) {  // S37 step 4: the raw error, or closed{none}
     pending_op<void>* waiter = std::exchange(handshake_waiter_, nullptr);
     waiter->fail(handshake_error_ ? handshake_error_ : closed_error("wait_for_handshake"));

@@ -468,6 +468,42 @@ TEST_P(Tls, WaitForHandshake_PeerClosesDuringHandshake_S53) {
   }());
 }
 
+TEST_P(Tls, WaitForHandshake_PeerResetsDuringHandshake_RawOsError_S53) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto raw_task = tcp_stream::connect("127.0.0.1", listener.port());
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    auto waiter = server.wait_for_handshake();
+    tcp_stream raw = co_await std::move(raw_task);
+    linger reset{1, 0};  // close() sends RST
+    ::setsockopt(raw_fd(raw), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    raw.close();
+    outcome hs = co_await outcome_of(std::move(waiter));
+    EXPECT_EQ(hs.kind, outcome::tls) << hs;  // the raw error, not stream_closed_error
+    EXPECT_EQ(hs.code, std::error_code(ECONNRESET, std::generic_category())) << hs;
+    outcome later = co_await outcome_of(server.wait_for_handshake());  // same answer later
+    EXPECT_EQ(later.kind, outcome::tls) << later;
+    EXPECT_EQ(later.code, hs.code) << later;
+    EXPECT_EQ(server.error(), hs.code);
+  }());
+}
+
+TEST_P(Tls, WaitForHandshake_ClosedWithoutError_StreamClosedNone_S53) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto raw_task = tcp_stream::connect("127.0.0.1", listener.port());
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    auto waiter = server.wait_for_handshake();
+    server.close();
+    outcome hs = co_await outcome_of(std::move(waiter));
+    EXPECT_EQ(hs.kind, outcome::closed) << hs;
+    EXPECT_FALSE(hs.code) << hs;
+    tcp_stream raw = co_await std::move(raw_task);
+  }());
+}
+
 // ------------------------------------------------------------------ data (E1)
 
 TEST_P(Tls, ReadUntil_AcrossRecordsRandomChunking_E1) {
