@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -110,6 +111,8 @@ task<outcome> outcome_of(task<T> work) {
   } catch (const std::exception& e) {
     o = {true, outcome::other, e.what(), {}};
   }
+  // PRINT_OUTCOMES=1 shows every failure the tests provoke (messages and codes, for docs/tls.md).
+  if (std::getenv("PRINT_OUTCOMES") && o.failed) std::cerr << "OUTCOME " << o << "\n";
   co_return o;
 }
 
