@@ -56,8 +56,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    corio::event_loop loop;
-
     corio::tls_context server_context(corio::tls_role::server);
     server_context.use_certificate_chain_file(argv[1]).use_private_key_file(argv[2]);
     corio::tls_context client_context(corio::tls_role::client);
@@ -66,6 +64,10 @@ int main(int argc, char** argv) {
     auto port = static_cast<std::uint16_t>(argc > 4 ? std::atoi(argv[4]) : 0);
     auto listener = corio::tcp_listener::bind("127.0.0.1", port);
     std::printf("server: listening on %s\n", listener.local_endpoint().to_string().c_str());
+
+    // Declared last, so destroyed first: destroying the loop destroys the still-suspended
+    // accept loop and connections, which use the listener and the contexts.
+    corio::event_loop loop;
     loop.spawn(accept_loop(listener, server_context));
     return loop.run(client(listener.port(), client_context));
   } catch (const std::exception& e) {
