@@ -292,7 +292,12 @@ void stream_core::fail_read(std::exception_ptr error) noexcept {
 }
 
 void stream_core::try_read_progress() {
-  if (read_.kind == read_kind::none) return;  // data stays buffered (S40, S45)
+  if (read_.kind == read_kind::none) {
+    // Data stays buffered (S40, S45). Over TLS, ciphertext may decrypt to nothing (session
+    // tickets, KeyUpdate): the buffer is still empty, so an idle watch must go on.
+    maybe_watch_idle();
+    return;
+  }
   std::size_t consume = 0;
   switch (evaluate(consume)) {
     case verdict::ready:
@@ -565,6 +570,12 @@ void stream_core::close(std::error_code reason) noexcept {
     } else {
       fail_read(closed_error(read_.name));
     }
+  }
+  if (tls_ && !tls_->handshake_done() && !handshake_error_ && error_) {
+    // S53: closed by an OS error (or a reason) during the handshake: the handshake op gets
+    // that raw error, now and from later wait_for_handshake calls, not stream_closed_error.
+    handshake_error_ = std::make_exception_ptr(
+        tls_error("TLS handshake failed: " + error_.message(), error_));
   }
   if (handshake_waiter_ != nullptr) {  // S37 step 4: the raw error, or closed{none}
     pending_op<void>* waiter = std::exchange(handshake_waiter_, nullptr);

@@ -52,7 +52,9 @@ class tls_context {
   tls_context& set_check_hostname(bool enabled);
   /// Server: ask for a client certificate and fail the handshake without a valid one.
   tls_context& require_client_certificate(bool required = true);
-  /// Offers (client) or accepts (server, first match in the client's order) ALPN protocols.
+  /// Offers (client, in preference order) or accepts (server) ALPN protocols. The server
+  /// picks the first protocol of its own list that the client offers; with no overlap the
+  /// handshake goes on without ALPN and alpn_protocol() is "".
   tls_context& set_alpn_protocols(std::vector<std::string> protocols);
   /// Server: use `context` for clients that ask for `server_name` through SNI.
   tls_context& add_server_name(std::string server_name, tls_context& context);

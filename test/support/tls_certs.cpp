@@ -1,7 +1,12 @@
 #include "support/tls_certs.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 namespace corio::testing {
@@ -13,13 +18,54 @@ void run(const std::string& command) {
   }
 }
 
+/// A shared PKI younger than this is reused (its certificates are valid for 2 days).
+constexpr std::time_t shared_pki_max_age = 12 * 3600;
+
+bool fresh(const std::string& dir) {
+  struct stat st {};
+  return ::stat((dir + "/ready").c_str(), &st) == 0 &&
+         std::time(nullptr) - st.st_mtime < shared_pki_max_age;
+}
+
+std::string make_temp_dir(std::string prefix) {
+  prefix += "XXXXXX";
+  if (::mkdtemp(prefix.data()) == nullptr) throw std::runtime_error("test PKI: mkdtemp failed");
+  return prefix;
+}
+
 struct pki_holder {
   test_pki p;
+  bool owned = false;  // a private directory, removed at exit
+
   pki_holder() {
-    char tmpl[] = "/tmp/corio-pki-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("test PKI: mkdtemp failed");
-    p.dir = tmpl;
-    const std::string d = p.dir + "/";
+    // ctest runs every test in its own process: CORIO_TEST_PKI_DIR (set by
+    // test/CMakeLists.txt) lets them share one PKI instead of making ~15 openssl calls each.
+    const char* shared = std::getenv("CORIO_TEST_PKI_DIR");
+    if (shared == nullptr || *shared == '\0') {
+      owned = true;
+      set_paths(generate(make_temp_dir("/tmp/corio-pki-")));
+      return;
+    }
+    const std::string dir = shared;
+    if (!fresh(dir)) {
+      // Made beside the final place and renamed into it, so that concurrent processes
+      // never see a half-made PKI; the loser of the rename uses the winner's.
+      std::error_code ignored;
+      std::filesystem::create_directories(std::filesystem::path(dir).parent_path(), ignored);
+      std::string made = generate(make_temp_dir(dir + ".tmp-"));
+      std::ofstream(made + "/ready") << "ok\n";
+      if (!fresh(dir)) {
+        std::string stale = dir + ".stale-" + std::to_string(::getpid());
+        if (::rename(dir.c_str(), stale.c_str()) == 0) std::filesystem::remove_all(stale, ignored);
+      }
+      if (::rename(made.c_str(), dir.c_str()) != 0) std::filesystem::remove_all(made, ignored);
+      if (!fresh(dir)) throw std::runtime_error("test PKI: cannot make " + dir);
+    }
+    set_paths(dir);
+  }
+
+  static std::string generate(const std::string& dir) {
+    const std::string d = dir + "/";
     auto ca = [&](const std::string& name) {
       run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "
           "/CN=" + name + " -keyout " + d + name + ".key -out " + d + name + ".pem");
@@ -40,17 +86,23 @@ struct pki_holder {
     leaf("client", "corio-test-ca", "DNS:corio-client", "-days 2");
     leaf("other", "corio-test-ca", "DNS:other.example", "-days 2");
     leaf("untrusted", "corio-rogue-ca", "DNS:localhost,IP:127.0.0.1", "-days 2");
-    // Expired: valid for 1 day starting 3 days ago is not expressible with -days; use
-    // -not_before/-not_after where available (OpenSSL 3), else a negative-duration fallback.
+    // Expired: `-days -1` gives notAfter = notBefore - 1 day (OpenSSL 3 accepts it), so the
+    // certificate is expired from the start; `-days 0` (expired a second later) is the
+    // fallback. TlsPki.ExpiredCertificateReallyExpired_E4 checks the result.
     run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=expired "
         "-keyout " + d + "expired.key -out " + d + "expired.csr");
     run("sh -c \"printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > " + d + "expired.ext\"");
-    run("openssl ca -batch -selfsign -help >/dev/null 2>&1 || true");
     run("sh -c \"openssl x509 -req -in " + d + "expired.csr -CA " + d + "corio-test-ca.pem -CAkey " +
         d + "corio-test-ca.key -CAcreateserial -out " + d + "expired.pem -extfile " + d +
         "expired.ext -days -1 || openssl x509 -req -in " + d + "expired.csr -CA " + d +
         "corio-test-ca.pem -CAkey " + d + "corio-test-ca.key -CAcreateserial -out " + d +
         "expired.pem -extfile " + d + "expired.ext -days 0\"");
+    return dir;
+  }
+
+  void set_paths(const std::string& dir) {
+    p.dir = dir;
+    const std::string d = dir + "/";
     p.ca_cert = d + "corio-test-ca.pem";
     p.server_cert = d + "server.pem";
     p.server_key = d + "server.key";
@@ -64,6 +116,7 @@ struct pki_holder {
     p.untrusted_key = d + "untrusted.key";
   }
   ~pki_holder() {
+    if (!owned) return;
     std::error_code ignored;
     std::filesystem::remove_all(p.dir, ignored);
   }

@@ -13,7 +13,7 @@ struct test_pki {
   std::string dir;
   std::string ca_cert;
   std::string server_cert, server_key;          // SAN: localhost, 127.0.0.1, ::1
-  std::string client_cert, client_key;          // CN=corio-client, signed by the CA
+  std::string client_cert, client_key;          // CN=client (SAN DNS:corio-client), by the CA
   std::string other_name_cert, other_name_key;  // SAN: other.example, signed by the CA
   std::string expired_cert, expired_key;        // SAN: localhost, expired
   std::string untrusted_cert, untrusted_key;    // SAN: localhost, signed by a CA nobody trusts
