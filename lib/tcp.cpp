@@ -257,11 +257,11 @@ namespace {
 /// One accept, registered with its listener so that closing the listener cancels it.
 class accept_awaiter final : detail::io_handler, detail::ready_node {
  public:
-  explicit accept_awaiter(tcp_listener::state& s) : state_(s) {}
+  explicit accept_awaiter(std::shared_ptr<tcp_listener::state> s) : state_(std::move(s)) {}
   accept_awaiter(const accept_awaiter&) = delete;
   ~accept_awaiter() {
     if (op_ != nullptr) {
-      std::erase(state_.pending_accepts, op_);
+      std::erase(state_->pending_accepts, op_);
       // An accepted fd that arrives for an orphan is closed by the loop (no leak).
       loop_->cancel_now(*op_);
       loop_->orphan(*op_);
@@ -273,9 +273,9 @@ class accept_awaiter final : detail::io_handler, detail::ready_node {
     loop_ = &event_loop::current();
     op_ = loop_->acquire_op();
     op_->kind = detail::op_kind::accept;
-    op_->fd = state_.fd;
+    op_->fd = state_->fd;
     op_->handler = this;
-    state_.pending_accepts.push_back(op_);
+    state_->pending_accepts.push_back(op_);
     loop_->submit(*op_);
   }
   int await_resume() const noexcept { return result_; }
@@ -283,14 +283,14 @@ class accept_awaiter final : detail::io_handler, detail::ready_node {
  private:
   void on_io_complete(detail::io_op& op) override {
     result_ = op.result;
-    std::erase(state_.pending_accepts, &op);
+    std::erase(state_->pending_accepts, &op);
     loop_->release_op(&op);
     op_ = nullptr;
     loop_->schedule(*this);
   }
   void run_ready() override { waiting_.resume(); }
 
-  tcp_listener::state& state_;
+  std::shared_ptr<tcp_listener::state> state_;
   event_loop* loop_ = nullptr;
   detail::io_op* op_ = nullptr;
   std::coroutine_handle<> waiting_;
@@ -339,7 +339,7 @@ tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, liste
                 os_error(err));
   }
   tcp_listener listener;
-  listener.state_ = std::make_unique<state>();
+  listener.state_ = std::make_shared<state>();
   listener.state_->fd = fd;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -350,10 +350,10 @@ tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, liste
 
 task<tcp_stream> tcp_listener::accept(stream_options options) {
   if (!state_ || state_->fd < 0) throw stream_closed_error("tcp_listener::accept: listener is closed");
-  state& s = *state_;
+  std::shared_ptr<state> s = state_;  // the listener may be destroyed while we wait
   int fd = co_await accept_awaiter(s);
   if (fd < 0) {
-    if (fd == -ECANCELED && s.fd < 0) {
+    if (fd == -ECANCELED && s->fd < 0) {
       throw stream_closed_error("tcp_listener::accept: listener closed while accepting");
     }
     throw error(std::string("tcp_listener::accept: ") + std::strerror(-fd), os_error(-fd));

@@ -100,7 +100,7 @@ class tcp_listener {
   struct state;
   /// @endcond
  private:
-  std::unique_ptr<state> state_;
+  std::shared_ptr<state> state_;  // shared with pending accepts, which may outlive us
 };
 
 /// Two connected unix stream sockets as streams (for tests and in-process pipelines).
