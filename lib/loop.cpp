@@ -289,12 +289,17 @@ std::optional<event_loop::clock::duration> event_loop::wait_timeout() const {
 
 void event_loop::run_turn_hooks() {
   if (turn_hooks_.empty()) return;
-  std::vector<detail::turn_hook*> hooks;
+  // Why: ping-pong between two vectors that keep their capacity; swapping with a fresh local
+  // cost a malloc on every turn that had a write (no allocation per operation).
+  std::vector<detail::turn_hook*> hooks = std::move(running_hooks_);
+  hooks.clear();
   hooks.swap(turn_hooks_);
   for (auto* hook : hooks) {
     hook->registered_ = false;
     hook->before_wait();
   }
+  hooks.clear();
+  if (hooks.capacity() > running_hooks_.capacity()) running_hooks_ = std::move(hooks);
 }
 
 void event_loop::run_once() {

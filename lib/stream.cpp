@@ -53,8 +53,13 @@ stream_options effective(stream_options o) {
 
 /// The unsent write queue, kept alive for an orphaned sendmsg (io_uring rule 1).
 struct pinned_pieces final : pinned_memory {
-  std::deque<std::string> pieces;
+  piece_queue pieces;
 };
+
+// Sent pieces kept for reuse by write(string_view): at most this many, of at most this
+// capacity, which bounds what an idle stream holds on to.
+constexpr std::size_t max_spare_pieces = 2;
+constexpr std::size_t max_recycled_piece_capacity = 4096;
 
 }  // namespace
 
@@ -374,7 +379,14 @@ task<void> stream_core::write(std::string_view data) {
     loop_.add_turn_hook(*this);
     return task<void>::from_op(op);
   }
-  return write(std::string(data));
+  // Copy into a recycled string: no allocation once its capacity suffices.
+  std::string copy;
+  if (!spare_pieces_.empty()) {
+    copy = std::move(spare_pieces_.back());
+    spare_pieces_.pop_back();
+  }
+  copy.assign(data);
+  return write(std::move(copy));
 }
 
 task<void> stream_core::write(std::string&& data) {
@@ -388,7 +400,11 @@ task<void> stream_core::write(std::string&& data) {
         std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
   }
   if (size != 0) {
-    (tls_ ? plain_pending_ : pieces_).push_back(std::move(data));
+    if (tls_) {
+      plain_pending_.push_back(std::move(data));
+    } else {
+      pieces_.push_back(std::move(data));
+    }
     bytes_queued_ += size;
   }
   if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
@@ -445,6 +461,7 @@ void stream_core::on_write_done(int result) {
     std::size_t left = pieces_.front().size() - front_offset_;
     if (sent >= left) {
       sent -= left;
+      recycle_piece(pieces_.front());
       pieces_.pop_front();
       front_offset_ = 0;
     } else {
@@ -454,6 +471,20 @@ void stream_core::on_write_done(int result) {
   }
   complete_writes();
   flush();  // B4: keep going after a short send
+}
+
+void stream_core::recycle_piece(std::string& piece) noexcept {
+  static const std::size_t inline_capacity = std::string().capacity();  // SSO: nothing to keep
+  if (piece.capacity() <= inline_capacity || piece.capacity() > max_recycled_piece_capacity ||
+      spare_pieces_.size() >= max_spare_pieces) {
+    return;
+  }
+  try {
+    spare_pieces_.reserve(max_spare_pieces);  // allocates once per stream
+    piece.clear();
+    spare_pieces_.push_back(std::move(piece));
+  } catch (...) {
+  }
 }
 
 void stream_core::complete_writes() noexcept {

@@ -13,6 +13,7 @@
 #include "corio/detail/pending_op.hpp"
 #include "corio/loop.hpp"
 #include "corio/stream.hpp"
+#include "pool_allocator.hpp"
 #include "read_buffer.hpp"
 #include "regex_matcher.hpp"
 #include "tls_session.hpp"
@@ -21,6 +22,9 @@ namespace corio::detail {
 
 /// Everything a stream is, kept at a stable address so that in-flight operations can refer
 /// to it while the `stream` handle moves. One read slot, one write queue, one transport fd.
+/// The write queue: strings whose bytes the kernel may be reading (never relocated).
+using piece_queue = std::deque<std::string, pool_allocator<std::string>>;
+
 class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
  public:
   stream_core(event_loop& loop, int fd, stream::transport_kind kind, stream_options options);
@@ -94,6 +98,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void send_queued_now() noexcept;
   void submit_pieces();
   void complete_writes() noexcept;
+  void recycle_piece(std::string& piece) noexcept;
   void fail_writes(const std::exception_ptr& error) noexcept;
 
   // io_handler / recv_sink / op_owner / turn_hook
@@ -126,7 +131,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   io_op* read_op_ = nullptr;              // the transport read in flight, if any
 
   // Write queue: pieces not yet fully sent; the first `pieces_in_flight_` are being sent.
-  std::deque<std::string> pieces_;
+  piece_queue pieces_;
   std::size_t front_offset_ = 0;  // bytes of pieces_.front() already sent
   std::size_t pieces_in_flight_ = 0;
   std::uint64_t bytes_queued_ = 0;  // cumulative, for O(1) write completion bookkeeping
@@ -135,7 +140,9 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
     std::uint64_t until;
     pending_op<void>* op;
   };
-  std::deque<write_waiter> write_waiters_;
+  std::deque<write_waiter, pool_allocator<write_waiter>> write_waiters_;
+  // Sent pieces kept for the next write(string_view) copy (no malloc once warm).
+  std::vector<std::string> spare_pieces_;
   io_op* write_op_ = nullptr;
 
   bool closed_ = false;

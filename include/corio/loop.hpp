@@ -171,6 +171,7 @@ class event_loop {
   std::vector<detail::io_op*> op_pool_;
   std::size_t ops_outstanding_ = 0;
   std::vector<detail::turn_hook*> turn_hooks_;
+  std::vector<detail::turn_hook*> running_hooks_;  // spare storage for run_turn_hooks
   struct timer_entry {
     std::function<void()> callback;
     detail::ready_node* node = nullptr;

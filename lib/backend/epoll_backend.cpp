@@ -186,12 +186,17 @@ class epoll_backend final : public backend_base {
     }
     // Deliver what completed so far; ops that handlers submit and that complete at once are
     // delivered by the next wait (no unbounded loop inside one turn).
-    std::vector<io_op*> batch;
+    // Why: two vectors that keep their capacity; swapping with a fresh local cost a malloc
+    // per wait that delivered anything (no allocation per operation).
+    std::vector<io_op*> batch = std::move(delivering_);
+    batch.clear();
     batch.swap(completed_);
     for (io_op* op : batch) {
       --in_flight_;
       deliver_completion(loop_, *op);
     }
+    batch.clear();
+    if (batch.capacity() > delivering_.capacity()) delivering_ = std::move(batch);
   }
 
   bool has_ready_completions() const noexcept override { return !completed_.empty(); }
@@ -326,6 +331,7 @@ class epoll_backend final : public backend_base {
   int wake_fd_ = -1;
   std::unordered_map<int, fd_waiters> waiters_;
   std::vector<io_op*> completed_;
+  std::vector<io_op*> delivering_;  // spare storage for wait()'s batch
   std::multimap<std::chrono::steady_clock::time_point, io_op*> timeouts_;
   std::size_t in_flight_ = 0;
 };
