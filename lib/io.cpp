@@ -1,7 +1,11 @@
 #include "corio/io.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+
+#include "backend/backend.hpp"
 
 namespace corio::io {
 
@@ -77,6 +81,11 @@ operation::~operation() {
       break;
   }
   loop_->orphan(*op_);
+}
+
+void close(int fd) noexcept {
+  if (event_loop* loop = event_loop::current_or_null()) loop->backend_impl().forget_fd(fd);
+  ::close(fd);
 }
 
 }  // namespace corio::io

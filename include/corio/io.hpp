@@ -106,4 +106,9 @@ inline operation timeout(std::chrono::nanoseconds duration) noexcept {
   return operation({.kind = detail::op_kind::timeout, .timeout_ns = duration.count()});
 }
 
+/// Closes an fd used with these operations. Use it instead of ::close(): the epoll backend
+/// keeps one registration per fd, which must be dropped before the number can be reused.
+/// Operations still pending on the fd complete with -ECANCELED (epoll) or run to their end.
+void close(int fd) noexcept;
+
 }  // namespace corio::io
