@@ -81,8 +81,16 @@ task<std::string_view> request::read_body() {
     c.continue_sent = true;
     c.stream->write("HTTP/1.1 100 Continue\r\n\r\n");
   }
-  body = co_await with_timeout(c.options->body_timeout,
-                               detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
+  // A slow body is the client's fault (408), also when a handler reads it after 100 Continue:
+  // a timeout_error escaping the handler would become a 500.
+  bool timed_out = false;
+  try {
+    body = co_await with_timeout(c.options->body_timeout,
+                                 detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
+  } catch (const timeout_error&) {
+    timed_out = true;
+  }
+  if (timed_out) throw protocol_error(408, "HTTP: the request body did not arrive in time");
   body_read = true;
   co_return std::string_view(body);
 }
