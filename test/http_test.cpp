@@ -518,6 +518,24 @@ TEST_P(Http, BodyTimeoutCutsASlowBody) {
   }));
 }
 
+TEST_P(Http, BodyTimeoutAfter100ContinueIs408) {
+  http::server_options o = small_timeouts();
+  o.body_timeout = 150ms;
+  int reported = 0;
+  http::server server(echo_handler, o);
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    EXPECT_EQ(co_await c.read_until("\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+    c.write("abc");  // and then nothing
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 408);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+  EXPECT_EQ(reported, 0);  // a slow client is not a server failure
+}
+
 // --- graceful shutdown -------------------------------------------------------------------------
 
 task<void> slow_request(std::uint16_t port, http::client_response& out, bool& finished) {
