@@ -307,6 +307,22 @@ TEST_P(Http, PipelinedRequestsAnsweredInOrder) {
   EXPECT_EQ(server.requests_served(), 3u);
 }
 
+TEST_P(Http, ManyPipelinedRequestsInOneWrite) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    std::string burst;
+    for (int i = 0; i < 500; ++i) burst += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.write(burst);
+    for (int i = 0; i < 500; ++i) {
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.body, "GET /" + std::to_string(i) + " ");
+      if (r.body != "GET /" + std::to_string(i) + " ") break;
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), 500u);
+}
+
 TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {
   http::server server(echo_handler, small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {
