@@ -513,7 +513,7 @@ def main():
         workloads = [(n, s, mode) for n in (1, 64, 1000) for s in (64, 4096)
                      for mode in ("raw", "line")]
     server_cpu, load_cpu = cpus()
-    log(f"server on CPU {server_cpu}, echo_load on CPU {load_cpu}; depth {args.depth}, "
+    log(f"server on CPU {server_cpu}, echo_load/wrk on CPU {load_cpu}; depth {args.depth}, "
         f"{args.seconds} s (+{args.warmup} s warm-up) per run")
 
     if not args.no_loop_bench:
