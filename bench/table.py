@@ -13,7 +13,13 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
      syscalls per message          from corio's loop stats (--stats-file), corio servers only
    Per-message figures divide by every message echoed during the load run (warm-up included),
    matching the CPU and syscalls counted over the whole run.
-3. Prints one markdown table on stdout; progress goes to stderr.
+3. For every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
+   (corio_http_hello on io_uring and on epoll, and nginx with one worker answering
+   `return 200 "Hello, World!"` when nginx is installed), starts the server pinned to one CPU
+   and runs `wrk --latency` (one thread) pinned to another against GET /, and collects
+   requests/s and p99 latency from wrk, server CPU us per request (schedstat, the whole
+   process tree) and, for corio, syscalls per request from its --stats-file.
+4. Prints markdown tables on stdout; progress goes to stderr.
 
 Everything is bounded in time, and every server is killed at the end, even on errors.
 """
@@ -234,16 +240,259 @@ def run_loop_bench(quick):
     sys.stdout.flush()
 
 
+# --- HTTP: corio_http_hello and nginx under wrk --------------------------------------------
+
+# name -> (executable or None for nginx, extra args)
+HTTP_SERVERS = [
+    ("corio io_uring", "corio_http_hello", ["--backend", "io_uring"]),
+    ("corio epoll", "corio_http_hello", ["--backend", "epoll"]),
+    ("nginx", None, []),
+]
+
+NGINX_CONF = """worker_processes 1;
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ default_type text/plain; return 200 "Hello, World!"; }}
+  }}
+}}
+"""
+
+
+def find_nginx():
+    for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def find_wrk():
+    for path in ("/usr/bin/wrk", "/usr/local/bin/wrk"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=5.0):
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def start_nginx(tmp, cpu):
+    """nginx as the current user, in the foreground, everything in tmp; returns (proc, port)."""
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, port=port,
+                                  user="user root;" if os.geteuid() == 0 else ""))
+    argv = [find_nginx(), "-p", tmp, "-c", conf, "-e", os.path.join(tmp, "error.log"),
+            "-g", "daemon off;"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=pin(cpu))
+    running.append(proc)
+    if not wait_for_port(port, proc):
+        stop(proc, grace=0.5)
+        try:
+            with open(os.path.join(tmp, "error.log")) as f:
+                err = f.read()[-300:]
+        except OSError:
+            err = ""
+        raise RuntimeError(f"nginx did not listen on {port} (error.log: {err!r})")
+    return proc, port
+
+
+def tree_cpu_ns(pid):
+    """cpu_ns of pid and its children (nginx's worker is a child of its master)."""
+    total = cpu_ns(pid)
+    if total is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            for child in f.read().split():
+                total += cpu_ns(int(child)) or 0
+    except OSError:
+        pass
+    return total
+
+
+def wrk_duration_us(text):
+    for unit, scale in (("us", 1.0), ("ms", 1e3), ("s", 1e6), ("m", 60e6), ("h", 3600e6)):
+        if text.endswith(unit):
+            try:
+                return float(text[:-len(unit)]) * scale
+            except ValueError:
+                return None
+    return None
+
+
+def parse_wrk(output):
+    """requests/s, p50/p99 latency (us), total requests, errors from `wrk --latency` output."""
+    result = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(words[1])
+        elif len(words) == 2 and words[0] in ("50%", "99%"):
+            result["p" + words[0][:-1] + "_us"] = wrk_duration_us(words[1])
+        elif "requests in" in line:
+            result["total"] = float(words[0])
+        elif line.strip().startswith("Socket errors:"):
+            result["socket_errors"] = line.strip()
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            result["non2xx"] = int(words[-1])
+    return result if "rps" in result else None
+
+
+def run_http_one(server, conns, args, server_cpu, load_cpu):
+    name, exe, extra = server
+    row = {"workload": f"GET / {conns}c", "server": name}
+    stats_path = None
+    tmp = tempfile.mkdtemp(prefix="corio_http_bench_")
+    try:
+        if exe is None:
+            proc, port = start_nginx(tmp, server_cpu)
+        else:
+            stats_path = os.path.join(tmp, "stats")
+            argv = [os.path.join(BIN, exe), *extra, "--port", "0", "--stats-file", stats_path]
+            proc, port = start_server(argv, server_cpu)
+        try:
+            load = [find_wrk(), "-t1", f"-c{conns}", f"-d{args.seconds:g}s", "--latency",
+                    "--timeout", "5s", f"http://127.0.0.1:{port}/"]
+            cpu_before = tree_cpu_ns(proc.pid)
+            try:
+                done = subprocess.run(load, capture_output=True, text=True,
+                                      timeout=args.seconds + 30, preexec_fn=pin(load_cpu))
+            except subprocess.TimeoutExpired:
+                row["error"] = "wrk timed out"
+                return row
+            cpu_after = tree_cpu_ns(proc.pid)
+            if proc.poll() is not None:
+                row["error"] = f"server exited with status {proc.returncode}"
+                return row
+        finally:
+            stop(proc)
+        result = parse_wrk(done.stdout)
+        if done.returncode != 0 or result is None:
+            row["error"] = (done.stderr.strip() or done.stdout.strip() or "no result")[-200:]
+            return row
+        row.update(result)
+        if result.get("non2xx"):
+            row["error"] = f"{result['non2xx']} non-2xx responses"
+            return row
+        total = max(result.get("total", 0.0), 1.0)
+        if cpu_before is not None and cpu_after is not None:
+            row["cpu_us_per_req"] = (cpu_after - cpu_before) / 1000.0 / total
+        if stats_path and os.path.exists(stats_path):
+            stats = {}
+            with open(stats_path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if value.strip():
+                        stats[key] = int(value)
+            if stats.get("requests"):
+                row["syscalls_per_req"] = stats["syscalls"] / stats["requests"]
+        return row
+    except (RuntimeError, OSError, ValueError) as e:
+        row["error"] = str(e)
+        return row
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_http_table(rows):
+    print("| workload | server | requests/s | p50 µs | p99 µs | server CPU µs/req | syscalls/req |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['workload']} | {r['server']} | error: {r['error'].splitlines()[-1]} | | | | |")
+            continue
+        print(f"| {r['workload']} | {r['server']} | {fmt(r.get('rps'), ',.0f')} "
+              f"| {fmt(r.get('p50_us'), '.0f')} | {fmt(r.get('p99_us'), '.0f')} "
+              f"| {fmt(r.get('cpu_us_per_req'), '.2f')} | {fmt(r.get('syscalls_per_req'), '.3f')} |")
+    sys.stdout.flush()
+
+
+def run_http(args, server_cpu, load_cpu):
+    """The HTTP table; returns its rows ([] when wrk or every server is missing)."""
+    if find_wrk() is None:
+        log("wrk not installed (Debian: wrk); HTTP benchmark skipped")
+        return []
+    servers = []
+    for s in HTTP_SERVERS:
+        if s[1] is None:
+            if find_nginx() is None:
+                log("nginx not installed (Debian: nginx); skipped")
+                continue
+        elif not os.access(os.path.join(BIN, s[1]), os.X_OK):
+            log(f"{s[0]}: {s[1]} not built; skipped")
+            continue
+        servers.append(s)
+    if args.servers:
+        wanted = {w.strip() for w in args.servers.split(",")}
+        servers = [s for s in servers if s[0] in wanted or s[1] in wanted
+                   or (s[1] is None and "nginx" in wanted)]
+    connections = (64,) if args.quick else (1, 64, 1000)
+    rows = []
+    for conns in connections:
+        for server in servers:
+            row = run_http_one(server, conns, args, server_cpu, load_cpu)
+            rows.append(row)
+            if "error" in row:
+                log(f"{row['workload']:<24} {row['server']:<16} ERROR {row['error']}")
+            else:
+                log(f"{row['workload']:<24} {row['server']:<16} {row['rps']:>12,.0f} req/s  "
+                    f"p99 {row.get('p99_us') or 0:.0f} µs")
+    if rows:
+        print()
+        print(f"HTTP/1.1 hello world (GET / -> 13-byte body), loopback, keep-alive, server and "
+              f"wrk (1 thread) pinned to different CPUs, {args.seconds:g} s per run:")
+        print()
+        print_http_table(rows)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="64 connections x 64 B, both modes, 2 s runs (under a minute)")
+                        help="echo: 64 connections x 64 B, both modes; HTTP: 64 connections; "
+                        "2 s runs (under a minute)")
     parser.add_argument("--depth", type=int, default=8, help="messages in flight per connection")
     parser.add_argument("--seconds", type=float, help="measured seconds per run (5, quick: 2)")
     parser.add_argument("--warmup", type=float, default=0.25, help="warm-up seconds per run")
     parser.add_argument("--servers", help="comma-separated subset of: " +
                         ", ".join(s[0] for s in SERVERS))
     parser.add_argument("--no-loop-bench", action="store_true", help="skip loop_bench")
+    parser.add_argument("--no-echo", action="store_true", help="skip the echo table")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP table")
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 2.0 if args.quick else 5.0
@@ -264,14 +513,14 @@ def main():
         workloads = [(n, s, mode) for n in (1, 64, 1000) for s in (64, 4096)
                      for mode in ("raw", "line")]
     server_cpu, load_cpu = cpus()
-    log(f"server on CPU {server_cpu}, echo_load on CPU {load_cpu}; depth {args.depth}, "
+    log(f"server on CPU {server_cpu}, echo_load/wrk on CPU {load_cpu}; depth {args.depth}, "
         f"{args.seconds} s (+{args.warmup} s warm-up) per run")
 
     if not args.no_loop_bench:
         run_loop_bench(args.quick)
 
     rows = []
-    for workload in workloads:
+    for workload in ([] if args.no_echo else workloads):
         for server in servers:
             row = run_one(server, workload, args, server_cpu, load_cpu)
             rows.append(row)
@@ -281,12 +530,14 @@ def main():
                 log(f"{row['workload']:<24} {row['server']:<16} {row['msgs_per_s']:>12,.0f} msgs/s "
                     f"{row['mb_per_s']:>8.1f} MB/s  p50 {row['p50_us']:.0f} µs  "
                     f"p99 {row['p99_us']:.0f} µs  load CPU {row['load_cpu_pct']:.0f}%")
-    print()
-    print(f"Echo servers, loopback, server and echo_load pinned to different CPUs, "
-          f"{args.depth} messages in flight per connection, {args.seconds:g} s per run:")
-    print()
-    print_table(rows)
-    return 1 if any("error" in r for r in rows) else 0
+    if rows:
+        print()
+        print(f"Echo servers, loopback, server and echo_load pinned to different CPUs, "
+              f"{args.depth} messages in flight per connection, {args.seconds:g} s per run:")
+        print()
+        print_table(rows)
+    http_rows = [] if args.no_http else run_http(args, server_cpu, load_cpu)
+    return 1 if any("error" in r for r in rows + http_rows) else 0
 
 
 if __name__ == "__main__":

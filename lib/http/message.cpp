@@ -81,8 +81,16 @@ task<std::string_view> request::read_body() {
     c.continue_sent = true;
     c.stream->write("HTTP/1.1 100 Continue\r\n\r\n");
   }
-  body = co_await with_timeout(c.options->body_timeout,
-                               detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
+  // A slow body is the client's fault (408), also when a handler reads it after 100 Continue:
+  // a timeout_error escaping the handler would become a 500.
+  bool timed_out = false;
+  try {
+    body = co_await with_timeout(c.options->body_timeout,
+                                 detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
+  } catch (const timeout_error&) {
+    timed_out = true;
+  }
+  if (timed_out) throw protocol_error(408, "HTTP: the request body did not arrive in time");
   body_read = true;
   co_return std::string_view(body);
 }
@@ -166,9 +174,13 @@ task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t 
       break;
   }
   // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers.
+  // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
+  // lines are read with twice the limit they may have, and the limit is checked here.
+  constexpr std::size_t max_line = 4096;
   std::string body;
   for (;;) {
-    std::string line = co_await s.read_until("\r\n", 4096);
+    std::string line = co_await s.read_until("\r\n", 2 * max_line);
+    if (line.size() > max_line) throw protocol_error(400, "HTTP: chunk-size line too long");
     std::uint64_t size = parse_chunk_size(std::string_view(line).substr(0, line.size() - 2));
     if (size == 0) break;
     if (size > max_body - body.size()) {
@@ -181,9 +193,11 @@ task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t 
     }
   }
   for (int fields = 0;; ++fields) {  // trailer fields: read and ignored, bounded
-    std::string trailer = co_await s.read_until("\r\n", 8192);
+    std::string trailer = co_await s.read_until("\r\n", 4 * max_line);
     if (trailer == "\r\n") break;
-    if (fields > 100) throw protocol_error(431, "HTTP: too many trailer fields");
+    if (fields > 100 || trailer.size() > 2 * max_line) {
+      throw protocol_error(431, "HTTP: trailer section too large");
+    }
   }
   co_return body;
 }

@@ -1,6 +1,7 @@
 // The HTTP/1.1 server: a plain user of streams (architecture.md), one coroutine per connection.
 #include "corio/http/server.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <list>
@@ -85,6 +86,13 @@ void send_error(corio::stream& s, const server_options& o, int status, const std
   s.write(std::move(out));
 }
 
+/// The most a request head may take before the connection is dropped without an answer:
+/// max_header_bytes plus as much again (at least 4 KiB), so that a head ending in that margin
+/// can still be answered 431.
+std::size_t header_hard_limit(const server_options& o) {
+  return o.max_header_bytes + std::max<std::size_t>(o.max_header_bytes, 4096);
+}
+
 /// Marks a connection idle while it waits for a request, so that shutdown can close it.
 struct idle_guard {
   std::list<corio::stream*>& list;
@@ -167,15 +175,19 @@ task<void> server::serve_connection(corio::stream s) {
       if (st.stopping) break;
       std::string head;
       try {
-        head = co_await with_timeout(o.header_timeout, s.read_until("\r\n\r\n", o.max_header_bytes));
+        // Why: a read_until that exceeds its max_bytes closes the stream (S16), after which no
+        // 431 can be written. So read up to a hard limit above max_header_bytes and answer 431
+        // to heads that end past max_header_bytes; only a peer that sends more than the hard
+        // limit without ending its head is dropped without an answer.
+        head = co_await with_timeout(o.header_timeout,
+                                     s.read_until("\r\n\r\n", header_hard_limit(o)));
       } catch (const timeout_error&) {
         send_error(s, o, 408, "the request head did not arrive in time");
         break;
-      } catch (const stream_closed_error& e) {
-        if (e.code() == errc::unsatisfiable_read) {
-          send_error(s, o, 431, "request head exceeds " + std::to_string(o.max_header_bytes) +
-                                    " bytes");
-        }
+      }
+      if (head.size() > o.max_header_bytes) {
+        send_error(s, o, 431, "request head exceeds " + std::to_string(o.max_header_bytes) +
+                                  " bytes");
         break;
       }
       request req;

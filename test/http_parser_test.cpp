@@ -1,0 +1,337 @@
+// Table tests for the strict HTTP/1.1 parser (RFC 9112): valid and hostile request heads,
+// request framing (smuggling vectors), chunk sizes, chunked bodies and response framing.
+// No I/O.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
+
+#include "http/parser.hpp"
+
+using namespace corio::http;
+using namespace corio::http::detail;
+
+namespace {
+
+/// The status of the protocol_error that `f` throws, or 0 if it throws none.
+template <class F>
+int status_of(F&& f) {
+  try {
+    f();
+  } catch (const protocol_error& e) {
+    return e.status();
+  }
+  return 0;
+}
+
+int request_status(std::string_view head) {
+  return status_of([&] { parse_request_head(head); });
+}
+
+headers fields(std::initializer_list<std::pair<const char*, const char*>> list) {
+  headers h;
+  for (const auto& [name, value] : list) h.add(name, value);
+  return h;
+}
+
+int framing_status(const headers& h) {
+  return status_of([&] { request_framing(h); });
+}
+
+// --- request heads ------------------------------------------------------------------------
+
+TEST(HttpParser, ValidGet) {
+  request_head r = parse_request_head(
+      "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n");
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.target, "/index.html?q=1");
+  EXPECT_EQ(r.version_minor, 1);
+  ASSERT_EQ(r.headers.fields().size(), 2u);
+  EXPECT_EQ(*r.headers.get("host"), "example.com");
+  EXPECT_EQ(*r.headers.get("ACCEPT"), "*/*");
+}
+
+TEST(HttpParser, ValidHttp10WithoutHost) {
+  request_head r = parse_request_head("GET / HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(r.version_minor, 0);
+  EXPECT_TRUE(r.headers.empty());
+}
+
+TEST(HttpParser, ValuesAreTrimmedOfOptionalWhitespace) {
+  request_head r = parse_request_head("GET / HTTP/1.1\r\nHost:\t h \t\r\nX-Empty:\r\n\r\n");
+  EXPECT_EQ(*r.headers.get("Host"), "h");
+  EXPECT_EQ(*r.headers.get("X-Empty"), "");
+}
+
+TEST(HttpParser, ValidMethodsAndTargets) {
+  EXPECT_EQ(parse_request_head("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target, "*");
+  EXPECT_EQ(parse_request_head("CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n").target, "h:443");
+  EXPECT_EQ(parse_request_head("GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n").target, "http://h/x");
+  EXPECT_EQ(parse_request_head("M-SEARCH / HTTP/1.1\r\nHost: h\r\n\r\n").method, "M-SEARCH");
+}
+
+TEST(HttpParser, DuplicateFieldsKeptInOrder) {
+  request_head r = parse_request_head("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\na: 2\r\n\r\n");
+  EXPECT_EQ(r.headers.count("A"), 2u);
+  EXPECT_EQ(*r.headers.get("a"), "1");
+}
+
+TEST(HttpParser, BareLfRejected) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\nHost: h\n\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\n\n"), 400);
+}
+
+TEST(HttpParser, BareCrRejected) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET /\r HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, ObsFoldRejected) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n"), 400);
+  // Whitespace before the first field (RFC 9112 §2.2) is rejected too.
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\n Host: h\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, SpaceBeforeColonRejected) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost : h\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nContent-Length\t: 5\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, BadHeaderNamesRejected) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\n: empty\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX(y): 1\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX\"y: 1\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nno colon here\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX\xc3\xa9: 1\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, ControlCharactersAndNulInValuesRejected) {
+  using namespace std::string_literals;
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n"s), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\x01\r\n\r\n"), 400);
+  // obs-text (0x80-0xff) and HTAB inside a value are allowed.
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\ta\r\n\r\n"), 0);
+}
+
+TEST(HttpParser, BadRequestLinesRejected) {
+  EXPECT_EQ(request_status("GET  / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);   // two spaces
+  EXPECT_EQ(request_status("GET / HTTP/1.1 \r\nHost: h\r\n\r\n"), 400);   // trailing space
+  EXPECT_EQ(request_status("GET /\r\nHost: h\r\n\r\n"), 400);             // HTTP/0.9 style
+  EXPECT_EQ(request_status("GET / a HTTP/1.1\r\nHost: h\r\n\r\n"), 400);  // space in target
+  EXPECT_EQ(request_status("G(T / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);    // bad method token
+  EXPECT_EQ(request_status(" / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);       // empty method
+  EXPECT_EQ(request_status("GET\t/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);  // leading CRLF
+}
+
+TEST(HttpParser, BadVersionsRejected) {
+  EXPECT_EQ(request_status("GET / http/1.1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.10\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/x.1\r\nHost: h\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, UnsupportedMajorVersionIs505) {
+  EXPECT_EQ(request_status("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
+  EXPECT_EQ(request_status("GET / HTTP/0.9\r\nHost: h\r\n\r\n"), 505);
+  EXPECT_EQ(request_status("GET / HTTP/3.0\r\n\r\n"), 505);
+}
+
+TEST(HttpParser, Http11NeedsExactlyOneHost) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.0\r\nHost: a\r\n\r\n"), 0);
+}
+
+TEST(HttpParser, UnterminatedHeadRejected) {
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\n"), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h"), 400);
+  EXPECT_EQ(request_status(""), 400);
+}
+
+// --- request framing (smuggling) ------------------------------------------------------------
+
+TEST(HttpParser, FramingContentLength) {
+  body_framing f = request_framing(fields({{"Content-Length", "42"}}));
+  EXPECT_EQ(f.kind, body_kind::length);
+  EXPECT_EQ(f.length, 42u);
+  EXPECT_EQ(request_framing(fields({{"Content-Length", "0"}})).kind, body_kind::none);
+  EXPECT_EQ(request_framing(headers()).kind, body_kind::none);
+}
+
+TEST(HttpParser, FramingChunked) {
+  EXPECT_EQ(request_framing(fields({{"Transfer-Encoding", "chunked"}})).kind, body_kind::chunked);
+  EXPECT_EQ(request_framing(fields({{"transfer-encoding", "Chunked"}})).kind, body_kind::chunked);
+}
+
+TEST(HttpParser, DuplicateContentLengthIs400) {
+  EXPECT_EQ(framing_status(fields({{"Content-Length", "5"}, {"Content-Length", "5"}})), 400);
+  EXPECT_EQ(framing_status(fields({{"Content-Length", "5"}, {"content-length", "6"}})), 400);
+  EXPECT_EQ(framing_status(fields({{"Content-Length", "5, 5"}})), 400);
+}
+
+TEST(HttpParser, ContentLengthWithTransferEncodingIs400) {
+  EXPECT_EQ(framing_status(fields({{"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}})),
+            400);
+  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "chunked"}, {"Content-Length", "0"}})),
+            400);
+}
+
+TEST(HttpParser, TransferCodingOtherThanChunkedIs501) {
+  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "gzip"}})), 501);
+  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "gzip, chunked"}})), 501);
+  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "chunked, chunked"}})), 501);
+  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}})),
+            501);
+  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "identity"}})), 501);
+}
+
+TEST(HttpParser, InvalidContentLengthIs400) {
+  for (const char* bad : {"-1", "+5", " ", "", "0x10", "1e3", "5 5", "١", "18446744073709551616",
+                          "99999999999999999999999", "1234567890123456789"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(framing_status(fields({{"Content-Length", bad}})), 400);
+  }
+  // Large but representable values parse (max_body_bytes is enforced by the server).
+  EXPECT_EQ(request_framing(fields({{"Content-Length", "123456789012345678"}})).length,
+            123456789012345678u);
+  EXPECT_EQ(request_framing(fields({{"Content-Length", "007"}})).length, 7u);
+}
+
+// --- chunk sizes and chunked bodies --------------------------------------------------------
+
+TEST(HttpParser, ChunkSizeHex) {
+  EXPECT_EQ(parse_chunk_size("0"), 0u);
+  EXPECT_EQ(parse_chunk_size("a"), 10u);
+  EXPECT_EQ(parse_chunk_size("FF"), 255u);
+  EXPECT_EQ(parse_chunk_size("1aB2"), 0x1ab2u);
+  EXPECT_EQ(parse_chunk_size("000010"), 16u);
+  EXPECT_EQ(parse_chunk_size("7fffffffffffffff"), 0x7fffffffffffffffu);
+}
+
+TEST(HttpParser, ChunkSizeExtensionsIgnored) {
+  EXPECT_EQ(parse_chunk_size("5;name=value"), 5u);
+  EXPECT_EQ(parse_chunk_size("5 ;name=\"quoted;value\""), 5u);
+  EXPECT_EQ(parse_chunk_size("0;last"), 0u);
+}
+
+TEST(HttpParser, BadChunkSizesAre400) {
+  for (const char* bad : {"", ";ext", "g", "-1", "+1", "0x10", "1 2", "5\r"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(status_of([&] { parse_chunk_size(bad); }), 400);
+  }
+}
+
+TEST(HttpParser, ChunkSizeOverflowIs400) {
+  EXPECT_EQ(status_of([] { parse_chunk_size("10000000000000000"); }), 400);   // 2^64
+  EXPECT_EQ(status_of([] { parse_chunk_size("ffffffffffffffffff"); }), 400);
+  EXPECT_EQ(status_of([] { parse_chunk_size("0000000000000000000000001"); }), 0);
+}
+
+TEST(HttpParser, DecodeChunkedWithTrailers) {
+  std::string_view in =
+      "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\nNEXT";
+  std::size_t consumed = 0;
+  EXPECT_EQ(decode_chunked(in, 1 << 20, consumed), "hello world");
+  EXPECT_EQ(in.substr(consumed), "NEXT");
+}
+
+TEST(HttpParser, DecodeChunkedEmptyBody) {
+  std::size_t consumed = 0;
+  EXPECT_EQ(decode_chunked("0\r\n\r\n", 10, consumed), "");
+  EXPECT_EQ(consumed, 5u);
+}
+
+TEST(HttpParser, DecodeChunkedHostileInputs) {
+  std::size_t consumed = 0;
+  auto status = [&](std::string_view in, std::size_t max = 1 << 20) {
+    return status_of([&] { decode_chunked(in, max, consumed); });
+  };
+  EXPECT_EQ(status("5\r\nhelloXX0\r\n\r\n"), 400);        // data not followed by CRLF
+  EXPECT_EQ(status("5\r\nhel"), 400);                      // cut short
+  EXPECT_EQ(status("5\r\nhello\r\n"), 400);                // no last chunk
+  EXPECT_EQ(status("0\r\nX: 1\r\n"), 400);                 // trailers not terminated
+  EXPECT_EQ(status("z\r\n\r\n"), 400);                     // bad size
+  EXPECT_EQ(status("5\nhello\r\n0\r\n\r\n"), 400);         // bare LF after the size
+  EXPECT_EQ(status(std::string(5000, '1') + "\r\n"), 400);  // overlong size line
+  EXPECT_EQ(status("fffffffffffff\r\nx\r\n0\r\n\r\n"), 413);  // larger than max_body
+  EXPECT_EQ(status("6\r\nhello!\r\n0\r\n\r\n", 5), 413);
+  EXPECT_EQ(status("3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n", 5), 413);  // total over max_body
+  EXPECT_EQ(status("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 5), 0);     // exactly max_body
+}
+
+// --- responses ---------------------------------------------------------------------------
+
+TEST(HttpParser, ResponseHead) {
+  response_head r = parse_response_head(
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nX: y\r\n\r\n");
+  EXPECT_EQ(r.version_minor, 1);
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.reason, "Not Found");
+  EXPECT_EQ(*r.headers.get("content-length"), "3");
+}
+
+TEST(HttpParser, ResponseHeadVariants) {
+  EXPECT_EQ(parse_response_head("HTTP/1.0 200 OK\r\n\r\n").version_minor, 0);
+  EXPECT_EQ(parse_response_head("HTTP/1.1 204\r\n\r\n").reason, "");     // no reason phrase
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 \r\n\r\n").reason, "");    // empty reason
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\nA: b\n\n").headers.count("A"), 1u);  // bare LF
+  EXPECT_EQ(parse_response_head("HTTP/1.1 599 Custom Thing\r\n\r\n").reason, "Custom Thing");
+}
+
+TEST(HttpParser, BadResponseHeads) {
+  auto status = [](std::string_view head) { return status_of([&] { parse_response_head(head); }); };
+  EXPECT_EQ(status("HTTP/1.1 20 OK\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 2000 OK\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 abc OK\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 099 OK\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/2.0 200 OK\r\n\r\n"), 505);
+  EXPECT_EQ(status("ICY 200 OK\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 OK\r\nX : y\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 OK\r\nX: y\r\n z\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, ResponseFramingWithoutBody) {
+  headers with_length = fields({{"Content-Length", "10"}});
+  EXPECT_EQ(response_framing(with_length, 200, "HEAD").kind, body_kind::none);
+  EXPECT_EQ(response_framing(with_length, 204, "GET").kind, body_kind::none);
+  EXPECT_EQ(response_framing(with_length, 304, "GET").kind, body_kind::none);
+  EXPECT_EQ(response_framing(headers(), 100, "GET").kind, body_kind::none);
+  EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "chunked"}}), 204, "GET").kind,
+            body_kind::none);
+}
+
+TEST(HttpParser, ResponseFramingWithBody) {
+  body_framing f = response_framing(fields({{"Content-Length", "10"}}), 200, "GET");
+  EXPECT_EQ(f.kind, body_kind::length);
+  EXPECT_EQ(f.length, 10u);
+  EXPECT_EQ(response_framing(fields({{"Content-Length", "0"}}), 200, "GET").kind, body_kind::length);
+  EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "chunked"}}), 200, "GET").kind,
+            body_kind::chunked);
+  EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "gzip, chunked"}}), 200, "GET").kind,
+            body_kind::chunked);
+  // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
+  EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "chunked"}, {"Content-Length", "3"}}),
+                             200, "POST")
+                .kind,
+            body_kind::chunked);
+  EXPECT_EQ(response_framing(headers(), 200, "GET").kind, body_kind::until_close);
+  EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "gzip"}}), 200, "GET").kind,
+            body_kind::until_close);
+}
+
+TEST(HttpParser, ResponseFramingBadContentLength) {
+  auto status = [](const headers& h) { return status_of([&] { response_framing(h, 200, "GET"); }); };
+  EXPECT_EQ(status(fields({{"Content-Length", "-1"}})), 400);
+  EXPECT_EQ(status(fields({{"Content-Length", "abc"}})), 400);
+  EXPECT_EQ(status(fields({{"Content-Length", "3"}, {"Content-Length", "4"}})), 400);
+  // Identical repeats are tolerated from servers (RFC 9110 §8.6).
+  EXPECT_EQ(status(fields({{"Content-Length", "3"}, {"Content-Length", "3"}})), 0);
+}
+
+}  // namespace

@@ -1,0 +1,945 @@
+// HTTP/1.1 server and client over loopback TCP (and TLS), both backends: the corio client
+// and raw tcp_streams against the corio server, the corio client against raw servers, and
+// curl as a real peer when it is installed.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "corio/corio.hpp"
+#include "http/connection.hpp"
+#include "http/parser.hpp"
+#include "support/backends.hpp"
+#include "support/tls_certs.hpp"
+
+using namespace corio;
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+class Http : public corio::testing::backend_test {};
+
+// --- helpers ---------------------------------------------------------------------------------
+
+task<void> serve_and_flag(http::server& server, tcp_listener& listener, bool& done) {
+  co_await server.serve(listener);
+  done = true;
+}
+
+/// Serves on a fresh 127.0.0.1 listener while `body(port)` runs, then shuts the server down
+/// and waits until serve() has returned (so no connection coroutine outlives the test).
+template <class Body>
+task<void> with_server(http::server& server, Body body) {
+  tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+  bool done = false;
+  event_loop::current().spawn(serve_and_flag(server, listener, done));
+  std::exception_ptr failure;
+  try {
+    co_await body(listener.port());
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  server.shutdown();
+  while (!done) co_await sleep_for(1ms);
+  if (failure) std::rethrow_exception(failure);
+}
+
+std::string url(std::uint16_t port, std::string_view path = "/") {
+  return "http://127.0.0.1:" + std::to_string(port) + std::string(path);
+}
+
+/// A response read off a raw stream.
+struct raw_response {
+  int status = 0;
+  int version_minor = 1;
+  http::headers headers;
+  std::string body;
+};
+
+task<raw_response> read_response(stream& s, std::string method = "GET") {
+  std::string head = co_await s.read_until("\r\n\r\n", 64 * 1024);
+  http::detail::response_head parsed = http::detail::parse_response_head(head);
+  http::detail::body_framing framing =
+      http::detail::response_framing(parsed.headers, parsed.status, method);
+  raw_response r;
+  r.status = parsed.status;
+  r.version_minor = parsed.version_minor;
+  r.headers = std::move(parsed.headers);
+  r.body = co_await http::detail::read_body(s, framing, 1 << 24);
+  co_return r;
+}
+
+/// True if the peer closes `s` within `limit` (anything still sent is discarded).
+task<bool> closes_within(stream& s, std::chrono::milliseconds limit) {
+  try {
+    co_await with_timeout(limit, s.read_until_close());
+    co_return true;
+  } catch (const timeout_error&) {
+    co_return false;
+  } catch (const stream_closed_error&) {
+    co_return true;  // reset
+  }
+}
+
+/// Echoes "METHOD target body"; /slow sleeps 300 ms first; /throw throws.
+task<http::response> echo_handler(http::request& req) {
+  if (req.path() == "/slow") co_await sleep_for(300ms);
+  if (req.path() == "/throw") throw std::runtime_error("handler failed on purpose");
+  co_await req.read_body();
+  std::string out = req.method + " " + req.target + " " + req.body;
+  co_return http::response::text(200, std::move(out));
+}
+
+http::server_options small_timeouts() {
+  http::server_options o;
+  o.header_timeout = 2s;
+  o.idle_timeout = 5s;
+  o.body_timeout = 2s;
+  return o;
+}
+
+// --- server: requests and bodies --------------------------------------------------------------
+
+TEST_P(Http, GetAndPostWithContentLength) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    http::client_response r = co_await client.get(url(port, "/a?x=1"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.reason, "OK");
+    EXPECT_EQ(r.body, "GET /a?x=1 ");
+    EXPECT_EQ(r.headers.get("Content-Length"), "11");
+    std::string big(200000, 'b');
+    r = co_await client.post(url(port, "/p"), big, "text/plain");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "POST /p " + big);
+    r = co_await client.post(url(port, "/empty"), "", "text/plain");
+    EXPECT_EQ(r.body, "POST /empty ");
+  }));
+  EXPECT_EQ(server.requests_served(), 3u);
+}
+
+TEST_P(Http, ChunkedRequestBodyFromRawClient) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    co_await c.write("5\r\nhello\r\n");
+    co_await sleep_for(10ms);
+    co_await c.write("1;ext=\"a;b\"\r\n \r\n");
+    co_await sleep_for(10ms);
+    co_await c.write("A\r\n0123456789\r\n0\r\nX-Trailer: ignored\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "POST /up hello 0123456789");
+    // The connection stays usable after the trailers.
+    c.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    r = co_await read_response(c);
+    EXPECT_EQ(r.body, "GET /next ");
+  }));
+}
+
+TEST_P(Http, ChunkedResponseReadByClient) {
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::chunked(200, [](http::body_writer& w) -> task<void> {
+          co_await w.write("one,");
+          co_await sleep_for(5ms);
+          co_await w.write("");  // sends nothing (an empty chunk would end the body)
+          co_await w.write("two,");
+          std::string big(100000, 'z');
+          co_await w.write(big);
+        });
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    http::client_response r = co_await client.get(url(port));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Transfer-Encoding"), "chunked");
+    EXPECT_EQ(r.headers.count("Content-Length"), 0u);
+    EXPECT_EQ(r.body, "one,two," + std::string(100000, 'z'));
+    EXPECT_EQ(client.idle_connections(), 1u);
+    // HTTP/1.0 has no chunked coding: the body is delimited by closing the connection.
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET / HTTP/1.0\r\n\r\n");
+    raw_response r10 = co_await read_response(c);
+    EXPECT_EQ(r10.headers.count("Transfer-Encoding"), 0u);
+    EXPECT_EQ(r10.headers.get("Connection"), "close");
+    EXPECT_EQ(r10.body.size(), 8u + 100000u);
+  }));
+}
+
+// --- Expect: 100-continue -------------------------------------------------------------------
+
+TEST_P(Http, ExpectContinueAnsweredBeforeTheBodyIsRead) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::string interim = co_await with_timeout(2s, c.read_until("\r\n\r\n"));
+    EXPECT_EQ(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    c.write("hello");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "PUT /x hello");
+    EXPECT_EQ(r.headers.count("Connection"), 0u);  // kept alive
+  }));
+}
+
+TEST_P(Http, ExpectContinueNotSentWhenTheHandlerRejects) {
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        // Rejects without reading the body.
+        co_return http::response::text(req.path() == "/big" ? 413 : 417, "no\n");
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    for (const char* path : {"/big", "/other"}) {
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      std::string head = std::string("POST ") + path +
+                         " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n";
+      c.write(head);
+      raw_response r = co_await read_response(c);  // the first response is the final one
+      EXPECT_EQ(r.status, std::string_view(path) == "/big" ? 413 : 417);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+  }));
+}
+
+TEST_P(Http, ExpectContinueWithTooLargeContentLengthIs413WithoutHandler) {
+  http::server_options o = small_timeouts();
+  o.max_body_bytes = 10;
+  int calls = 0;
+  http::server server(
+      [&calls](http::request& req) -> task<http::response> {
+        ++calls;
+        return echo_handler(req);
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 413);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+  EXPECT_EQ(calls, 0);
+}
+
+// --- keep-alive, pipelining, Connection: close ---------------------------------------------
+
+TEST_P(Http, KeepAliveHttp11) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    for (int i = 0; i < 3; ++i) {
+      c.write("GET /k HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.version_minor, 1);
+      EXPECT_EQ(r.headers.count("Connection"), 0u);
+    }
+    EXPECT_FALSE(co_await closes_within(c, 50ms));
+  }));
+}
+
+TEST_P(Http, Http10WithoutKeepAliveCloses) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /old HTTP/1.0\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.version_minor, 0);
+    EXPECT_EQ(r.body, "GET /old ");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+}
+
+TEST_P(Http, Http10WithKeepAliveStaysOpen) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    for (int i = 0; i < 2; ++i) {
+      c.write("GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.headers.get("Connection"), "keep-alive");
+    }
+    EXPECT_FALSE(co_await closes_within(c, 50ms));
+  }));
+}
+
+TEST_P(Http, PipelinedRequestsAnsweredInOrder) {
+  // The first request is the slowest: responses must still come back in request order.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/1") co_await sleep_for(60ms);
+        if (req.path() == "/2") co_await sleep_for(20ms);
+        co_await req.read_body();
+        co_return http::response::text(200, std::string(req.path()) + ":" + req.body);
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write(
+        "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        "POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        "GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_response r1 = co_await read_response(c);
+    raw_response r2 = co_await read_response(c);
+    raw_response r3 = co_await read_response(c);
+    EXPECT_EQ(r1.body, "/1:");
+    EXPECT_EQ(r2.body, "/2:abc");
+    EXPECT_EQ(r3.body, "/3:");
+    EXPECT_EQ(r3.headers.get("Connection"), "close");
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+  EXPECT_EQ(server.requests_served(), 3u);
+}
+
+TEST_P(Http, ManyPipelinedRequestsInOneWrite) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    std::string burst;
+    for (int i = 0; i < 500; ++i) burst += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.write(burst);
+    for (int i = 0; i < 500; ++i) {
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.body, "GET /" + std::to_string(i) + " ");
+      if (r.body != "GET /" + std::to_string(i) + " ") break;
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), 500u);
+}
+
+TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.body, "GET /bye ");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+}
+
+// --- limits and malformed requests ----------------------------------------------------------
+
+TEST_P(Http, HeaderSectionOverLimitIs431) {
+  http::server_options o = small_timeouts();
+  o.max_header_bytes = 1024;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    {
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 431);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    {  // many fields arriving in pieces
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET / HTTP/1.1\r\nHost: x\r\n");
+      for (int i = 0; i < 60; ++i) {
+        co_await c.write("X-Field-" + std::to_string(i) + ": " + std::string(50, 'v') + "\r\n");
+      }
+      c.write("\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 431);
+    }
+    {  // a head that never ends is dropped (without an answer) once past the hard limit
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET / HTTP/1.1\r\nHost: x\r\nX: ");
+      c.write(std::string(64 * 1024, 'x'));
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    {  // just under the limit is fine
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      std::string head = "GET / HTTP/1.1\r\nHost: x\r\nX: ";
+      head += std::string(1024 - head.size() - 4, 'a') + "\r\n\r\n";
+      EXPECT_EQ(head.size(), 1024u);
+      c.write(head);
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+    }
+  }));
+}
+
+TEST_P(Http, BodyOverLimitIs413) {
+  http::server_options o = small_timeouts();
+  o.max_body_bytes = 100;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    {
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 413);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    {
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+      c.write("40\r\n" + std::string(64, 'a') + "\r\n40\r\n" + std::string(64, 'b') + "\r\n0\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 413);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    {
+      http::client client;
+      http::client_response r = co_await client.post(url(port), std::string(100, 'x'), "a/b");
+      EXPECT_EQ(r.status, 200);
+    }
+  }));
+}
+
+TEST_P(Http, MalformedRequestsAre400AndClose) {
+  http::server server(echo_handler, small_timeouts());
+  std::vector<std::pair<std::string, int>> cases = {
+      {"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      {"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n"s, 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+           std::string(5000, 'e') + "\r\nhello\r\n0\r\n\r\n",
+       400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " +
+           std::string(9000, 't') + "\r\n\r\n",
+       431},
+  };
+  run(with_server(server, [&cases](std::uint16_t port) -> task<void> {
+    for (const auto& [request, status] : cases) {
+      SCOPED_TRACE(request);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write(request);
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, status);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), 0u);
+}
+
+TEST_P(Http, MalformedRequestSentByteByByte) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.set_nodelay(true);
+    std::string request = "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    for (char ch : request) {
+      co_await c.write(std::string_view(&ch, 1));
+      co_await sleep_for(200us);
+    }
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 400);
+  }));
+}
+
+// --- timeouts ----------------------------------------------------------------------------------
+
+/// Writes `data` one byte every 50 ms until done, `stop` is set, or the peer closes.
+task<void> dribble(stream& s, std::string data, const bool& stop, bool& done) {
+  try {
+    for (char ch : data) {
+      if (stop) break;
+      co_await s.write(std::string_view(&ch, 1));
+      co_await sleep_for(50ms);
+    }
+  } catch (const corio::error&) {
+    // the server closed the connection (EPIPE / ECONNRESET)
+  }
+  done = true;
+}
+
+TEST_P(Http, HeaderTimeoutCutsADribblingPeer) {
+  http::server_options o = small_timeouts();
+  o.header_timeout = 300ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    std::string request = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 's') + "\r\n\r\n";
+    bool stop = false;
+    bool done = false;
+    auto start = clock_type::now();
+    event_loop::current().spawn(dribble(c, request, stop, done));
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 408);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    auto elapsed = clock_type::now() - start;
+    EXPECT_GE(elapsed, 250ms);
+    EXPECT_LT(elapsed, 1500ms);  // far less than the 6 s the whole request would take
+    stop = true;
+    while (!done) co_await sleep_for(5ms);
+  }));
+}
+
+TEST_P(Http, IdleTimeoutClosesAKeptAliveConnection) {
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 200ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+    auto start = clock_type::now();
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    auto elapsed = clock_type::now() - start;
+    EXPECT_GE(elapsed, 150ms);
+    EXPECT_LT(elapsed, 1000ms);
+  }));
+}
+
+TEST_P(Http, IdleTimeoutBeforeTheFirstRequest) {
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 100ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+}
+
+TEST_P(Http, BodyTimeoutCutsASlowBody) {
+  http::server_options o = small_timeouts();
+  o.body_timeout = 150ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 408);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+}
+
+TEST_P(Http, BodyTimeoutAfter100ContinueIs408) {
+  http::server_options o = small_timeouts();
+  o.body_timeout = 150ms;
+  int reported = 0;
+  http::server server(echo_handler, o);
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    EXPECT_EQ(co_await c.read_until("\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+    c.write("abc");  // and then nothing
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 408);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+  }));
+  EXPECT_EQ(reported, 0);  // a slow client is not a server failure
+}
+
+// --- graceful shutdown -------------------------------------------------------------------------
+
+task<void> slow_request(std::uint16_t port, http::client_response& out, bool& finished) {
+  http::client client;
+  out = co_await client.get(url(port, "/slow"));
+  finished = true;
+}
+
+TEST_P(Http, GracefulShutdownFinishesTheRequestInFlight) {
+  http::server server(echo_handler, small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::uint16_t port = listener.port();
+    // An idle kept-alive connection, which shutdown closes at once.
+    tcp_stream idle = co_await tcp_stream::connect("127.0.0.1", port);
+    bool served = false;
+    event_loop::current().spawn(serve_and_flag(server, listener, served));
+    idle.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response first = co_await read_response(idle);
+    EXPECT_EQ(first.status, 200);
+
+    http::client_response slow;
+    bool finished = false;
+    event_loop::current().spawn(slow_request(port, slow, finished));
+    while (server.active_connections() < 2) co_await sleep_for(1ms);
+    co_await sleep_for(50ms);  // the slow handler is running
+    auto start = clock_type::now();
+    server.shutdown();
+    EXPECT_TRUE(co_await closes_within(idle, 200ms));
+    while (!served) co_await sleep_for(1ms);
+    EXPECT_TRUE(finished);
+    EXPECT_EQ(slow.status, 200);
+    EXPECT_EQ(slow.body, "GET /slow ");
+    EXPECT_EQ(slow.headers.get("Connection"), "close");
+    EXPECT_GE(clock_type::now() - start, 200ms);
+    EXPECT_EQ(server.active_connections(), 0u);
+    // No longer accepting.
+    EXPECT_THROW(co_await tcp_stream::connect("127.0.0.1", port), corio::error);
+  }(server));
+}
+
+// --- responses -------------------------------------------------------------------------------
+
+TEST_P(Http, HeadHasContentLengthButNoBody) {
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::text(200, "Hello, World!");
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    // HEAD then GET pipelined: if HEAD sent a body, the GET response would be misread.
+    c.write("HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response head = co_await read_response(c, "HEAD");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.headers.get("Content-Length"), "13");
+    EXPECT_EQ(head.body, "");
+    raw_response get = co_await read_response(c);
+    EXPECT_EQ(get.body, "Hello, World!");
+    http::client client;
+    http::headers none;
+    std::string empty;
+    http::client_response r = co_await client.request("HEAD", url(port), none, empty);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "");
+    EXPECT_EQ(client.idle_connections(), 1u);
+  }));
+}
+
+TEST_P(Http, NoBodyStatusesHaveNoContentLength) {
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::response r;
+        r.status = req.path() == "/204" ? 204 : 304;
+        co_return r;
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /204 HTTP/1.1\r\nHost: x\r\n\r\nGET /304 HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response a = co_await read_response(c);
+    raw_response b = co_await read_response(c);
+    EXPECT_EQ(a.status, 204);
+    EXPECT_EQ(b.status, 304);
+    EXPECT_EQ(a.headers.count("Content-Length"), 0u);
+    EXPECT_EQ(b.headers.count("Content-Length"), 0u);
+  }));
+}
+
+TEST_P(Http, DateAndServerHeaders) {
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    http::client_response r = co_await client.get(url(port));
+    EXPECT_EQ(r.headers.get("Server"), "corio");
+    auto date = r.headers.get("Date");
+    EXPECT_TRUE(date.has_value());
+    if (date) {
+      // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+      EXPECT_EQ(date->size(), 29u) << *date;
+      EXPECT_TRUE(date->ends_with(" GMT")) << *date;
+    }
+  }));
+}
+
+TEST_P(Http, HandlerExceptionIs500AndCloses) {
+  http::server server(echo_handler, small_timeouts());
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /throw HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 500);
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_EQ(r.body.find("on purpose"), std::string::npos);  // no internals leak
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    EXPECT_EQ(reported, 1);
+  }));
+}
+
+// --- client ----------------------------------------------------------------------------------
+
+/// Like server::serve, but counts the connections it accepts; sets `done` when the listener
+/// is closed.
+task<void> counting_accept_loop(http::server& server, tcp_listener& listener, int& accepted,
+                                bool& done) {
+  try {
+    for (;;) {
+      tcp_stream s = co_await listener.accept();
+      ++accepted;
+      event_loop::current().spawn(server.serve_connection(std::move(s)));
+    }
+  } catch (const stream_closed_error&) {
+  }
+  done = true;
+}
+
+/// Closes `listener` and waits until the accept loop and every connection have finished.
+task<void> stop_counting(http::server& server, tcp_listener& listener, const bool& done) {
+  listener.close();
+  server.shutdown();
+  while (!done || server.active_connections() > 0) co_await sleep_for(1ms);
+}
+
+TEST_P(Http, ClientReusesItsConnection) {
+  http::server server(echo_handler, small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    int accepted = 0;
+    bool done = false;
+    event_loop::current().spawn(counting_accept_loop(server, listener, accepted, done));
+    {
+      http::client client;
+      EXPECT_EQ(client.idle_connections(), 0u);
+      http::client_response r = co_await client.get(url(listener.port(), "/1"));
+      EXPECT_EQ(r.body, "GET /1 ");
+      EXPECT_EQ(client.idle_connections(), 1u);
+      r = co_await client.post(url(listener.port(), "/2"), "data", "text/plain");
+      EXPECT_EQ(r.body, "POST /2 data");
+      EXPECT_EQ(client.idle_connections(), 1u);
+      EXPECT_EQ(accepted, 1);
+      // "localhost" is another origin: a second connection.
+      r = co_await client.get("http://localhost:" + std::to_string(listener.port()) + "/3");
+      EXPECT_EQ(client.idle_connections(), 2u);
+      EXPECT_EQ(accepted, 2);
+    }
+    co_await stop_counting(server, listener, done);
+  }(server));
+}
+
+TEST_P(Http, ClientRetriesWhenTheServerClosedAKeptAliveConnection) {
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 50ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    http::client_response r = co_await client.get(url(port, "/1"));
+    EXPECT_EQ(client.idle_connections(), 1u);
+    co_await sleep_for(200ms);  // the server's idle timeout closed it
+    r = co_await client.get(url(port, "/2"));
+    EXPECT_EQ(r.body, "GET /2 ");
+  }));
+}
+
+/// A raw server: answers one request on each of `n` connections with `answer`, then closes.
+task<void> canned_server(tcp_listener& listener, std::string answer, int n) {
+  for (int i = 0; i < n; ++i) {
+    tcp_stream s = co_await listener.accept();
+    co_await s.read_until("\r\n\r\n");
+    co_await s.write(answer);
+    s.close();
+  }
+}
+
+TEST_P(Http, ClientReadsABodyDelimitedByClose) {
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::string body(300000, 'c');
+    task<void> server = canned_server(listener, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body, 1);
+    event_loop::current().spawn(std::move(server));
+    http::client client;
+    http::client_response r = co_await client.get(url(listener.port()));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.version_minor, 0);
+    EXPECT_EQ(r.body, body);
+    EXPECT_EQ(client.idle_connections(), 0u);
+  }());
+}
+
+TEST_P(Http, ClientRedirectsOnlyWhenAsked) {
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        co_await req.read_body();
+        if (req.path() == "/old" || req.path() == "/form") {
+          http::response r = http::response::text(req.path() == "/old" ? 302 : 303, "moved\n");
+          r.headers.add("Location", "/new");
+          co_return r;
+        }
+        if (req.path() == "/loop") {
+          http::response r = http::response::text(301, "");
+          r.headers.add("Location", "/loop");
+          co_return r;
+        }
+        co_return http::response::text(200, req.method + " " + std::string(req.path()) + " " + req.body);
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    {
+      http::client client;
+      http::client_response r = co_await client.get(url(port, "/old"));
+      EXPECT_EQ(r.status, 302);
+      EXPECT_EQ(r.headers.get("Location"), "/new");
+    }
+    {
+      http::client_options o;
+      o.follow_redirects = true;
+      o.max_redirects = 3;
+      http::client client(o);
+      http::client_response r = co_await client.get(url(port, "/old"));
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "GET /new ");
+      r = co_await client.post(url(port, "/form"), "x=1", "application/x-www-form-urlencoded");
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "GET /new ");  // 303: GET without the body
+      EXPECT_THROW(co_await client.get(url(port, "/loop")), http::protocol_error);
+    }
+  }));
+}
+
+TEST_P(Http, ClientTimeout) {
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    http::client_options o;
+    o.timeout = 200ms;
+    http::client client(o);
+    auto start = clock_type::now();
+    // The listener never accepts: the connection sits in the backlog, nobody answers.
+    EXPECT_THROW(co_await client.get(url(listener.port())), timeout_error);
+    auto elapsed = clock_type::now() - start;
+    EXPECT_GE(elapsed, 150ms);
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_EQ(client.idle_connections(), 0u);
+  }());
+}
+
+TEST_P(Http, ClientRejectsMalformedResponses) {
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    task<void> server = canned_server(
+        listener, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 1);
+    event_loop::current().spawn(std::move(server));
+    http::client client;
+    EXPECT_THROW(co_await client.get(url(listener.port())), http::protocol_error);
+    EXPECT_THROW(co_await client.get("ftp://x/"), std::invalid_argument);
+  }());
+}
+
+TEST_P(Http, HttpsAgainstTheCorioServer) {
+  const auto& pki = corio::testing::pki();
+  tls_context server_ctx(tls_role::server);
+  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  http::server_options o = small_timeouts();
+  o.tls = &server_ctx;
+  http::server server(echo_handler, o);
+  run(with_server(server, [&pki](std::uint16_t port) -> task<void> {
+    tls_context trusting(tls_role::client);
+    trusting.load_verify_file(pki.ca_cert);
+    http::client_options co;
+    co.tls = &trusting;
+    http::client client(co);
+    std::string base = "https://localhost:" + std::to_string(port);
+    http::client_response r = co_await client.get(base + "/secure");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "GET /secure ");
+    EXPECT_EQ(client.idle_connections(), 1u);
+    r = co_await client.post(base + "/p", std::string(70000, 'p'), "text/plain");
+    EXPECT_EQ(r.body, "POST /p " + std::string(70000, 'p'));
+    EXPECT_EQ(client.idle_connections(), 1u);
+    // Without trusting the test CA, verification fails.
+    tls_context default_trust(tls_role::client);
+    http::client_options strict;
+    strict.tls = &default_trust;
+    http::client untrusting(strict);
+    EXPECT_THROW(co_await untrusting.get(base + "/"), corio::error);
+  }));
+}
+
+// --- curl as a real peer ---------------------------------------------------------------------
+
+bool have_curl() { return ::access("/usr/bin/curl", X_OK) == 0; }
+
+task<process_result> curl(std::vector<std::string> args) {
+  std::vector<std::string> argv = {"/usr/bin/curl", "-sS", "--max-time", "5"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  process_result r = co_await run_process(std::move(argv), 10s);
+  co_return r;
+}
+
+TEST_P(Http, CurlKeepAliveChunkedExpectHeadAndHttp10) {
+  if (!have_curl()) GTEST_SKIP() << "curl not installed";
+  http::server server(echo_handler, small_timeouts());
+  int accepted = 0;
+  run([](http::server& server, int& accepted) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    bool done = false;
+    event_loop::current().spawn(counting_accept_loop(server, listener, accepted, done));
+    std::string base = url(listener.port(), "");
+    {  // keep-alive: two URLs, one connection
+      std::vector<std::string> args = {"-w", "|%{num_connects}\n", base + "/a", base + "/b"};
+      process_result r = co_await curl(args);
+      EXPECT_EQ(r.status, 0) << r.err;
+      EXPECT_EQ(r.out, "GET /a |1\nGET /b |0\n");
+      EXPECT_EQ(accepted, 1);
+    }
+    {  // chunked upload
+      std::vector<std::string> args = {"-H", "Transfer-Encoding: chunked", "--data-binary",
+                                       "chunky", base + "/up"};
+      process_result r = co_await curl(args);
+      EXPECT_EQ(r.status, 0) << r.err;
+      EXPECT_EQ(r.out, "POST /up chunky");
+    }
+    {  // Expect: 100-continue
+      std::vector<std::string> args = {"-v", "-H", "Expect: 100-continue", "--data-binary",
+                                       "expecting", base + "/e"};
+      process_result r = co_await curl(args);
+      EXPECT_EQ(r.status, 0) << r.err;
+      EXPECT_EQ(r.out, "POST /e expecting");
+      EXPECT_NE(r.err.find("HTTP/1.1 100 Continue"), std::string::npos) << r.err;
+    }
+    {  // HEAD
+      std::vector<std::string> args = {"-I", base + "/h"};
+      process_result r = co_await curl(args);
+      EXPECT_EQ(r.status, 0) << r.err;
+      EXPECT_NE(r.out.find("Content-Length: 8"), std::string::npos) << r.out;
+    }
+    {  // HTTP/1.0
+      std::vector<std::string> args = {"-0", "-i", base + "/ten"};
+      process_result r = co_await curl(args);
+      EXPECT_EQ(r.status, 0) << r.err;
+      EXPECT_TRUE(r.out.starts_with("HTTP/1.0 200 OK\r\n")) << r.out;
+      EXPECT_TRUE(r.out.ends_with("GET /ten ")) << r.out;
+    }
+    co_await stop_counting(server, listener, done);
+  }(server, accepted));
+}
+
+TEST_P(Http, CurlOverHttps) {
+  if (!have_curl()) GTEST_SKIP() << "curl not installed";
+  const auto& pki = corio::testing::pki();
+  tls_context server_ctx(tls_role::server);
+  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  http::server_options o = small_timeouts();
+  o.tls = &server_ctx;
+  http::server server(echo_handler, o);
+  run(with_server(server, [&pki](std::uint16_t port) -> task<void> {
+    std::string base = "https://localhost:" + std::to_string(port);
+    std::vector<std::string> args = {"--cacert", pki.ca_cert, "--data-binary", "secret",
+                                     base + "/s", base + "/t"};
+    process_result r = co_await curl(args);
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "POST /s secretPOST /t secret");
+    std::vector<std::string> untrusted = {base + "/"};
+    r = co_await curl(untrusted);
+    EXPECT_NE(r.status, 0);
+  }));
+}
+
+CORIO_INSTANTIATE_BACKENDS(Http);
+
+}  // namespace
