@@ -103,7 +103,7 @@ struct idle_guard {
 
 }  // namespace
 
-server::server(handler h, server_options options) : state_(std::make_unique<state>()) {
+server::server(handler h, server_options options) : state_(std::make_shared<state>()) {
   state_->handle = std::move(h);
   state_->options = std::move(options);
 }
@@ -120,7 +120,8 @@ void server::shutdown() {
 }
 
 task<void> server::serve(tcp_listener& listener) {
-  state& st = *state_;
+  std::shared_ptr<state> keep = state_;
+  state& st = *keep;
   st.listener = &listener;
   event_loop& loop = event_loop::current();
   while (!st.stopping) {
@@ -150,8 +151,18 @@ task<void> server::serve(tcp_listener& listener) {
   while (st.active > 0) co_await sleep_for(std::chrono::milliseconds(5));
 }
 
+namespace {
+task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s);
+}  // namespace
+
 task<void> server::serve_connection(corio::stream s) {
-  state& st = *state_;
+  // The connection keeps the state alive even if the server object is destroyed first.
+  return serve_one(state_, std::move(s));
+}
+
+namespace {
+task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
+  server::state& st = *keep;
   const server_options& o = st.options;
   ++st.active;
   struct active_guard {
@@ -270,5 +281,7 @@ task<void> server::serve_connection(corio::stream s) {
   }
   s.close();
 }
+
+}  // namespace
 
 }  // namespace corio::http

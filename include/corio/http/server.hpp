@@ -66,7 +66,7 @@ class server {
   struct state;
   /// @endcond
  private:
-  std::unique_ptr<state> state_;
+  std::shared_ptr<state> state_;  // shared with running connections: the server may go first
 };
 
 }  // namespace corio::http
