@@ -480,6 +480,92 @@ def run_http(args, server_cpu, load_cpu):
     return rows
 
 
+def make_tls_cert(tmp):
+    """A self-signed certificate for localhost, made with the openssl command."""
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def run_tls(args, server_cpu, load_cpu):
+    """TLS echo beside plaintext: same server binary, same corio load client (tls_load)."""
+    exe, load = os.path.join(BIN, "corio_echo"), os.path.join(BIN, "tls_load")
+    if not (os.access(exe, os.X_OK) and os.access(load, os.X_OK)):
+        log("corio_echo or tls_load not built; TLS table skipped")
+        return []
+    if args.quick:
+        workloads = [(64, 64, 8)]
+    else:
+        workloads = [(64, 64, 8), (4, 65536, 4)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="corio_tls_bench_") as tmp:
+        try:
+            cert, key = make_tls_cert(tmp)
+        except (OSError, subprocess.SubprocessError) as e:
+            log(f"cannot make a TLS certificate ({e}); TLS table skipped")
+            return []
+        for conns, size, depth in workloads:
+            for backend in ("io_uring", "epoll"):
+                for tls in (True, False):
+                    row = {"workload": f"raw {conns}c x {size}B d{depth}",
+                           "server": f"corio {backend} {'TLS' if tls else 'plain'}"}
+                    argv = [exe, "--backend", backend, "--port", "0", "--mode", "raw"]
+                    if tls:
+                        argv += ["--tls-cert", cert, "--tls-key", key]
+                    try:
+                        proc, port = start_server(argv, server_cpu)
+                    except (RuntimeError, OSError) as e:
+                        row["error"] = str(e)
+                        rows.append(row)
+                        continue
+                    try:
+                        cmd = [load, "--port", str(port), "--conns", str(conns), "--size", str(size),
+                               "--depth", str(depth), "--seconds", str(args.seconds),
+                               "--warmup", str(args.warmup)]
+                        if tls:
+                            cmd += ["--tls-ca", cert]
+                        cpu_before = cpu_ns(proc.pid)
+                        done = subprocess.run(cmd, capture_output=True, text=True,
+                                              timeout=args.seconds + args.warmup + 30,
+                                              preexec_fn=pin(load_cpu))
+                        cpu_after = cpu_ns(proc.pid)
+                    except subprocess.TimeoutExpired:
+                        row["error"] = "tls_load timed out"
+                        rows.append(row)
+                        continue
+                    finally:
+                        stop(proc)
+                    result = parse_result(done.stdout)
+                    if done.returncode != 0 or result is None:
+                        row["error"] = (done.stderr.strip() or "no result")[-200:]
+                    else:
+                        row.update(result)
+                        if cpu_before is not None and cpu_after is not None:
+                            row["cpu_us_per_msg"] = ((cpu_after - cpu_before) / 1000.0 /
+                                                     max(result["total_msgs"], 1.0))
+                    rows.append(row)
+                    log(f"{row['workload']:<24} {row['server']:<22} "
+                        + (f"ERROR {row['error']}" if "error" in row else
+                           f"{row['msgs_per_s']:>10,.0f} msgs/s {row['mb_per_s']:>8.1f} MB/s"))
+    print()
+    print(f"TLS echo beside plaintext (corio_echo raw mode, tls_load client), {args.seconds:g} s per run:")
+    print()
+    print("| workload | server | msgs/s | MB/s | p50 µs | p99 µs | server CPU µs/msg |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['workload']} | {r['server']} | error: {r['error'].splitlines()[-1]} | | | | |")
+            continue
+        print(f"| {r['workload']} | {r['server']} | {fmt(r.get('msgs_per_s'), ',.0f')} "
+              f"| {fmt(r.get('mb_per_s'), ',.1f')} | {fmt(r.get('p50_us'), '.0f')} "
+              f"| {fmt(r.get('p99_us'), '.0f')} | {fmt(r.get('cpu_us_per_msg'), '.2f')} |")
+    sys.stdout.flush()
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -493,6 +579,7 @@ def main():
     parser.add_argument("--no-loop-bench", action="store_true", help="skip loop_bench")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo table")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP table")
+    parser.add_argument("--no-tls", action="store_true", help="skip the TLS echo table")
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 2.0 if args.quick else 5.0
@@ -537,7 +624,8 @@ def main():
         print()
         print_table(rows)
     http_rows = [] if args.no_http else run_http(args, server_cpu, load_cpu)
-    return 1 if any("error" in r for r in rows + http_rows) else 0
+    tls_rows = [] if args.no_tls else run_tls(args, server_cpu, load_cpu)
+    return 1 if any("error" in r for r in rows + http_rows + tls_rows) else 0
 
 
 if __name__ == "__main__":

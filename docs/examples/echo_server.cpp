@@ -1,12 +1,14 @@
 // echo_server: a single-threaded TCP echo server written with corio.
 //
 //   echo_server [--backend io_uring|epoll] [--port N] [--mode raw|line] [--stats-file PATH]
+//               [--tls-cert FILE --tls-key FILE]
 //
 // raw mode echoes whatever arrives; line mode answers every "\r\n"-terminated line with the
 // same line. Once it listens it prints one line, "listening on 127.0.0.1:N". SIGINT or
 // SIGTERM stops it; it then prints the loop's counters ("stats: syscalls=... ") and, with
 // --stats-file, writes them to PATH as "name value" lines (bench/table.py reads them to
-// compute system calls per message). The benchmarks build this file as `corio_echo`.
+// compute system calls per message). With --tls-cert and --tls-key it serves the same modes
+// over TLS. The benchmarks build this file as `corio_echo`.
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -32,11 +35,12 @@ struct server_options {
   std::uint16_t port = 7000;
   echo_mode mode = echo_mode::raw;
   std::string stats_file;
+  std::string tls_cert, tls_key;  // both set: serve TLS
 };
 
 // raw: echo each chunk as it arrives. read_bytes(n, partial=true) completes with whatever is
 // buffered (1..n bytes), so one received chunk becomes one write.
-corio::task<void> echo_raw(corio::tcp_stream client) {
+corio::task<void> echo_raw(corio::stream client) {
   try {
     for (;;) {
       std::string chunk = co_await client.read_bytes(65536, /*partial=*/true);
@@ -51,7 +55,7 @@ corio::task<void> echo_raw(corio::tcp_stream client) {
 // turn leaves in a single gathered send, so 16 pipelined lines cost one system call, not 16.
 // (A server facing untrusted clients would bound this with stream_options and await the
 // write now and then; see max_write_buffer_size.)
-corio::task<void> echo_lines(corio::tcp_stream client) {
+corio::task<void> echo_lines(corio::stream client) {
   try {
     for (;;) {
       std::string line = co_await client.read_until("\r\n");
@@ -63,11 +67,15 @@ corio::task<void> echo_lines(corio::tcp_stream client) {
 
 // Accepts forever; each connection gets its own detached coroutine. The listener lives in
 // this coroutine's frame, so it is closed when the loop destroys the coroutine at exit.
-corio::task<void> accept_loop(corio::tcp_listener listener, echo_mode mode) {
+corio::task<void> accept_loop(corio::tcp_listener listener, echo_mode mode,
+                              corio::tls_context* tls) {
   corio::event_loop& loop = corio::event_loop::current();
   for (;;) {
-    corio::tcp_stream client = co_await listener.accept();
-    client.set_nodelay(true);
+    corio::tcp_stream accepted = co_await listener.accept();
+    accepted.set_nodelay(true);
+    // TLS or not, the echo coroutines see the same stream API.
+    corio::stream client = tls ? corio::stream(corio::tls_stream::accept(std::move(accepted), *tls))
+                               : corio::stream(std::move(accepted));
     if (mode == echo_mode::raw) {
       loop.spawn(echo_raw(std::move(client)));
     } else {
@@ -91,7 +99,12 @@ corio::task<void> serve(const server_options& options, int signal_fd) {
   auto listener = corio::tcp_listener::bind("127.0.0.1", options.port, {.backlog = 4096});
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);
-  corio::event_loop::current().spawn(accept_loop(std::move(listener), options.mode));
+  std::unique_ptr<corio::tls_context> tls;
+  if (!options.tls_cert.empty()) {
+    tls = std::make_unique<corio::tls_context>(corio::tls_role::server);
+    tls->use_certificate_chain_file(options.tls_cert).use_private_key_file(options.tls_key);
+  }
+  corio::event_loop::current().spawn(accept_loop(std::move(listener), options.mode, tls.get()));
   co_await wait_for_stop_signal(signal_fd);
 }
 
@@ -136,9 +149,16 @@ server_options parse_arguments(int argc, char** argv) {
       options.mode = mode == "raw" ? echo_mode::raw : echo_mode::line;
     } else if (arg == "--stats-file") {
       options.stats_file = value();
+    } else if (arg == "--tls-cert") {
+      options.tls_cert = value();
+    } else if (arg == "--tls-key") {
+      options.tls_key = value();
     } else {
       throw std::invalid_argument("unknown argument " + std::string(arg));
     }
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    throw std::invalid_argument("--tls-cert and --tls-key go together");
   }
   return options;
 }
@@ -152,7 +172,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr,
                  "echo_server: %s\nusage: echo_server [--backend io_uring|epoll] [--port N] "
-                 "[--mode raw|line] [--stats-file PATH]\n",
+                 "[--mode raw|line] [--stats-file PATH] [--tls-cert FILE --tls-key FILE]\n",
                  e.what());
     return 2;
   }
