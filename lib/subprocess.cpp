@@ -64,6 +64,13 @@ namespace {
 
 std::error_code os_error(int err) { return {err, std::generic_category()}; }
 
+/// "No such file or directory (ENOENT)": the text and the errno's name.
+std::string describe_errno(int err) {
+  std::string text = std::strerror(err);
+  if (const char* name = ::strerrorname_np(err)) text += std::string(" (") + name + ")";
+  return text;
+}
+
 struct pipe_pair {
   int parent = -1;
   int child = -1;
@@ -73,7 +80,7 @@ pipe_pair make_child_pipe(bool child_reads) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     int err = errno;
-    throw error(std::string("subprocess: pipe2 failed: ") + std::strerror(err), os_error(err));
+    throw error("subprocess: pipe2 failed: " + describe_errno(err), os_error(err));
   }
   return child_reads ? pipe_pair{fds[1], fds[0]} : pipe_pair{fds[0], fds[1]};
 }
@@ -149,7 +156,7 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
   if (rc != 0) {
     // glibc reports exec failures here and has already reaped the child (no zombie).
     for (int fd : parent_ends) ::close(fd);
-    throw error("subprocess::spawn: cannot execute \"" + argv[0] + "\": " + std::strerror(rc),
+    throw error("subprocess::spawn: cannot execute \"" + argv[0] + "\": " + describe_errno(rc),
                 os_error(rc));
   }
   subprocess p;
@@ -164,8 +171,7 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     p.state_->pid = -1;
-    throw error(std::string("subprocess::spawn: pidfd_open failed (Linux 5.3+ needed): ") +
-                    std::strerror(e),
+    throw error("subprocess::spawn: pidfd_open failed (Linux 5.3+ needed): " + describe_errno(e),
                 os_error(e));
   }
   ::fcntl(p.state_->pidfd, F_SETFD, FD_CLOEXEC);
