@@ -146,11 +146,28 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
     for (std::string& e : *options.environment) env.push_back(e.data());
     env.push_back(nullptr);
   }
+  // Why: the loop blocks SIGPIPE in its thread (so that pipe writes report EPIPE), and a
+  // child inherits the mask; it would then get EPIPE instead of dying like a shell's child
+  // (`yes | head` would print "Broken pipe"). The child gets this thread's mask without
+  // SIGPIPE, and SIGPIPE's default action even if the application ignores it (as Python's
+  // subprocess does with restore_signals, which Tornado relies on).
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t child_mask;
+  pthread_sigmask(SIG_BLOCK, nullptr, &child_mask);
+  sigdelset(&child_mask, SIGPIPE);
+  sigset_t default_action;
+  sigemptyset(&default_action);
+  sigaddset(&default_action, SIGPIPE);
+  posix_spawnattr_setsigmask(&attributes, &child_mask);
+  posix_spawnattr_setsigdefault(&attributes, &default_action);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   // Why the child's fd 1 first: dup2(1, 2) for merged stderr must run after stdout is set,
   // which posix_spawn guarantees by applying file actions in order.
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(),
+  int rc = ::posix_spawnp(&pid, args[0], &actions, &attributes, args.data(),
                           options.environment ? env.data() : environ);
+  posix_spawnattr_destroy(&attributes);
   posix_spawn_file_actions_destroy(&actions);
   cleanup();
   if (rc != 0) {

@@ -639,6 +639,45 @@ TEST_P(Subprocess, Spawn_AllOtherFdsAreClosedInTheChild_Issue5) {
   ::close(leaked);
 }
 
+TEST_P(Subprocess, Spawn_ChildStartsWithSigpipeUnblockedAndDefault_Issue5) {
+  run([]() -> task<void> {
+    // The loop blocks SIGPIPE in its thread (pipe writes report EPIPE); a child must not
+    // inherit that: it dies of SIGPIPE when its reader goes away, like from a shell.
+    subprocess_options options = with_stdio(stdio::null, stdio::pipe, stdio::pipe);
+    std::vector<std::string> status_line = {"grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"};
+    auto p = subprocess::spawn(status_line, options);
+    std::string text = co_await p.stdout_stream().read_until_close();
+    EXPECT_EQ(co_await p.wait(), 0);
+    auto mask_of = [&](const std::string& name) {
+      auto at = text.find(name + ":");
+      return at == std::string::npos ? ~0ull
+                                     : std::stoull(text.substr(at + name.size() + 1), nullptr, 16);
+    };
+    const unsigned long long sigpipe_bit = 1ull << (SIGPIPE - 1);
+    EXPECT_EQ(mask_of("SigBlk") & sigpipe_bit, 0u) << text;
+    EXPECT_EQ(mask_of("SigIgn") & sigpipe_bit, 0u) << text;
+
+    std::vector<std::string> yes = {"yes"};
+    auto producer = subprocess::spawn(yes, options);
+    EXPECT_EQ(co_await producer.stdout_stream().read_bytes(4), "y\ny\n");
+    producer.stdout_stream().close();  // no reader left
+    task<std::string> complaints = producer.stderr_stream().read_until_close();
+    EXPECT_EQ(co_await producer.wait_for(5s), -SIGPIPE);
+    EXPECT_EQ(co_await std::move(complaints), "");
+
+    // Even if the application ignores SIGPIPE, the child gets the default action.
+    struct sigaction ignore {};
+    struct sigaction previous {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ignore, &previous);
+    auto ignoring = subprocess::spawn(yes, options);
+    ::sigaction(SIGPIPE, &previous, nullptr);
+    EXPECT_EQ(co_await ignoring.stdout_stream().read_bytes(2), "y\n");
+    ignoring.stdout_stream().close();
+    EXPECT_EQ(co_await ignoring.wait_for(5s), -SIGPIPE);
+  }());
+}
+
 // ---------------------------------------------------------------- argv, environment, cwd
 
 TEST_P(Subprocess, Argv_IsPassedWithoutAShell_Issue5) {
