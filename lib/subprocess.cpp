@@ -82,7 +82,22 @@ pipe_pair make_child_pipe(bool child_reads) {
     int err = errno;
     throw error("subprocess: pipe2 failed: " + describe_errno(err), os_error(err));
   }
-  return child_reads ? pipe_pair{fds[1], fds[0]} : pipe_pair{fds[0], fds[1]};
+  pipe_pair pair = child_reads ? pipe_pair{fds[1], fds[0]} : pipe_pair{fds[0], fds[1]};
+  // Why: with 0, 1 or 2 closed in the parent (a daemon), the child's end can get one of those
+  // numbers, and an earlier file action (dup2 or /dev/null onto that number) would replace it
+  // before it is duplicated into place. Above 2 no file action touches it.
+  if (pair.child <= 2) {
+    int moved = ::fcntl(pair.child, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    ::close(pair.child);
+    if (moved < 0) {
+      ::close(pair.parent);
+      throw error("subprocess: fcntl(F_DUPFD_CLOEXEC) failed: " + describe_errno(err),
+                  os_error(err));
+    }
+    pair.child = moved;
+  }
+  return pair;
 }
 
 }  // namespace

@@ -639,6 +639,41 @@ TEST_P(Subprocess, Spawn_AllOtherFdsAreClosedInTheChild_Issue5) {
   ::close(leaked);
 }
 
+TEST_P(Subprocess, Spawn_ParentWithClosedStdFdsStillWiresTheChild_Issue5) {
+  // A daemon may run with fds 0 and 1 closed; new pipes then get those numbers, and the
+  // child's fds must still end up where asked. Assertions only after the fds are restored.
+  std::string err_text;
+  int status = -1000;
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int saved0 = ::fcntl(0, F_DUPFD_CLOEXEC, 10);
+  int saved1 = ::fcntl(1, F_DUPFD_CLOEXEC, 10);
+  ASSERT_GE(saved0, 0);
+  ASSERT_GE(saved1, 0);
+  std::string failure;
+  try {
+    event_loop loop(options());
+    loop.run([](std::string& err_text, int& status) -> task<void> {
+      ::close(0);
+      ::close(1);
+      subprocess_options options = with_stdio(stdio::inherit, stdio::null, stdio::pipe);
+      auto argv = sh("echo to-stderr >&2; echo to-stdout");
+      auto p = subprocess::spawn(argv, options);
+      err_text = co_await p.stderr_stream().read_until_close();
+      status = co_await p.wait();
+    }(err_text, status));
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  ::dup2(saved0, 0);
+  ::dup2(saved1, 1);
+  ::close(saved0);
+  ::close(saved1);
+  EXPECT_EQ(failure, "");
+  EXPECT_EQ(err_text, "to-stderr\n");
+  EXPECT_EQ(status, 0);
+}
+
 TEST_P(Subprocess, Spawn_ChildStartsWithSigpipeUnblockedAndDefault_Issue5) {
   run([]() -> task<void> {
     // The loop blocks SIGPIPE in its thread (pipe writes report EPIPE); a child must not
