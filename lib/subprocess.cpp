@@ -297,6 +297,8 @@ task<process_result> run_process_impl(std::vector<std::string> argv,
   if (options.err != stdio::to_stdout) options.err = stdio::pipe;
   if (options.in == stdio::inherit) options.in = stdio::null;
   subprocess child = subprocess::spawn(std::move(argv), options);
+  // Nobody can write to a stdin pipe of ours: close it, so that a reader sees EOF at once.
+  if (options.in == stdio::pipe) child.stdin_stream().close();
   // Both reads start now (S4), so neither pipe can fill up and block the child.
   task<std::string> out = child.stdout_stream().read_until_close();
   task<std::string> err = options.err == stdio::pipe ? child.stderr_stream().read_until_close()

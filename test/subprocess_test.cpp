@@ -430,6 +430,19 @@ TEST_P(Subprocess, RunProcess_CapturesStdoutStderrAndStatus_Issue5) {
   }());
 }
 
+TEST_P(Subprocess, RunProcess_StdinPipeIsClosedSoAReaderSeesEof_Issue5) {
+  run([]() -> task<void> {
+    // Nobody can write to run_process's stdin pipe, so it must deliver EOF, not hang.
+    subprocess_options options;
+    options.in = stdio::pipe;
+    std::vector<std::string> argv = {"wc", "-c"};
+    process_result r = co_await run_process(argv, 5s, options);
+    EXPECT_FALSE(r.timed_out);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.out.find_first_not_of(" \t"), r.out.find("0\n")) << r.out;
+  }());
+}
+
 // ---------------------------------------------------------------- pipes (S57)
 
 TEST_P(Subprocess, Stdout_ReadUntilLinesFromTheChild_S57) {

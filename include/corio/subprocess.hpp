@@ -104,7 +104,9 @@ struct process_result {
 /// Runs a command to completion, capturing stdout and stderr fully (read concurrently, so a
 /// child that fills both pipes never deadlocks). With a limit > 0 the child is killed when it
 /// expires and the result says timed_out (with whatever output arrived). Throws corio::error
-/// if the command cannot be executed.
+/// if the command cannot be executed. options.out and options.err are replaced by pipes
+/// (err stays merged if it is stdio::to_stdout); stdin inherit becomes /dev/null, and a stdin
+/// pipe is closed at once (nobody could write to it), so a child reading stdin sees EOF.
 ///
 /// g++ 12 note: an aggregate temporary such as `{.working_directory = "/tmp"}` written inside
 /// a co_await expression is miscompiled by g++ 12 (its std::string members are copied
