@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -188,6 +189,20 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
   if (rc != 0) {
     // glibc reports exec failures here and has already reaped the child (no zombie).
     for (int fd : parent_ends) ::close(fd);
+    // posix_spawn reports a failed chdir with the same errno as a failed exec; say which.
+    if (!options.working_directory.empty()) {
+      const char* dir = options.working_directory.c_str();
+      struct stat info {};
+      int dir_error = ::stat(dir, &info) != 0    ? errno
+                      : !S_ISDIR(info.st_mode)   ? ENOTDIR
+                      : ::access(dir, X_OK) != 0 ? errno
+                                                 : 0;
+      if (dir_error != 0) {
+        throw error("subprocess::spawn: cannot run \"" + argv[0] + "\" in working directory \"" +
+                        options.working_directory + "\": " + describe_errno(dir_error),
+                    os_error(dir_error));
+      }
+    }
     throw error("subprocess::spawn: cannot execute \"" + argv[0] + "\": " + describe_errno(rc),
                 os_error(rc));
   }

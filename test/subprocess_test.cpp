@@ -375,6 +375,22 @@ TEST_P(Subprocess, Spawn_NonexistentCommandFailsNamingTheCommandAndErrno_Issue5)
   }());
 }
 
+TEST_P(Subprocess, Spawn_MissingWorkingDirectoryFailsNamingTheDirectory_Issue5) {
+  run([]() -> task<void> {
+    subprocess_options options;
+    options.working_directory = "/nonexistent/corio-dir";
+    try {
+      subprocess::spawn({"pwd"}, options);
+      ADD_FAILURE() << "spawn did not throw";
+    } catch (const corio::error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find("/nonexistent/corio-dir"), std::string::npos) << what;
+      EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory) << what;
+    }
+    co_return;
+  }());
+}
+
 TEST_P(Subprocess, Spawn_InvalidArgumentsThrowBeforeStartingAnything_Issue5) {
   run([]() -> task<void> {
     EXPECT_THROW(subprocess::spawn({}), std::invalid_argument);

@@ -50,7 +50,7 @@ class subprocess {
   /// involved. Every fd other than 0, 1 and 2 is closed in the child. The child gets the
   /// calling thread's signal mask without SIGPIPE (which the loop blocks in its thread) and
   /// SIGPIPE's default action, so it dies of SIGPIPE like a shell's child. Throws corio::error
-  /// naming the command and the errno, e.g. "No such file or
+  /// naming the command (or the working directory) and the errno, e.g. "No such file or
   /// directory (ENOENT)", with code() set, if it cannot be executed; no zombie is left.
   /// Must be called on a thread running an event_loop.
   static subprocess spawn(std::vector<std::string> argv, subprocess_options options = {});
