@@ -132,9 +132,11 @@ TEST_P(Subprocess, Wait_KilledBySignalReportsMinusN_S58) {
     terminated.terminate();
     EXPECT_EQ(co_await terminated.wait(), -SIGTERM);
 
-    auto interrupted = subprocess::spawn(sleeper);
-    interrupted.send_signal(SIGINT);
-    EXPECT_EQ(co_await interrupted.wait(), -SIGINT);
+    // SIGUSR2, not SIGINT: a shell starts background jobs with SIGINT ignored, and the
+    // child would inherit that.
+    auto signalled = subprocess::spawn(sleeper);
+    signalled.send_signal(SIGUSR2);
+    EXPECT_EQ(co_await signalled.wait(), -SIGUSR2);
 
     auto self_killed = subprocess::spawn(sh("kill -USR1 $$"));
     EXPECT_EQ(co_await self_killed.wait(), -SIGUSR1);
