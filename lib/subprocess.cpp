@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,6 +65,13 @@ namespace {
 
 std::error_code os_error(int err) { return {err, std::generic_category()}; }
 
+/// "No such file or directory (ENOENT)": the text and the errno's name.
+std::string describe_errno(int err) {
+  std::string text = std::strerror(err);
+  if (const char* name = ::strerrorname_np(err)) text += std::string(" (") + name + ")";
+  return text;
+}
+
 struct pipe_pair {
   int parent = -1;
   int child = -1;
@@ -73,9 +81,24 @@ pipe_pair make_child_pipe(bool child_reads) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     int err = errno;
-    throw error(std::string("subprocess: pipe2 failed: ") + std::strerror(err), os_error(err));
+    throw error("subprocess: pipe2 failed: " + describe_errno(err), os_error(err));
   }
-  return child_reads ? pipe_pair{fds[1], fds[0]} : pipe_pair{fds[0], fds[1]};
+  pipe_pair pair = child_reads ? pipe_pair{fds[1], fds[0]} : pipe_pair{fds[0], fds[1]};
+  // Why: with 0, 1 or 2 closed in the parent (a daemon), the child's end can get one of those
+  // numbers, and an earlier file action (dup2 or /dev/null onto that number) would replace it
+  // before it is duplicated into place. Above 2 no file action touches it.
+  if (pair.child <= 2) {
+    int moved = ::fcntl(pair.child, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    ::close(pair.child);
+    if (moved < 0) {
+      ::close(pair.parent);
+      throw error("subprocess: fcntl(F_DUPFD_CLOEXEC) failed: " + describe_errno(err),
+                  os_error(err));
+    }
+    pair.child = moved;
+  }
+  return pair;
 }
 
 }  // namespace
@@ -139,17 +162,48 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
     for (std::string& e : *options.environment) env.push_back(e.data());
     env.push_back(nullptr);
   }
+  // Why: the loop blocks SIGPIPE in its thread (so that pipe writes report EPIPE), and a
+  // child inherits the mask; it would then get EPIPE instead of dying like a shell's child
+  // (`yes | head` would print "Broken pipe"). The child gets this thread's mask without
+  // SIGPIPE, and SIGPIPE's default action even if the application ignores it (as Python's
+  // subprocess does with restore_signals, which Tornado relies on).
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t child_mask;
+  pthread_sigmask(SIG_BLOCK, nullptr, &child_mask);
+  sigdelset(&child_mask, SIGPIPE);
+  sigset_t default_action;
+  sigemptyset(&default_action);
+  sigaddset(&default_action, SIGPIPE);
+  posix_spawnattr_setsigmask(&attributes, &child_mask);
+  posix_spawnattr_setsigdefault(&attributes, &default_action);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   // Why the child's fd 1 first: dup2(1, 2) for merged stderr must run after stdout is set,
   // which posix_spawn guarantees by applying file actions in order.
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(),
+  int rc = ::posix_spawnp(&pid, args[0], &actions, &attributes, args.data(),
                           options.environment ? env.data() : environ);
+  posix_spawnattr_destroy(&attributes);
   posix_spawn_file_actions_destroy(&actions);
   cleanup();
   if (rc != 0) {
     // glibc reports exec failures here and has already reaped the child (no zombie).
     for (int fd : parent_ends) ::close(fd);
-    throw error("subprocess::spawn: cannot execute \"" + argv[0] + "\": " + std::strerror(rc),
+    // posix_spawn reports a failed chdir with the same errno as a failed exec; say which.
+    if (!options.working_directory.empty()) {
+      const char* dir = options.working_directory.c_str();
+      struct stat info {};
+      int dir_error = ::stat(dir, &info) != 0    ? errno
+                      : !S_ISDIR(info.st_mode)   ? ENOTDIR
+                      : ::access(dir, X_OK) != 0 ? errno
+                                                 : 0;
+      if (dir_error != 0) {
+        throw error("subprocess::spawn: cannot run \"" + argv[0] + "\" in working directory \"" +
+                        options.working_directory + "\": " + describe_errno(dir_error),
+                    os_error(dir_error));
+      }
+    }
+    throw error("subprocess::spawn: cannot execute \"" + argv[0] + "\": " + describe_errno(rc),
                 os_error(rc));
   }
   subprocess p;
@@ -164,8 +218,7 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     p.state_->pid = -1;
-    throw error(std::string("subprocess::spawn: pidfd_open failed (Linux 5.3+ needed): ") +
-                    std::strerror(e),
+    throw error("subprocess::spawn: pidfd_open failed (Linux 5.3+ needed): " + describe_errno(e),
                 os_error(e));
   }
   ::fcntl(p.state_->pidfd, F_SETFD, FD_CLOEXEC);
@@ -259,6 +312,8 @@ task<process_result> run_process_impl(std::vector<std::string> argv,
   if (options.err != stdio::to_stdout) options.err = stdio::pipe;
   if (options.in == stdio::inherit) options.in = stdio::null;
   subprocess child = subprocess::spawn(std::move(argv), options);
+  // Nobody can write to a stdin pipe of ours: close it, so that a reader sees EOF at once.
+  if (options.in == stdio::pipe) child.stdin_stream().close();
   // Both reads start now (S4), so neither pipe can fill up and block the child.
   task<std::string> out = child.stdout_stream().read_until_close();
   task<std::string> err = options.err == stdio::pipe ? child.stderr_stream().read_until_close()

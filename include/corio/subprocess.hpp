@@ -46,9 +46,12 @@ class subprocess {
   subprocess& operator=(subprocess&&) noexcept;
   ~subprocess();
 
-  /// Starts argv[0] (searched in PATH) with arguments argv[1..]; no shell is involved.
-  /// Every fd other than 0, 1 and 2 is closed in the child. Throws corio::error naming the
-  /// command and the errno (e.g. ENOENT) if it cannot be executed; no zombie is left.
+  /// Starts argv[0] (searched in the parent's PATH) with arguments argv[1..]; no shell is
+  /// involved. Every fd other than 0, 1 and 2 is closed in the child. The child gets the
+  /// calling thread's signal mask without SIGPIPE (which the loop blocks in its thread) and
+  /// SIGPIPE's default action, so it dies of SIGPIPE like a shell's child. Throws corio::error
+  /// naming the command (or the working directory) and the errno, e.g. "No such file or
+  /// directory (ENOENT)", with code() set, if it cannot be executed; no zombie is left.
   /// Must be called on a thread running an event_loop.
   static subprocess spawn(std::vector<std::string> argv, subprocess_options options = {});
 
@@ -101,7 +104,9 @@ struct process_result {
 /// Runs a command to completion, capturing stdout and stderr fully (read concurrently, so a
 /// child that fills both pipes never deadlocks). With a limit > 0 the child is killed when it
 /// expires and the result says timed_out (with whatever output arrived). Throws corio::error
-/// if the command cannot be executed.
+/// if the command cannot be executed. options.out and options.err are replaced by pipes
+/// (err stays merged if it is stdio::to_stdout); stdin inherit becomes /dev/null, and a stdin
+/// pipe is closed at once (nobody could write to it), so a child reading stdin sees EOF.
 ///
 /// g++ 12 note: an aggregate temporary such as `{.working_directory = "/tmp"}` written inside
 /// a co_await expression is miscompiled by g++ 12 (its std::string members are copied
