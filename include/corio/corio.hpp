@@ -1,6 +1,7 @@
 // corio/corio.hpp - everything corio offers, in one include.
 #pragma once
 
+#include "corio/diagnostics.hpp"
 #include "corio/errors.hpp"
 #include "corio/http.hpp"
 #include "corio/io.hpp"
