@@ -15,3 +15,12 @@
 #include "corio/task.hpp"
 #include "corio/timeout.hpp"
 #include "corio/version.hpp"
+
+/// @namespace corio
+/// @brief Coroutine tasks, the event loop, and streams with Tornado IOStream semantics.
+
+/// @namespace corio::io
+/// @brief Low-level awaitable I/O operations (one syscall-style result each; see io.hpp).
+
+/// @namespace corio::http
+/// @brief HTTP/1.1 client and server built on corio streams.

@@ -94,5 +94,7 @@ class called_process_error : public error {
 
 }  // namespace corio
 
+/// @cond INTERNAL
 template <>
 struct std::is_error_code_enum<corio::errc> : std::true_type {};
+/// @endcond

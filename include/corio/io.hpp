@@ -31,8 +31,11 @@ class [[nodiscard]] operation final : detail::io_handler, detail::recv_sink, det
   operation& operator=(const operation&) = delete;
   ~operation();
 
+  /// Always false: the operation is submitted when awaited.
   bool await_ready() const noexcept { return false; }
+  /// Submits the operation to the loop's backend; `waiting` resumes on completion.
   void await_suspend(std::coroutine_handle<> waiting);
+  /// The syscall-style result: bytes transferred or a new fd (>= 0), or -errno.
   int await_resume() const noexcept { return result_; }
 
   /// @cond INTERNAL

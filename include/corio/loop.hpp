@@ -85,6 +85,7 @@ class turn_hook;
 /// io_uring or epoll. One per thread; not thread-safe except post(). See architecture.md.
 class event_loop {
  public:
+  /// The clock of timers and deadlines (monotonic).
   using clock = std::chrono::steady_clock;
 
   /// Creates the loop and its backend. Throws backend_unavailable_error if

@@ -11,6 +11,7 @@ namespace corio {
 /// writing with no reader left fails with stream_closed_error{EPIPE}. Closing closes the fd.
 class pipe_stream : public stream {
  public:
+  /// An empty stream; assign one over a pipe fd before use.
   pipe_stream() noexcept = default;
   /// Adopts `fd` (made non-blocking and close-on-exec); the stream owns it.
   /// Must be called on a thread running an event_loop.

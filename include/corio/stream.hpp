@@ -45,9 +45,13 @@ class stream_core;
 /// nothing is consumed, every byte received stays buffered (S13, "total" cancellation).
 class stream {
  public:
+  /// An empty stream (operator bool is false); assign a real one before use.
   stream() noexcept;
+  /// Takes over `other`'s transport, buffers and pending operations; `other` becomes empty.
   stream(stream&&) noexcept;
+  /// Closes this stream (as close()), then takes over `other`'s transport; `other` becomes empty.
   stream& operator=(stream&&) noexcept;
+  /// Closes the stream (without running the close callback) and cancels its kernel operations.
   virtual ~stream();
 
   /// Reads up to and including the first occurrence of `delimiter` (S14).
@@ -121,7 +125,9 @@ class stream {
   /// @endcond
 
  protected:
+  /// @cond INTERNAL
   detail::stream_core* core_ = nullptr;
+  /// @endcond
 };
 
 }  // namespace corio

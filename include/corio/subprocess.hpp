@@ -41,9 +41,13 @@ struct subprocess_options {
 /// to let a child run on instead (it is then reaped by nobody but init after we exit).
 class subprocess {
  public:
+  /// An empty object that refers to no process.
   subprocess() noexcept;
+  /// Takes over `other`'s child and pipes; `other` becomes empty.
   subprocess(subprocess&&) noexcept;
+  /// Kills and reaps this object's running child (as the destructor), then takes over `other`'s.
   subprocess& operator=(subprocess&&) noexcept;
+  /// Kills (SIGKILL) and reaps a child that still runs, unless detach() was called.
   ~subprocess();
 
   /// Starts argv[0] (searched in the parent's PATH) with arguments argv[1..]; no shell is

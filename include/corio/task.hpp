@@ -98,13 +98,18 @@ class task_promise<void> final : public task_promise_base {
 template <class T>
 class task {
  public:
+  /// The coroutine promise (lets a function returning task<T> be a coroutine).
   using promise_type = detail::task_promise<T>;
+  /// The type co_await of the task produces.
   using value_type = T;
 
+  /// An empty task (operator bool is false); awaiting it is undefined.
   task() noexcept = default;
+  /// Takes over `other`'s coroutine or operation; `other` becomes empty.
   task(task&& other) noexcept
       : coroutine_(std::exchange(other.coroutine_, nullptr)),
         op_(std::exchange(other.op_, nullptr)) {}
+  /// Destroys this task's work (see the class notes), then takes over `other`'s.
   task& operator=(task&& other) noexcept {
     if (this != &other) {
       reset();
@@ -115,6 +120,7 @@ class task {
   }
   task(const task&) = delete;
   task& operator=(const task&) = delete;
+  /// Destroys the coroutine frame, or withdraws/cancels the operation still pending (S13).
   ~task() { reset(); }
 
   /// True if the task refers to work (a coroutine or an operation).
@@ -123,7 +129,11 @@ class task {
   /// True if awaiting would not suspend: an operation that is already decided.
   bool is_ready() const noexcept { return op_ != nullptr && op_->decided(); }
 
+  /// Awaits the task: starts a lazy coroutine, or waits for a started operation; completes
+  /// with its value or rethrows its exception. Does not suspend if the result is already
+  /// decided (S7). Await a task once.
   auto operator co_await() && noexcept { return awaiter{this}; }
+  /// As the rvalue overload, for a task held in a variable.
   auto operator co_await() & noexcept { return awaiter{this}; }
 
   /// Wraps an already started operation (used by streams and other eager operations).

@@ -42,6 +42,7 @@ struct listen_options {
 /// A stream over a connected TCP (or unix) socket.
 class tcp_stream : public stream {
  public:
+  /// An empty stream; assign a connected or accepted one before use.
   tcp_stream() noexcept = default;
   /// Adopts a connected socket fd (made non-blocking); the stream owns and closes it.
   /// Must be called on a thread running an event_loop.
@@ -74,9 +75,13 @@ class tcp_stream : public stream {
 /// A listening TCP socket. Accepting is a coroutine; binding is immediate.
 class tcp_listener {
  public:
+  /// An empty listener (not listening).
   tcp_listener() noexcept;
+  /// Takes over `other`'s socket and pending accepts; `other` becomes empty.
   tcp_listener(tcp_listener&&) noexcept;
+  /// Closes this listener (as close()), then takes over `other`'s socket.
   tcp_listener& operator=(tcp_listener&&) noexcept;
+  /// Stops listening, as close().
   ~tcp_listener();
 
   /// Binds and listens on host:port ("127.0.0.1", "::1", "0.0.0.0", "localhost"); port 0

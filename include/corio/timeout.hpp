@@ -182,6 +182,7 @@ template <class T>
 task<T> with_timeout(std::chrono::nanoseconds limit, task<T> inner) {
   co_return co_await detail::timeout_awaiter<T>(limit, std::move(inner));
 }
+/// As with_timeout above, for work that produces no value.
 template <>
 inline task<void> with_timeout(std::chrono::nanoseconds limit, task<void> inner) {
   co_await detail::timeout_awaiter<void>(limit, std::move(inner));

@@ -28,8 +28,11 @@ class tls_context {
  public:
   /// A context with the defaults above for `role`. Throws tls_error if OpenSSL fails.
   explicit tls_context(tls_role role);
+  /// Takes over `other`'s OpenSSL context; `other` becomes empty.
   tls_context(tls_context&&) noexcept;
+  /// Releases this context, then takes over `other`'s OpenSSL context.
   tls_context& operator=(tls_context&&) noexcept;
+  /// Releases the OpenSSL context (streams created from it keep their own reference).
   ~tls_context();
 
   /// Loads a PEM certificate chain (leaf first). Throws tls_error naming the file.
@@ -63,8 +66,11 @@ class tls_context {
   /// Whether a missing close_notify is recorded as errc::tls_truncated (default true, D10).
   tls_context& set_truncation_is_error(bool enabled);
 
+  /// Whether this is a client or a server context.
   tls_role role() const noexcept;
+  /// True if start_tls/connect check the peer's name against its certificate.
   bool check_hostname() const noexcept;
+  /// True if a missing close_notify is recorded as errc::tls_truncated (D10).
   bool truncation_is_error() const noexcept;
   /// The OpenSSL context, for settings corio does not wrap.
   SSL_CTX* native_handle() const noexcept;
@@ -81,6 +87,7 @@ class tls_context {
 /// close() sends close_notify and does not wait for the peer's.
 class tls_stream : public stream {
  public:
+  /// An empty stream; assign one from connect, accept or start_tls before use.
   tls_stream() noexcept = default;
 
   /// Connects and performs the client handshake (SNI and verification against `host`).

@@ -39,7 +39,9 @@ struct client_response {
 /// Not thread-safe; use one per event loop.
 class client {
  public:
+  /// A client with no connection yet; connections open on the first request to each origin.
   explicit client(client_options options = {});
+  /// Destroys the client and its idle kept-alive connections.
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;

@@ -22,6 +22,7 @@ namespace corio::http {
 /// (400, 413, 431, 501…); the connection is closed afterwards.
 class protocol_error : public corio::error {
  public:
+  /// Builds the error answered by HTTP `status`, with a message saying what was wrong.
   protocol_error(int status, const std::string& what) : corio::error(what), status_(status) {}
   /// The HTTP status that answers this error.
   int status() const noexcept { return status_; }
@@ -33,6 +34,7 @@ class protocol_error : public corio::error {
 /// Header fields in arrival order; names compare case-insensitively.
 class headers {
  public:
+  /// One header field: name (as received) and value.
   using field = std::pair<std::string, std::string>;
 
   /// Appends a field (duplicates allowed, as on the wire).
@@ -47,7 +49,9 @@ class headers {
   std::size_t count(std::string_view name) const;
   /// True if the comma-separated values of `name` contain `token` (case-insensitive).
   bool has_token(std::string_view name, std::string_view token) const;
+  /// Every field, in arrival order.
   const std::vector<field>& fields() const noexcept { return fields_; }
+  /// True if there is no field.
   bool empty() const noexcept { return fields_.empty(); }
 
  private:

@@ -42,7 +42,9 @@ using handler = std::function<task<response>(request&)>;
 /// answered with 400/413/431/501/505, timeouts, and graceful shutdown.
 class server {
  public:
+  /// A server that answers every request with `h`; nothing listens until serve() is awaited.
   explicit server(handler h, server_options options = {});
+  /// Destroys the server; to end connections gracefully, call shutdown() and await serve() first.
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
