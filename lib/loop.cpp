@@ -162,6 +162,7 @@ event_loop::event_loop(loop_options options)
       backend_ = detail::make_epoll_backend(*this, options_);
     }
   }
+  backend_ = detail::maybe_wrap_backend(*this, std::move(backend_));
   previous_current_ = std::exchange(current_loop, this);
   // Why: a write to a pipe whose reader is gone raises SIGPIPE (sockets use MSG_NOSIGNAL;
   // pipes have no such flag). Blocking it in this thread, never process-wide, turns it into

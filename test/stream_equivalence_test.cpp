@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "corio/corio.hpp"
+#include "backend/fault_backend.hpp"
 #include "support/backends.hpp"
 
 using namespace corio;
@@ -643,6 +644,42 @@ std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
   return std::strtoull(v, nullptr, 0);
 }
 
+task<void> run_cases(std::uint64_t base, std::uint64_t count, tallies& t) {
+  std::optional<tcp_listener> listener;
+  listener.emplace(tcp_listener::bind("127.0.0.1", 0));
+  for (std::uint64_t i = 0; i < count; ++i) {
+    case_plan plan = make_plan(base + i);
+    case_runner runner(plan, t);
+    ++t.cases;
+    t.tcp_cases += plan.tcp ? 1 : 0;
+    bool ok = false;
+    try {
+      ok = co_await with_timeout(10s, runner.run(listener));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "case threw or timed out: " << e.what() << "\n" << runner.describe();
+    }
+    if (!ok) co_return;  // the first disagreement is reported; stop there
+  }
+}
+
+void print_tallies(const char* label, corio::backend b, std::uint64_t base_seed, const tallies& t,
+                   std::chrono::steady_clock::time_point started) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started)
+                .count();
+  std::printf(
+      "[ %-8s ] %s: seed %llu, %llu cases (%llu tcp), %llu reads checked, %llu bytes; "
+      "exact %llu, partial %llu, eof-closed %llu, unsatisfiable %llu, withdrawn %llu, "
+      "already-reading %llu; %lld ms\n",
+      label, to_string(b), static_cast<unsigned long long>(base_seed),
+      static_cast<unsigned long long>(t.cases), static_cast<unsigned long long>(t.tcp_cases),
+      static_cast<unsigned long long>(t.ops), static_cast<unsigned long long>(t.bytes),
+      static_cast<unsigned long long>(t.values), static_cast<unsigned long long>(t.prefixes),
+      static_cast<unsigned long long>(t.closed), static_cast<unsigned long long>(t.unsatisfiable),
+      static_cast<unsigned long long>(t.hangs), static_cast<unsigned long long>(t.already_reading),
+      static_cast<long long>(ms));
+}
+
 class StreamEquivalence : public corio::testing::backend_test {};
 
 TEST_P(StreamEquivalence, RandomReadsAgreeWithModel) {
@@ -651,39 +688,44 @@ TEST_P(StreamEquivalence, RandomReadsAgreeWithModel) {
   SCOPED_TRACE("CORIO_EQUIV_SEED=" + std::to_string(base_seed) + " (case i uses seed + i)");
   tallies t;
   auto started = std::chrono::steady_clock::now();
-  run(
-      [](std::uint64_t base, std::uint64_t count, tallies& t) -> task<void> {
-        std::optional<tcp_listener> listener;
-        listener.emplace(tcp_listener::bind("127.0.0.1", 0));
-        for (std::uint64_t i = 0; i < count; ++i) {
-          case_plan plan = make_plan(base + i);
-          case_runner runner(plan, t);
-          ++t.cases;
-          t.tcp_cases += plan.tcp ? 1 : 0;
-          bool ok = false;
-          try {
-            ok = co_await with_timeout(10s, runner.run(listener));
-          } catch (const std::exception& e) {
-            ADD_FAILURE() << "case threw or timed out: " << e.what() << "\n" << runner.describe();
-          }
-          if (!ok) co_return;  // the first disagreement is reported; stop there
-        }
-      }(base_seed, case_count, t),
-      std::chrono::seconds(300));
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started)
-                .count();
-  std::printf(
-      "[ equiv    ] %s: seed %llu, %llu cases (%llu tcp), %llu reads checked, %llu bytes; "
-      "exact %llu, partial %llu, eof-closed %llu, unsatisfiable %llu, withdrawn %llu, "
-      "already-reading %llu; %lld ms\n",
-      to_string(GetParam()), static_cast<unsigned long long>(base_seed),
-      static_cast<unsigned long long>(t.cases), static_cast<unsigned long long>(t.tcp_cases),
-      static_cast<unsigned long long>(t.ops), static_cast<unsigned long long>(t.bytes),
-      static_cast<unsigned long long>(t.values), static_cast<unsigned long long>(t.prefixes),
-      static_cast<unsigned long long>(t.closed), static_cast<unsigned long long>(t.unsatisfiable),
-      static_cast<unsigned long long>(t.hangs), static_cast<unsigned long long>(t.already_reading),
-      static_cast<long long>(ms));
+  run(run_cases(base_seed, case_count, t), std::chrono::seconds(300));
+  print_tallies("equiv", GetParam(), base_seed, t, started);
+}
+
+// The same cases under the fault-injecting backend (lib/backend/fault_backend.hpp) wrapped
+// around the real one: reads and writes cut down to 1 byte, EAGAIN/EINTR retried by the
+// backend, late completions, cancels forwarded late (so ops complete after the cancel), and
+// on io_uring only 2 provided buffers (real ENOBUFS re-arms). No hard errors here: the model
+// must agree exactly. CORIO_FAULT_SEED reproduces the fault schedule.
+TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults) {
+  const std::uint64_t base_seed = env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
+  const std::uint64_t fault_seed = env_u64("CORIO_FAULT_SEED", base_seed ^ 0x5eed);
+  const std::uint64_t case_count = env_u64("CORIO_EQUIV_FAULT_CASES", 400);
+  SCOPED_TRACE("CORIO_EQUIV_SEED=" + std::to_string(base_seed) +
+               " CORIO_FAULT_SEED=" + std::to_string(fault_seed));
+  auto plan = std::make_shared<corio::detail::fault_plan>();
+  plan->seed = fault_seed;
+  corio::detail::scoped_fault_plan install(plan);
+  tallies t;
+  auto started = std::chrono::steady_clock::now();
+  {
+    loop_options o = options();
+    o.recv_buffer_count = 2;
+    event_loop loop(o);
+    loop.run(with_timeout(std::chrono::seconds(300), run_cases(base_seed, case_count, t)));
+  }
+  print_tallies("faults", GetParam(), base_seed, t, started);
+  const auto& c = plan->counts;
+  std::printf("[ faults   ] %s: %llu ops, %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
+              "%llu late completions, %llu cancels (%llu forwarded late)\n",
+              to_string(GetParam()), static_cast<unsigned long long>(c.ops),
+              static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
+              static_cast<unsigned long long>(c.transient),
+              static_cast<unsigned long long>(c.late_completions),
+              static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels));
+  EXPECT_GT(c.short_io, 0u);
+  EXPECT_GT(c.transient, 0u);
+  EXPECT_EQ(c.errors, 0u);
 }
 
 // Found by the randomized test: a max_bytes failure on a stream that EOF had already closed

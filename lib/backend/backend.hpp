@@ -42,5 +42,9 @@ class backend_base {
 std::unique_ptr<backend_base> make_uring_backend(event_loop& loop, const loop_options& options);
 /// Creates the epoll backend.
 std::unique_ptr<backend_base> make_epoll_backend(event_loop& loop, const loop_options& options);
+/// Test hook: returns `inner` wrapped in a fault-injecting backend when a test installed a
+/// fault plan on this thread (fault_backend.hpp), otherwise `inner` itself.
+std::unique_ptr<backend_base> maybe_wrap_backend(event_loop& loop,
+                                                 std::unique_ptr<backend_base> inner);
 
 }  // namespace corio::detail

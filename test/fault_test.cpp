@@ -1,0 +1,299 @@
+// Fault injection (issue 8, reliability-scenarios.md B4, B5, B9, A1): streams over loopback TCP
+// on a loop whose backend is wrapped by the fault-injecting backend
+// (lib/backend/fault_backend.hpp), on both real backends.
+//
+// - EchoMatchesModelUnderFaults: short reads/writes down to 1 byte, EAGAIN/EINTR retried by
+//   the backend, late completions, late cancels, and (io_uring) an exhausted buffer ring.
+//   Clients send known bytes with '\n' scattered in them and read the echo back with random
+//   read_bytes / read_until / partial reads; every result must equal the model's exactly.
+// - RandomHardErrorsNeverLoseBytes: additionally ECONNRESET/EPIPE completions at random.
+//   Each connection ends either complete or with stream_closed_error naming ECONNRESET,
+//   EPIPE or EOF; what was read before is exactly a prefix of what was sent.
+// - FailCountSweep_B5: one hard error at data op N, for N = 0, 1, ... until a run has no
+//   op N left; each run ends cleanly (bounded), and the fd count is back to its baseline.
+//
+// Reproduce: CORIO_FAULT_SEED=<seed printed by the failing test>.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/fault_backend.hpp"
+#include "corio/corio.hpp"
+#include "support/backends.hpp"
+
+using namespace corio;
+using namespace std::chrono_literals;
+using corio::detail::fault_plan;
+using corio::detail::scoped_fault_plan;
+
+namespace {
+
+std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strtoull(v, nullptr, 0);
+}
+
+std::string make_payload(std::mt19937_64& rng, std::size_t n) {
+  std::string s(n, '\0');
+  for (char& c : s) {
+    auto r = rng() % 64;
+    c = r == 0 ? '\n' : static_cast<char>(r == 1 ? 0 : 'a' + r % 26);  // NULs too (A6)
+  }
+  return s;
+}
+
+struct tally {
+  std::uint64_t connections = 0;
+  std::uint64_t complete = 0;
+  std::uint64_t reads = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t ended_by_error = 0;
+  std::vector<std::string> failures;
+};
+
+/// Echoes until the peer closes or an error closes the stream.
+task<void> echo_session(tcp_stream s) {
+  try {
+    for (;;) {
+      std::string chunk = co_await s.read_bytes(65536, true);
+      co_await s.write(chunk);
+    }
+  } catch (const stream_closed_error&) {
+  }
+}
+
+task<void> serve(tcp_listener& listener, int connections) {
+  for (int i = 0; i < connections; ++i) {
+    tcp_stream s = co_await listener.accept();
+    event_loop::current().spawn(echo_session(std::move(s)));
+  }
+}
+
+task<void> send_all(tcp_stream& c, const std::string& data, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::size_t off = 0;
+  while (off < data.size()) {
+    std::size_t n = std::min<std::size_t>(data.size() - off, 1 + rng() % 9000);
+    co_await c.write(std::string_view(data).substr(off, n));
+    off += n;
+  }
+}
+
+bool allowed_close(std::error_code code) {
+  return !code || code == std::error_code(ECONNRESET, std::generic_category()) ||
+         code == std::error_code(EPIPE, std::generic_category());
+}
+
+/// Sends `size` known bytes and reads the echo back with random reads checked against the
+/// model (the bytes sent). With `errors_allowed`, a stream_closed_error with an allowed code
+/// ends the connection; what was read is then a prefix of what was sent.
+task<void> client(std::uint16_t port, std::uint64_t seed, std::size_t size, bool errors_allowed,
+                  tally& t) {
+  std::mt19937_64 rng(seed);
+  const std::string data = make_payload(rng, size);
+  ++t.connections;
+  std::size_t pos = 0;  // the model: data[pos..] is what the echo still owes us
+  auto fail = [&](const std::string& what) {
+    t.failures.push_back("seed " + std::to_string(seed) + " at byte " + std::to_string(pos) +
+                         ": " + what);
+  };
+  tcp_stream c;
+  try {
+    c = co_await tcp_stream::connect("127.0.0.1", port);
+  } catch (const corio::error& e) {
+    if (!errors_allowed) fail(std::string("connect failed: ") + e.what());
+    ++t.ended_by_error;
+    co_return;
+  }
+  task<void> writer = start(send_all(c, data, seed + 1));
+  try {
+    while (pos < data.size()) {
+      std::string got;
+      std::string want;
+      int kind = static_cast<int>(rng() % 3);
+      if (kind == 0) {
+        std::size_t n = 1 + rng() % std::min<std::size_t>(data.size() - pos, 20000);
+        got = co_await c.read_bytes(n);
+        want = data.substr(pos, n);
+      } else if (kind == 1 && data.find('\n', pos) != std::string::npos) {
+        got = co_await c.read_until("\n");
+        want = data.substr(pos, data.find('\n', pos) + 1 - pos);
+      } else {
+        std::size_t n = 1 + rng() % 5000;
+        got = co_await c.read_bytes(n, true);
+        if (got.empty() || got.size() > n) {
+          fail("partial read returned " + std::to_string(got.size()) + " bytes, wanted 1.." +
+               std::to_string(n));
+          break;
+        }
+        want = data.substr(pos, got.size());
+      }
+      ++t.reads;
+      if (got != want) {
+        fail("read returned different bytes (" + std::to_string(got.size()) + " vs " +
+             std::to_string(want.size()) + ")");
+        break;
+      }
+      pos += got.size();
+      t.bytes += got.size();
+    }
+    co_await std::move(writer);
+    if (pos == data.size()) ++t.complete;
+  } catch (const stream_closed_error& e) {
+    ++t.ended_by_error;
+    if (!errors_allowed || !allowed_close(e.code())) {
+      fail(std::string("stream_closed_error: ") + e.what() + " [" + e.code().message() + "]");
+    }
+  }
+  c.close();
+}
+
+/// One loop with the plan installed: `connections` clients against one echo server.
+void run_echo(corio::backend b, std::shared_ptr<fault_plan> plan, int connections,
+              std::size_t size, bool errors_allowed, tally& t) {
+  scoped_fault_plan install(plan);
+  loop_options o;
+  o.backend = b;
+  o.recv_buffer_count = 2;  // io_uring: an exhausted buffer ring (-ENOBUFS re-arms, rule 4)
+  event_loop loop(o);
+  loop.run(with_timeout(
+      60s, [](int connections, std::size_t size, bool errors_allowed, std::uint64_t seed,
+              tally& t) -> task<void> {
+        tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+        task<void> server = start(serve(listener, connections));
+        std::vector<task<void>> clients;
+        for (int i = 0; i < connections; ++i) {
+          clients.push_back(start(client(listener.port(), seed * 1000 + static_cast<std::uint64_t>(i),
+                                         size, errors_allowed, t)));
+        }
+        for (auto& c : clients) co_await std::move(c);
+        listener.close();
+        try {
+          co_await std::move(server);
+        } catch (const corio::error&) {
+          // the listener closed while accepting: only if a client never connected
+        }
+      }(connections, size, errors_allowed, plan->seed, t)));
+}
+
+std::string describe(const fault_plan& p) {
+  const auto& c = p.counts;
+  char line[400];
+  std::snprintf(line, sizeof line,
+                "%llu ops (%llu data), %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
+                "%llu errors injected, %llu late completions, %llu cancels (%llu late)",
+                static_cast<unsigned long long>(c.ops), static_cast<unsigned long long>(c.data_ops),
+                static_cast<unsigned long long>(c.short_io),
+                static_cast<unsigned long long>(c.one_byte),
+                static_cast<unsigned long long>(c.transient),
+                static_cast<unsigned long long>(c.errors),
+                static_cast<unsigned long long>(c.late_completions),
+                static_cast<unsigned long long>(c.cancels),
+                static_cast<unsigned long long>(c.late_cancels));
+  return line;
+}
+
+std::string fd_listing() {
+  std::string out;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char path[64];
+    char target[256];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = ::readlink(path, target, sizeof target - 1);
+    if (n > 0) out += std::to_string(fd) + "->" + std::string(target, static_cast<std::size_t>(n)) + " ";
+  }
+  return out;
+}
+
+class Faults : public corio::testing::backend_test {};
+
+TEST_P(Faults, EchoMatchesModelUnderFaults) {
+  const std::uint64_t seed = env_u64("CORIO_FAULT_SEED", std::random_device{}());
+  SCOPED_TRACE("CORIO_FAULT_SEED=" + std::to_string(seed));
+  const int fds = corio::testing::open_fd_count();
+  for (std::uint64_t round = 0; round < 3; ++round) {
+    auto plan = std::make_shared<fault_plan>();
+    plan->seed = seed + round;
+    tally t;
+    run_echo(GetParam(), plan, 4, 48 << 10, false, t);
+    for (const auto& f : t.failures) ADD_FAILURE() << f;
+    EXPECT_EQ(t.complete, t.connections);
+    EXPECT_GT(plan->counts.short_io, 0u);
+    EXPECT_EQ(plan->counts.errors, 0u);
+    std::printf("[ faults   ] %s seed %llu: %llu connections, %llu reads, %llu bytes checked; %s\n",
+                to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
+                static_cast<unsigned long long>(t.connections),
+                static_cast<unsigned long long>(t.reads), static_cast<unsigned long long>(t.bytes),
+                describe(*plan).c_str());
+  }
+  EXPECT_EQ(corio::testing::open_fd_count(), fds);
+}
+
+TEST_P(Faults, RandomHardErrorsNeverLoseBytes) {
+  const std::uint64_t seed = env_u64("CORIO_FAULT_SEED", std::random_device{}());
+  SCOPED_TRACE("CORIO_FAULT_SEED=" + std::to_string(seed));
+  const int fds = corio::testing::open_fd_count();
+  std::uint64_t errors = 0;
+  std::uint64_t ended = 0;
+  for (std::uint64_t round = 0; round < 4; ++round) {
+    auto plan = std::make_shared<fault_plan>();
+    plan->seed = seed + round;
+    plan->error_rate = 0.01;
+    tally t;
+    run_echo(GetParam(), plan, 4, 32 << 10, true, t);
+    for (const auto& f : t.failures) ADD_FAILURE() << f;
+    EXPECT_EQ(t.complete + t.ended_by_error, t.connections);
+    errors += plan->counts.errors;
+    ended += t.ended_by_error;
+    std::printf("[ faults   ] %s seed %llu: %llu/%llu connections complete, %llu ended by an "
+                "error; %s\n",
+                to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
+                static_cast<unsigned long long>(t.complete),
+                static_cast<unsigned long long>(t.connections),
+                static_cast<unsigned long long>(t.ended_by_error), describe(*plan).c_str());
+  }
+  EXPECT_GT(errors, 0u);
+  EXPECT_EQ(corio::testing::open_fd_count(), fds) << fd_listing();
+}
+
+// B5: the fail_count sweep. One echo connection (client and server on the same faulted
+// loop); data op N fails with ECONNRESET/EPIPE. Every run ends (bounded) either complete or
+// with an allowed stream_closed_error, with no fd left open.
+TEST_P(Faults, FailCountSweep_B5) {
+  const int fds = corio::testing::open_fd_count();
+  long long n = 0;
+  int complete_runs = 0;
+  for (; n < 400; ++n) {
+    auto plan = std::make_shared<fault_plan>();
+    plan->seed = 1000 + static_cast<std::uint64_t>(n);
+    plan->short_io = 0.2;
+    plan->transient = 0.05;
+    plan->fail_at = n;
+    tally t;
+    run_echo(GetParam(), plan, 1, 24 << 10, true, t);
+    for (const auto& f : t.failures) ADD_FAILURE() << "fail_at=" << n << ": " << f;
+    EXPECT_EQ(t.complete + t.ended_by_error, t.connections) << "fail_at=" << n;
+    EXPECT_EQ(corio::testing::open_fd_count(), fds) << "fd leak with fail_at=" << n;
+    if (::testing::Test::HasFailure()) break;
+    if (plan->counts.errors == 0) {  // the run had fewer than n+1 data ops: swept them all
+      ++complete_runs;
+      break;
+    }
+  }
+  std::printf("[ faults   ] %s: fail_count sweep over data ops 0..%lld, each run clean\n",
+              to_string(GetParam()), n);
+  EXPECT_EQ(complete_runs, 1) << "the sweep did not reach the end of the exchange";
+}
+
+}  // namespace
+
+CORIO_INSTANTIATE_BACKENDS(Faults);
