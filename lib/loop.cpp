@@ -201,7 +201,10 @@ event_loop::~event_loop() {
     std::fprintf(stderr, "corio: event_loop destroyed with %zu operations still in flight\n",
                  backend_->in_flight());
   }
-  backend_.reset();
+  {
+    std::lock_guard lock(posted_->mutex);  // no post() is waking the backend any more
+    backend_.reset();
+  }
   for (detail::io_op* op : op_pool_) delete op;
   if (unblock_sigpipe_on_exit_) {
     // Drop a SIGPIPE left pending by a pipe write, then restore the thread's mask.
@@ -225,11 +228,12 @@ void event_loop::spawn(task<void> work) {
 }
 
 void event_loop::post(std::function<void()> fn) {
-  {
-    std::lock_guard lock(posted_->mutex);
-    posted_->callbacks.push_back(std::move(fn));
-  }
-  if (!posted_->nonempty.exchange(true, std::memory_order_acq_rel)) backend_->wake();
+  // Why the wake happens under the lock: the loop's destructor takes the same lock before it
+  // frees the backend, so a post() that began before the loop stopped never touches a freed
+  // eventfd (found by TSan with run_per_core's stop_all from another thread).
+  std::lock_guard lock(posted_->mutex);
+  posted_->callbacks.push_back(std::move(fn));
+  if (!posted_->nonempty.exchange(true, std::memory_order_acq_rel) && backend_) backend_->wake();
 }
 
 void event_loop::drain_posted() {

@@ -371,8 +371,10 @@ void tcp_listener::close() noexcept {
   event_loop* loop = event_loop::current_or_null();
   if (loop != nullptr) {
     // B16: pending accepts would otherwise stay in the kernel after close(fd).
+    // Why cancel_now: on io_uring an accept queued in this turn may not have reached the
+    // kernel yet; closing the fd first would let it run on a closed (or reused) fd number.
     for (detail::io_op* op : std::vector<detail::io_op*>(state_->pending_accepts)) {
-      loop->backend_impl().cancel(*op);
+      loop->cancel_now(*op);
     }
     loop->backend_impl().forget_fd(fd);
   }
