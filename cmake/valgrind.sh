@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 preset="${1:-debug}"
 bin="build/$preset/test"
-# stream_test is left out for now: under valgrind its 10 s timing tests (S28, S29, S34) time out
-# and PCRE2's JIT code shows up as unattributed 'uninitialised value' reports.
-targets=(loop_test fault_test io_test)
+# stream_test is left out: under valgrind its 10 s timing tests (S28, S29, S34) time out.
+# PCRE2's JIT is turned off (CORIO_PCRE2_NO_JIT): valgrind cannot follow JIT code.
+export CORIO_PCRE2_NO_JIT=1
+targets=(loop_test fault_test io_test tornado_iostream_test pipe_test)
 cmake --build --preset "$preset" --target "${targets[@]}" >/dev/null
 status=0
 for t in "${targets[@]}"; do
