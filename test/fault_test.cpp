@@ -262,6 +262,9 @@ TEST_P(Faults, RandomHardErrorsNeverLoseBytes) {
                 static_cast<unsigned long long>(t.ended_by_error), describe(*plan).c_str());
   }
   EXPECT_GT(errors, 0u);
+  std::printf("[ faults   ] %s: %llu errors injected, %llu connections ended by one\n",
+              to_string(GetParam()), static_cast<unsigned long long>(errors),
+              static_cast<unsigned long long>(ended));
   EXPECT_EQ(corio::testing::open_fd_count(), fds) << fd_listing();
 }
 
