@@ -7,18 +7,13 @@
 #include <stdexcept>
 
 #include "corio/tls.hpp"
+#include "tls_session.hpp"
 
 namespace corio {
 namespace {
 
 std::string openssl_errors() {
-  std::string text;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!text.empty()) text += "; ";
-    text += buf;
-  }
+  std::string text = detail::drain_openssl_errors();
   return text.empty() ? "unknown OpenSSL error" : text;
 }
 

@@ -9,9 +9,7 @@
 #include "corio/tls.hpp"
 
 namespace corio::detail {
-namespace {
-
-std::string openssl_errors() {
+std::string drain_openssl_errors() {
   std::string text;
   while (unsigned long e = ERR_get_error()) {
     char buf[256];
@@ -21,6 +19,8 @@ std::string openssl_errors() {
   }
   return text;
 }
+
+namespace {
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[16];
@@ -37,7 +37,7 @@ tls_session::tls_session(SSL_CTX* context, bool server, std::string_view server_
   input_ = BIO_new(BIO_s_mem());
   output_ = BIO_new(BIO_s_mem());
   if (ssl_ == nullptr || input_ == nullptr || output_ == nullptr) {
-    std::string why = openssl_errors();
+    std::string why = drain_openssl_errors();
     if (ssl_) SSL_free(ssl_);
     if (input_) BIO_free(input_);
     if (output_) BIO_free(output_);
@@ -142,7 +142,7 @@ std::string tls_session::take_output() {
 void tls_session::record_failure(int ssl_error, const char* during) {
   long verify = SSL_get_verify_result(ssl_);
   unsigned long first = ERR_peek_error();
-  std::string reasons = openssl_errors();
+  std::string reasons = drain_openssl_errors();
   if (verify != X509_V_OK && !handshake_done_) {
     error_ = std::error_code(static_cast<int>(verify), x509_category());
     error_message_ = std::string("TLS ") + during + ": certificate verification failed: " +

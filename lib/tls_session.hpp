@@ -15,6 +15,9 @@ typedef struct bio_st BIO;
 
 namespace corio::detail {
 
+/// Empties OpenSSL's thread-local error queue into one line ("" if it was empty).
+std::string drain_openssl_errors();
+
 /// Drives OpenSSL without touching any fd, so it works the same on a completion ring and on
 /// epoll: the stream moves ciphertext with the loop's operations and hands it here.
 class tls_session {
