@@ -104,7 +104,9 @@ TEST_P(Load, ThousandsOfConcurrentEchoConnectionsEveryByteVerified_C1) {
   std::printf("[ load     ] %s: %d connections, %d round trips verified, RSS +%ld KiB\n",
               to_string(GetParam()), connections, verified, rss_growth);
   // ASan's quarantine keeps freed memory resident on purpose: the bound is for real builds.
-  if (!under_asan) EXPECT_LT(rss_growth, 64 * 1024) << "RSS grew by more than 64 MiB";
+  if (!under_asan) {
+    EXPECT_LT(rss_growth, 64 * 1024) << "RSS grew by more than 64 MiB";
+  }
   EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
 }
 
@@ -142,7 +144,9 @@ TEST_P(Load, IdleConnectionsMemoryIsMeasuredAndReleased_C1) {
   std::printf("[ load     ] %s: %d idle connections, %ld bytes of RSS per connection pair "
               "(client and server stream, each with a read pending)\n",
               to_string(GetParam()), connections, per_pair);
-  if (!under_asan) EXPECT_LT(per_pair, 64 * 1024);
+  if (!under_asan) {
+    EXPECT_LT(per_pair, 64 * 1024);
+  }
   EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
 }
 
