@@ -570,7 +570,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="echo: 64 connections x 64 B, both modes; HTTP: 64 connections; "
-                        "2 s runs (under a minute)")
+                        "1 s runs (under a minute)")
     parser.add_argument("--depth", type=int, default=8, help="messages in flight per connection")
     parser.add_argument("--seconds", type=float, help="measured seconds per run (5, quick: 2)")
     parser.add_argument("--warmup", type=float, default=0.25, help="warm-up seconds per run")
@@ -582,7 +582,9 @@ def main():
     parser.add_argument("--no-tls", action="store_true", help="skip the TLS echo table")
     args = parser.parse_args()
     if args.seconds is None:
-        args.seconds = 2.0 if args.quick else 5.0
+        args.seconds = 1.0 if args.quick else 5.0  # --quick must finish within a minute
+    if args.quick and args.warmup == 0.25:
+        args.warmup = 0.15
 
     if not os.access(os.path.join(BIN, "echo_load"), os.X_OK):
         sys.exit(f"table.py: {BIN}/echo_load not found; build first (bench/run.sh)")
