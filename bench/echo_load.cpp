@@ -137,12 +137,12 @@ class payload {
 
 struct connection {
   int fd = -1;
-  std::size_t first = 0;           // which message of the block this connection starts with
-  std::uint64_t bytes_wanted = 0;  // bytes of all messages issued so far
-  std::uint64_t bytes_sent = 0;    // bytes accepted by the kernel
-  std::uint64_t bytes_received = 0;  // echoed bytes received and verified
-  std::uint64_t issued = 0;          // messages issued
-  std::uint64_t completed = 0;       // messages fully echoed
+  std::size_t first = 0;                // which message of the block this connection starts with
+  std::uint64_t bytes_wanted = 0;       // bytes of all messages issued so far
+  std::uint64_t bytes_sent = 0;         // bytes accepted by the kernel
+  std::uint64_t bytes_received = 0;     // echoed bytes received and verified
+  std::uint64_t issued = 0;             // messages issued
+  std::uint64_t completed = 0;          // messages fully echoed
   std::vector<std::int64_t> issued_at;  // ring of depth timestamps, by message index % depth
   bool watching_output = false;
 };
@@ -251,8 +251,7 @@ class load_client {
     ssize_t rc = ::recv(c.fd, buffer_.data(), buffer_.size(), 0);
     if (rc < 0) {
       if (errno == EAGAIN || errno == EINTR) return;
-      die("recv on connection " + std::to_string(&c - conns_.data()) + ": " +
-          std::strerror(errno));
+      die("recv on connection " + std::to_string(&c - conns_.data()) + ": " + std::strerror(errno));
     }
     if (rc == 0) die("connection " + std::to_string(&c - conns_.data()) + " closed by the server");
     auto n = static_cast<std::uint64_t>(rc);
@@ -261,7 +260,8 @@ class load_client {
     }
     // Verify, in pieces no longer than one payload block (contiguous in the doubled block).
     for (std::uint64_t done = 0; done < n;) {
-      std::size_t piece = static_cast<std::size_t>(std::min<std::uint64_t>(n - done, payload_.block()));
+      std::size_t piece =
+          static_cast<std::size_t>(std::min<std::uint64_t>(n - done, payload_.block()));
       const char* expected = payload_.at(c.bytes_received + done, c.first);
       if (std::memcmp(buffer_.data() + done, expected, piece) != 0) {
         std::size_t i = 0;

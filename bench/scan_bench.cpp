@@ -72,10 +72,12 @@ int main(int argc, char** argv) {
   std::vector<std::size_t> sizes = {64 << 10, 256 << 10, 1 << 20};
   if (!cfg.quick) sizes.push_back(4 << 20);
 
-  std::printf("read_until(\"\\r\\n\\r\\n\") over a %zu-byte read_chunk_size, header written at once "
-              "(best of %d)\n", cfg.chunk, cfg.reps);
-  std::printf("%10s %12s %12s %16s %14s\n", "size", "io_uring ms", "epoll ms",
-              "io_uring ns/B", "epoll ns/B");
+  std::printf(
+      "read_until(\"\\r\\n\\r\\n\") over a %zu-byte read_chunk_size, header written at once "
+      "(best of %d)\n",
+      cfg.chunk, cfg.reps);
+  std::printf("%10s %12s %12s %16s %14s\n", "size", "io_uring ms", "epoll ms", "io_uring ns/B",
+              "epoll ns/B");
   for (std::size_t size : sizes) {
     double uring = best_of(backend::io_uring, size, cfg);
     double epoll = best_of(backend::epoll, size, cfg);

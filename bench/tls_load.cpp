@@ -43,8 +43,8 @@ corio::task<void> one_connection(const settings& s, corio::tls_context* tls, tot
                                  clock_type::time_point measure_from,
                                  clock_type::time_point until) {
   try {
-    corio::tcp_stream plain = co_await corio::tcp_stream::connect("127.0.0.1", s.port,
-                                                                  {.nodelay = true});
+    corio::tcp_stream plain =
+        co_await corio::tcp_stream::connect("127.0.0.1", s.port, {.nodelay = true});
     // Why not `tls ? co_await … : …`: g++ 12 miscompiles co_await inside a conditional.
     corio::stream conn;
     if (tls) {
@@ -110,15 +110,24 @@ int main(int argc, char** argv) {
   settings s;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
-    if (a == "--port") s.port = static_cast<std::uint16_t>(std::stoi(v));
-    else if (a == "--tls-ca") s.tls_ca = v;
-    else if (a == "--conns") s.conns = std::stoi(v);
-    else if (a == "--size") s.size = std::stoul(v);
-    else if (a == "--depth") s.depth = std::stoi(v);
-    else if (a == "--seconds") s.seconds = std::stod(v);
-    else if (a == "--warmup") s.warmup = std::stod(v);
-    else if (a == "--backend") s.backend = corio::parse_backend(v);
-    else return std::fprintf(stderr, "tls_load: unknown argument %s\n", a.c_str()), 2;
+    if (a == "--port")
+      s.port = static_cast<std::uint16_t>(std::stoi(v));
+    else if (a == "--tls-ca")
+      s.tls_ca = v;
+    else if (a == "--conns")
+      s.conns = std::stoi(v);
+    else if (a == "--size")
+      s.size = std::stoul(v);
+    else if (a == "--depth")
+      s.depth = std::stoi(v);
+    else if (a == "--seconds")
+      s.seconds = std::stod(v);
+    else if (a == "--warmup")
+      s.warmup = std::stod(v);
+    else if (a == "--backend")
+      s.backend = corio::parse_backend(v);
+    else
+      return std::fprintf(stderr, "tls_load: unknown argument %s\n", a.c_str()), 2;
   }
   if (s.port == 0) return std::fprintf(stderr, "tls_load: --port is required\n"), 2;
   totals t;
@@ -143,8 +152,9 @@ int main(int argc, char** argv) {
   double load_cpu = 100.0 * (cpu(after) - cpu(before)) / (s.seconds + s.warmup);
   std::printf("%s: %.0f msgs/s, %.1f MB/s, p50 %.0f us, p99 %.0f us\n",
               s.tls_ca.empty() ? "plain" : "tls", msgs, mb, p50, p99);
-  std::printf("result: msgs_per_s=%.1f mb_per_s=%.3f p50_us=%.1f p99_us=%.1f total_msgs=%llu "
-              "load_cpu_pct=%.1f\n",
-              msgs, mb, p50, p99, static_cast<unsigned long long>(t.messages), load_cpu);
+  std::printf(
+      "result: msgs_per_s=%.1f mb_per_s=%.3f p50_us=%.1f p99_us=%.1f total_msgs=%llu "
+      "load_cpu_pct=%.1f\n",
+      msgs, mb, p50, p99, static_cast<unsigned long long>(t.messages), load_cpu);
   return 0;
 }

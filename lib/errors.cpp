@@ -28,8 +28,6 @@ const std::error_category& corio_category() noexcept {
   return category;
 }
 
-std::error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), corio_category()};
-}
+std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), corio_category()}; }
 
 }  // namespace corio

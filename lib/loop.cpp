@@ -108,17 +108,28 @@ void deliver_completion(event_loop& loop, io_op& op) {
 
 const char* op_kind_name(op_kind kind) noexcept {
   switch (kind) {
-    case op_kind::recv: return "recv";
-    case op_kind::send: return "send";
-    case op_kind::sendmsg: return "sendmsg";
-    case op_kind::read: return "read";
-    case op_kind::write: return "write";
-    case op_kind::accept: return "accept";
-    case op_kind::connect: return "connect";
-    case op_kind::poll: return "poll";
-    case op_kind::timeout: return "timeout";
-    case op_kind::cancel: return "cancel";
-    case op_kind::count_: break;
+    case op_kind::recv:
+      return "recv";
+    case op_kind::send:
+      return "send";
+    case op_kind::sendmsg:
+      return "sendmsg";
+    case op_kind::read:
+      return "read";
+    case op_kind::write:
+      return "write";
+    case op_kind::accept:
+      return "accept";
+    case op_kind::connect:
+      return "connect";
+    case op_kind::poll:
+      return "poll";
+    case op_kind::timeout:
+      return "timeout";
+    case op_kind::cancel:
+      return "cancel";
+    case op_kind::count_:
+      break;
   }
   return "?";
 }
@@ -127,9 +138,12 @@ const char* op_kind_name(op_kind kind) noexcept {
 
 const char* to_string(backend b) noexcept {
   switch (b) {
-    case backend::automatic: return "automatic";
-    case backend::io_uring: return "io_uring";
-    case backend::epoll: return "epoll";
+    case backend::automatic:
+      return "automatic";
+    case backend::io_uring:
+      return "io_uring";
+    case backend::epoll:
+      return "epoll";
   }
   return "?";
 }
@@ -276,8 +290,8 @@ void event_loop::fire_due_timers() {
     if (node.mapped().node != nullptr) {
       schedule(*node.mapped().node);
     } else {
-      schedule(*new callback_node(*this, std::move(node.mapped().callback), due_callbacks_,
-                                  node.key()));
+      schedule(
+          *new callback_node(*this, std::move(node.mapped().callback), due_callbacks_, node.key()));
     }
   }
 }

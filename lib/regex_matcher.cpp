@@ -14,9 +14,8 @@ namespace corio::detail {
 regex_matcher::regex_matcher(std::string_view pattern) : pattern_(pattern) {
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), 0, &error_code,
-                    &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), 0,
+                                   &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR reason[256];
     pcre2_get_error_message(error_code, reason, sizeof reason);
@@ -43,9 +42,9 @@ regex_matcher::~regex_matcher() {
 
 std::optional<std::size_t> regex_matcher::match_end(std::string_view subject) const {
   auto* md = static_cast<pcre2_match_data*>(match_data_);
-  int rc = pcre2_match(static_cast<pcre2_code*>(code_),
-                       reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), 0, 0, md,
-                       nullptr);
+  int rc =
+      pcre2_match(static_cast<pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(subject.data()),
+                  subject.size(), 0, 0, md, nullptr);
   if (rc < 0) return std::nullopt;
   return pcre2_get_ovector_pointer(md)[1];
 }

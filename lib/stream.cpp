@@ -1,4 +1,6 @@
 // The stream engine: Tornado IOStream semantics (stream-semantics.md) over an fd transport.
+#include "corio/stream.hpp"
+
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -9,7 +11,6 @@
 #include <cstdio>
 #include <stdexcept>
 
-#include "corio/stream.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -26,11 +27,21 @@ std::string printable(std::string_view bytes) {
   std::string out;
   for (unsigned char c : bytes) {
     switch (c) {
-      case '\r': out += "\\r"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
       default:
         if (c < 0x20 || c >= 0x7f) {
           char hex[5];
@@ -46,7 +57,7 @@ std::string printable(std::string_view bytes) {
 
 stream_options effective(stream_options o) {
   if (o.max_buffer_size == 0) o.max_buffer_size = 100 << 20;  // S1
-  if (o.read_chunk_size == 0) o.read_chunk_size = 64 << 10;  // S2
+  if (o.read_chunk_size == 0) o.read_chunk_size = 64 << 10;   // S2
   o.read_chunk_size = std::min(o.read_chunk_size, std::max<std::size_t>(o.max_buffer_size / 2, 1));
   return o;
 }
@@ -116,8 +127,8 @@ stream_core::verdict stream_core::evaluate(std::size_t& consume) {
       if (delim.empty()) {
         found = 0;
       } else if (delim.size() == 1) {
-        const void* hit = std::memchr(data.data() + read_.scan_from, delim[0],
-                                      size - read_.scan_from);
+        const void* hit =
+            std::memchr(data.data() + read_.scan_from, delim[0], size - read_.scan_from);
         if (hit != nullptr) found = static_cast<const char*>(hit) - data.data();
       } else if (size >= delim.size()) {
         const void* hit = ::memmem(data.data() + read_.scan_from, size - read_.scan_from,
@@ -219,8 +230,9 @@ task<std::string> stream_core::read_until(std::string_view delimiter, std::size_
 }
 
 task<std::string> stream_core::read_until_regex(std::string_view pattern, std::size_t max_bytes) {
-  if (read_.kind != read_kind::none) begin_read(read_kind::regex, "read_until_regex");
-  // D8: compile (or reuse) before the read is registered; a bad pattern changes nothing.
+  // D8: compile (or reuse) the pattern before the read is registered, so that a bad pattern
+  // changes nothing; S8 is checked first so that a second read fails the same way as always.
+  if (read_.kind != read_kind::none) begin_read(read_kind::regex, "read_until_regex");  // throws
   if (!regex_ || regex_->pattern() != pattern) regex_ = std::make_unique<regex_matcher>(pattern);
   begin_read(read_kind::regex, "read_until_regex");
   read_.max_bytes = max_bytes;
@@ -359,25 +371,34 @@ void stream_core::on_read_done(int result) {
 
 // ---------------------------------------------------------------- writes
 
+void stream_core::require_write_room(std::size_t size) const {
+  if (options_.max_write_buffer_size != 0 &&
+      bytes_queued_ - bytes_sent_ + size > options_.max_write_buffer_size) {  // S31
+    throw stream_buffer_full_error("write: " + std::to_string(size) +
+                                   " bytes would exceed max_write_buffer_size=" +
+                                   std::to_string(options_.max_write_buffer_size) + " (" +
+                                   std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
+  }
+}
+
+task<void> stream_core::wait_for_queued() {
+  if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
+  auto* op = new pending_op<void>();
+  op->attach_owner(this);
+  write_waiters_.push_back({bytes_queued_, op});
+  loop_.add_turn_hook(*this);  // the gathered send leaves at the end of this turn
+  return task<void>::from_op(op);
+}
+
 task<void> stream_core::write(std::string_view data) {
-  if (closed_) return make_failed_task<void>(closed_error("write"));
+  if (closed_) return make_failed_task<void>(closed_error("write"));  // S32
+  require_write_room(data.size());
   if (!data.empty() && !tls_ && pieces_.size() > pieces_in_flight_ &&
       pieces_.back().size() + data.size() <= merge_small_write_limit) {
     // Merge a small write into the last piece not yet handed to the kernel.
-    if (options_.max_write_buffer_size != 0 &&
-        bytes_queued_ - bytes_sent_ + data.size() > options_.max_write_buffer_size) {
-      throw stream_buffer_full_error(
-          "write: " + std::to_string(data.size()) + " bytes would exceed max_write_buffer_size=" +
-          std::to_string(options_.max_write_buffer_size) + " (" +
-          std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
-    }
     pieces_.back().append(data);
     bytes_queued_ += data.size();
-    auto* op = new pending_op<void>();
-    op->attach_owner(this);
-    write_waiters_.push_back({bytes_queued_, op});
-    loop_.add_turn_hook(*this);
-    return task<void>::from_op(op);
+    return wait_for_queued();
   }
   // Copy into a recycled string: no allocation once its capacity suffices.
   std::string copy;
@@ -391,28 +412,12 @@ task<void> stream_core::write(std::string_view data) {
 
 task<void> stream_core::write(std::string&& data) {
   if (closed_) return make_failed_task<void>(closed_error("write"));  // S32
-  const std::size_t size = data.size();
-  if (options_.max_write_buffer_size != 0 &&
-      bytes_queued_ - bytes_sent_ + size > options_.max_write_buffer_size) {  // S31
-    throw stream_buffer_full_error(
-        "write: " + std::to_string(size) + " bytes would exceed max_write_buffer_size=" +
-        std::to_string(options_.max_write_buffer_size) + " (" +
-        std::to_string(bytes_queued_ - bytes_sent_) + " bytes unsent)");
+  require_write_room(data.size());
+  if (!data.empty()) {
+    bytes_queued_ += data.size();
+    (tls_ ? plain_pending_ : pieces_).push_back(std::move(data));
   }
-  if (size != 0) {
-    if (tls_) {
-      plain_pending_.push_back(std::move(data));
-    } else {
-      pieces_.push_back(std::move(data));
-    }
-    bytes_queued_ += size;
-  }
-  if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
-  auto* op = new pending_op<void>();
-  op->attach_owner(this);
-  write_waiters_.push_back({bytes_queued_, op});
-  loop_.add_turn_hook(*this);
-  return task<void>::from_op(op);
+  return wait_for_queued();
 }
 
 void stream_core::flush() {
@@ -605,8 +610,8 @@ void stream_core::close(std::error_code reason) noexcept {
   if (tls_ && !tls_->handshake_done() && !handshake_error_ && error_) {
     // S53: closed by an OS error (or a reason) during the handshake: the handshake op gets
     // that raw error, now and from later wait_for_handshake calls, not stream_closed_error.
-    handshake_error_ = std::make_exception_ptr(
-        tls_error("TLS handshake failed: " + error_.message(), error_));
+    handshake_error_ =
+        std::make_exception_ptr(tls_error("TLS handshake failed: " + error_.message(), error_));
   }
   if (handshake_waiter_ != nullptr) {  // S37 step 4: the raw error, or closed{none}
     pending_op<void>* waiter = std::exchange(handshake_waiter_, nullptr);
@@ -765,7 +770,9 @@ void stream::close(std::error_code reason) noexcept {
 bool stream::closed() const noexcept { return core_ == nullptr || core_->closed(); }
 bool stream::reading() const noexcept { return core_ != nullptr && core_->reading(); }
 bool stream::writing() const noexcept { return core_ != nullptr && core_->writing(); }
-std::error_code stream::error() const noexcept { return core_ ? core_->error() : std::error_code{}; }
+std::error_code stream::error() const noexcept {
+  return core_ ? core_->error() : std::error_code{};
+}
 void stream::set_close_callback(std::function<void()> callback) {
   require(core_, "set_close_callback").set_close_callback(std::move(callback));
 }

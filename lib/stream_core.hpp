@@ -95,6 +95,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void maybe_watch_idle();
 
   void flush();
+  void require_write_room(std::size_t size) const;  // S31, throws stream_buffer_full_error
+  task<void> wait_for_queued();  // a task completing once everything queued so far is sent
   void send_queued_now() noexcept;
   void submit_pieces();
   void complete_writes() noexcept;
@@ -152,7 +154,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
 
   // TLS state: plaintext waiting for the handshake/encryption; pieces_ then hold ciphertext.
   std::unique_ptr<tls_session> tls_;
-  std::deque<std::string> plain_pending_;
+  piece_queue plain_pending_;
   std::uint64_t plain_encrypted_ = 0;  // cumulative plaintext bytes handed to TLS
   std::uint64_t wire_queued_ = 0;      // cumulative ciphertext bytes queued in pieces_
   std::uint64_t wire_sent_ = 0;

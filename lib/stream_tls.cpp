@@ -72,10 +72,6 @@ bool stream_core::pump_tls() {
     close({});
     return false;
   }
-  if (read_.kind == read_kind::none) {
-    // Keep reading while plaintext is needed by nobody only during the handshake; after it
-    // the usual flow control applies (S45).
-  }
   return true;
 }
 

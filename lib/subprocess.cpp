@@ -273,17 +273,16 @@ task<int> subprocess::wait_for(std::chrono::nanoseconds limit) {
   kill();
   co_await wait();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
-  throw timeout_error("subprocess \"" + state_->command + "\" (pid " +
-                      std::to_string(state_->pid) + ") did not exit within " +
-                      std::to_string(ms) + " ms and was killed");
+  throw timeout_error("subprocess \"" + state_->command + "\" (pid " + std::to_string(state_->pid) +
+                      ") did not exit within " + std::to_string(ms) + " ms and was killed");
 }
 
 task<void> subprocess::wait_checked() {
   int status = co_await wait();
   if (status != 0) {
-    throw called_process_error("subprocess \"" + state_->command + "\" exited with status " +
-                                   std::to_string(status),
-                               status);
+    throw called_process_error(
+        "subprocess \"" + state_->command + "\" exited with status " + std::to_string(status),
+        status);
   }
 }
 
@@ -305,8 +304,7 @@ void subprocess::detach() noexcept {
 
 namespace {
 
-task<process_result> run_process_impl(std::vector<std::string> argv,
-                                      std::chrono::nanoseconds limit,
+task<process_result> run_process_impl(std::vector<std::string> argv, std::chrono::nanoseconds limit,
                                       subprocess_options options) {
   options.out = stdio::pipe;
   if (options.err != stdio::to_stdout) options.err = stdio::pipe;
@@ -316,8 +314,8 @@ task<process_result> run_process_impl(std::vector<std::string> argv,
   if (options.in == stdio::pipe) child.stdin_stream().close();
   // Both reads start now (S4), so neither pipe can fill up and block the child.
   task<std::string> out = child.stdout_stream().read_until_close();
-  task<std::string> err = options.err == stdio::pipe ? child.stderr_stream().read_until_close()
-                                                     : task<std::string>();
+  task<std::string> err =
+      options.err == stdio::pipe ? child.stderr_stream().read_until_close() : task<std::string>();
   process_result result;
   if (limit.count() > 0) {
     try {

@@ -129,9 +129,9 @@ class resolve_awaiter {
   std::vector<resolved_address> await_resume() {
     std::lock_guard lock(shared_->mutex);
     if (shared_->addresses.empty()) {
-      throw stream_closed_error("connect: cannot resolve \"" + host_ +
-                                    "\": " + ::gai_strerror(shared_->gai_error),
-                                os_error(EHOSTUNREACH));
+      throw stream_closed_error(
+          "connect: cannot resolve \"" + host_ + "\": " + ::gai_strerror(shared_->gai_error),
+          os_error(EHOSTUNREACH));
     }
     return std::move(shared_->addresses);
   }
@@ -182,8 +182,8 @@ task<tcp_stream> connect_without_timeout(std::string host, std::uint16_t port,
           std::string("connect: socket() failed: ") + std::strerror(err), os_error(err)));
       continue;
     }
-    int rc = co_await io::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.address),
-                                  a.length);
+    int rc =
+        co_await io::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.address), a.length);
     if (rc == 0) {
       tcp_stream s(fd.release(), options.stream);
       if (options.nodelay) s.set_nodelay(true);
@@ -214,8 +214,8 @@ task<tcp_stream> tcp_stream::connect(std::string_view host, std::uint16_t port,
                                      connect_options options) {
   // Eager like every stream operation (S4): the connection attempt starts now.
   if (options.timeout.count() > 0) {
-    return start(with_timeout(options.timeout,
-                              connect_without_timeout(std::string(host), port, options)));
+    return start(
+        with_timeout(options.timeout, connect_without_timeout(std::string(host), port, options)));
   }
   return start(connect_without_timeout(std::string(host), port, options));
 }
@@ -349,7 +349,8 @@ tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, liste
 }
 
 task<tcp_stream> tcp_listener::accept(stream_options options) {
-  if (!state_ || state_->fd < 0) throw stream_closed_error("tcp_listener::accept: listener is closed");
+  if (!state_ || state_->fd < 0)
+    throw stream_closed_error("tcp_listener::accept: listener is closed");
   std::shared_ptr<state> s = state_;  // the listener may be destroyed while we wait
   int fd = co_await accept_awaiter(s);
   if (fd < 0) {

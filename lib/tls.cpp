@@ -16,8 +16,8 @@ task<tls_stream> finish_handshake(tls_stream s, task<void> handshake) {
   co_return std::move(s);
 }
 
-task<tls_stream> connect_then_handshake(std::string host, std::uint16_t port,
-                                        tls_context& context, connect_options options) {
+task<tls_stream> connect_then_handshake(std::string host, std::uint16_t port, tls_context& context,
+                                        connect_options options) {
   tcp_stream plain = co_await tcp_stream::connect(host, port, options);
   co_return co_await std::move(plain).start_tls(context, host);
 }
@@ -31,9 +31,9 @@ task<tls_stream> tcp_stream::start_tls(tls_context& context, std::string_view se
     throw std::invalid_argument(
         "start_tls: the context checks host names, so server_hostname is required (S55)");
   }
-  core_->start_tls(std::make_unique<detail::tls_session>(
-      context.native_handle(), server, server_hostname, context.check_hostname(),
-      context.truncation_is_error()));
+  core_->start_tls(std::make_unique<detail::tls_session>(context.native_handle(), server,
+                                                         server_hostname, context.check_hostname(),
+                                                         context.truncation_is_error()));
   tls_stream secured(std::move(*this));
   task<void> handshake = secured.core().wait_for_handshake();
   return finish_handshake(std::move(secured), std::move(handshake));

@@ -79,10 +79,9 @@ struct tls_context::impl {
                      const unsigned char* in, unsigned int inlen, void* arg) {
     auto* self = static_cast<impl*>(arg);
     unsigned char* chosen = nullptr;
-    if (SSL_select_next_proto(&chosen, outlen,
-                              reinterpret_cast<const unsigned char*>(self->alpn_wire.data()),
-                              static_cast<unsigned>(self->alpn_wire.size()), in,
-                              inlen) != OPENSSL_NPN_NEGOTIATED) {
+    if (SSL_select_next_proto(
+            &chosen, outlen, reinterpret_cast<const unsigned char*>(self->alpn_wire.data()),
+            static_cast<unsigned>(self->alpn_wire.size()), in, inlen) != OPENSSL_NPN_NEGOTIATED) {
       return SSL_TLSEXT_ERR_NOACK;
     }
     *out = chosen;

@@ -71,7 +71,8 @@ tls_session::tls_session(SSL_CTX* context, bool server, std::string_view server_
 tls_session::~tls_session() { SSL_free(ssl_); }  // frees both BIOs too
 
 void tls_session::feed(std::span<const std::byte> ciphertext) {
-  if (!ciphertext.empty()) BIO_write(input_, ciphertext.data(), static_cast<int>(ciphertext.size()));
+  if (!ciphertext.empty())
+    BIO_write(input_, ciphertext.data(), static_cast<int>(ciphertext.size()));
 }
 
 tls_session::status tls_session::handshake() {
@@ -145,8 +146,8 @@ void tls_session::record_failure(int ssl_error, const char* during) {
   std::string reasons = drain_openssl_errors();
   if (verify != X509_V_OK && !handshake_done_) {
     error_ = std::error_code(static_cast<int>(verify), x509_category());
-    error_message_ = std::string("TLS ") + during + ": certificate verification failed: " +
-                     X509_verify_cert_error_string(verify);
+    error_message_ = std::string("TLS ") + during +
+                     ": certificate verification failed: " + X509_verify_cert_error_string(verify);
   } else if (first != 0) {
     error_ = std::error_code(ERR_GET_REASON(first), tls_category());
     error_message_ = std::string("TLS ") + during + " failed: " + reasons;
@@ -155,8 +156,8 @@ void tls_session::record_failure(int ssl_error, const char* during) {
     error_message_ = std::string("TLS ") + during + " failed: unexpected EOF";
   } else {
     error_ = std::error_code(ssl_error, tls_category());
-    error_message_ = std::string("TLS ") + during + " failed (SSL_get_error " +
-                     std::to_string(ssl_error) + ")";
+    error_message_ =
+        std::string("TLS ") + during + " failed (SSL_get_error " + std::to_string(ssl_error) + ")";
   }
 }
 

@@ -25,8 +25,8 @@ class tls_session {
   enum class status { ok, want_input, closed, failed };
 
   /// Throws tls_error if the SSL object cannot be made.
-  tls_session(SSL_CTX* context, bool server, std::string_view server_hostname,
-              bool check_hostname, bool truncation_is_error);
+  tls_session(SSL_CTX* context, bool server, std::string_view server_hostname, bool check_hostname,
+              bool truncation_is_error);
   ~tls_session();
   tls_session(const tls_session&) = delete;
   tls_session& operator=(const tls_session&) = delete;

@@ -103,8 +103,8 @@ task<void> client(std::uint16_t port, std::uint64_t seed, std::size_t size, bool
   ++t.connections;
   std::size_t pos = 0;  // the model: data[pos..] is what the echo still owes us
   auto fail = [&](const std::string& what) {
-    t.failures.push_back("seed " + std::to_string(seed) + " at byte " + std::to_string(pos) +
-                         ": " + what);
+    t.failures.push_back("seed " + std::to_string(seed) + " at byte " + std::to_string(pos) + ": " +
+                         what);
   };
   tcp_stream c;
   try {
@@ -158,47 +158,46 @@ task<void> client(std::uint16_t port, std::uint64_t seed, std::size_t size, bool
 }
 
 /// One loop with the plan installed: `connections` clients against one echo server.
-void run_echo(corio::backend b, std::shared_ptr<fault_plan> plan, int connections,
-              std::size_t size, bool errors_allowed, tally& t) {
+void run_echo(corio::backend b, std::shared_ptr<fault_plan> plan, int connections, std::size_t size,
+              bool errors_allowed, tally& t) {
   scoped_fault_plan install(plan);
   loop_options o;
   o.backend = b;
   o.recv_buffer_count = 2;  // io_uring: an exhausted buffer ring (-ENOBUFS re-arms, rule 4)
   event_loop loop(o);
-  loop.run(with_timeout(
-      60s, [](int connections, std::size_t size, bool errors_allowed, std::uint64_t seed,
-              tally& t) -> task<void> {
-        tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
-        task<void> server = start(serve(listener, connections));
-        std::vector<task<void>> clients;
-        for (int i = 0; i < connections; ++i) {
-          clients.push_back(start(client(listener.port(), seed * 1000 + static_cast<std::uint64_t>(i),
-                                         size, errors_allowed, t)));
-        }
-        for (auto& c : clients) co_await std::move(c);
-        listener.close();
-        try {
-          co_await std::move(server);
-        } catch (const corio::error&) {
-          // the listener closed while accepting: only if a client never connected
-        }
-      }(connections, size, errors_allowed, plan->seed, t)));
+  loop.run(with_timeout(60s,
+                        [](int connections, std::size_t size, bool errors_allowed,
+                           std::uint64_t seed, tally& t) -> task<void> {
+                          tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+                          task<void> server = start(serve(listener, connections));
+                          std::vector<task<void>> clients;
+                          for (int i = 0; i < connections; ++i) {
+                            clients.push_back(start(
+                                client(listener.port(), seed * 1000 + static_cast<std::uint64_t>(i),
+                                       size, errors_allowed, t)));
+                          }
+                          for (auto& c : clients) co_await std::move(c);
+                          listener.close();
+                          try {
+                            co_await std::move(server);
+                          } catch (const corio::error&) {
+                            // the listener closed while accepting: only if a client never connected
+                          }
+                        }(connections, size, errors_allowed, plan->seed, t)));
 }
 
 std::string describe(const fault_plan& p) {
   const auto& c = p.counts;
   char line[400];
-  std::snprintf(line, sizeof line,
-                "%llu ops (%llu data), %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
-                "%llu errors injected, %llu late completions, %llu cancels (%llu late)",
-                static_cast<unsigned long long>(c.ops), static_cast<unsigned long long>(c.data_ops),
-                static_cast<unsigned long long>(c.short_io),
-                static_cast<unsigned long long>(c.one_byte),
-                static_cast<unsigned long long>(c.transient),
-                static_cast<unsigned long long>(c.errors),
-                static_cast<unsigned long long>(c.late_completions),
-                static_cast<unsigned long long>(c.cancels),
-                static_cast<unsigned long long>(c.late_cancels));
+  std::snprintf(
+      line, sizeof line,
+      "%llu ops (%llu data), %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
+      "%llu errors injected, %llu late completions, %llu cancels (%llu late)",
+      static_cast<unsigned long long>(c.ops), static_cast<unsigned long long>(c.data_ops),
+      static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
+      static_cast<unsigned long long>(c.transient), static_cast<unsigned long long>(c.errors),
+      static_cast<unsigned long long>(c.late_completions),
+      static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels));
   return line;
 }
 
@@ -209,7 +208,8 @@ std::string fd_listing() {
     char target[256];
     std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     ssize_t n = ::readlink(path, target, sizeof target - 1);
-    if (n > 0) out += std::to_string(fd) + "->" + std::string(target, static_cast<std::size_t>(n)) + " ";
+    if (n > 0)
+      out += std::to_string(fd) + "->" + std::string(target, static_cast<std::size_t>(n)) + " ";
   }
   return out;
 }
@@ -254,12 +254,12 @@ TEST_P(Faults, RandomHardErrorsNeverLoseBytes) {
     EXPECT_EQ(t.complete + t.ended_by_error, t.connections);
     errors += plan->counts.errors;
     ended += t.ended_by_error;
-    std::printf("[ faults   ] %s seed %llu: %llu/%llu connections complete, %llu ended by an "
-                "error; %s\n",
-                to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
-                static_cast<unsigned long long>(t.complete),
-                static_cast<unsigned long long>(t.connections),
-                static_cast<unsigned long long>(t.ended_by_error), describe(*plan).c_str());
+    std::printf(
+        "[ faults   ] %s seed %llu: %llu/%llu connections complete, %llu ended by an "
+        "error; %s\n",
+        to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
+        static_cast<unsigned long long>(t.complete), static_cast<unsigned long long>(t.connections),
+        static_cast<unsigned long long>(t.ended_by_error), describe(*plan).c_str());
   }
   EXPECT_GT(errors, 0u);
   std::printf("[ faults   ] %s: %llu errors injected, %llu connections ended by one\n",

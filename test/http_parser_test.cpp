@@ -186,8 +186,9 @@ TEST(HttpParser, TransferCodingOtherThanChunkedIs501) {
   EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "gzip"}})), 501);
   EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "gzip, chunked"}})), 501);
   EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "chunked, chunked"}})), 501);
-  EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}})),
-            501);
+  EXPECT_EQ(
+      framing_status(fields({{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}})),
+      501);
   EXPECT_EQ(framing_status(fields({{"Transfer-Encoding", "identity"}})), 501);
 }
 
@@ -228,14 +229,13 @@ TEST(HttpParser, BadChunkSizesAre400) {
 }
 
 TEST(HttpParser, ChunkSizeOverflowIs400) {
-  EXPECT_EQ(status_of([] { parse_chunk_size("10000000000000000"); }), 400);   // 2^64
+  EXPECT_EQ(status_of([] { parse_chunk_size("10000000000000000"); }), 400);  // 2^64
   EXPECT_EQ(status_of([] { parse_chunk_size("ffffffffffffffffff"); }), 400);
   EXPECT_EQ(status_of([] { parse_chunk_size("0000000000000000000000001"); }), 0);
 }
 
 TEST(HttpParser, DecodeChunkedWithTrailers) {
-  std::string_view in =
-      "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\nNEXT";
+  std::string_view in = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\nNEXT";
   std::size_t consumed = 0;
   EXPECT_EQ(decode_chunked(in, 1 << 20, consumed), "hello world");
   EXPECT_EQ(in.substr(consumed), "NEXT");
@@ -252,13 +252,13 @@ TEST(HttpParser, DecodeChunkedHostileInputs) {
   auto status = [&](std::string_view in, std::size_t max = 1 << 20) {
     return status_of([&] { decode_chunked(in, max, consumed); });
   };
-  EXPECT_EQ(status("5\r\nhelloXX0\r\n\r\n"), 400);        // data not followed by CRLF
-  EXPECT_EQ(status("5\r\nhel"), 400);                      // cut short
-  EXPECT_EQ(status("5\r\nhello\r\n"), 400);                // no last chunk
-  EXPECT_EQ(status("0\r\nX: 1\r\n"), 400);                 // trailers not terminated
-  EXPECT_EQ(status("z\r\n\r\n"), 400);                     // bad size
-  EXPECT_EQ(status("5\nhello\r\n0\r\n\r\n"), 400);         // bare LF after the size
-  EXPECT_EQ(status(std::string(5000, '1') + "\r\n"), 400);  // overlong size line
+  EXPECT_EQ(status("5\r\nhelloXX0\r\n\r\n"), 400);            // data not followed by CRLF
+  EXPECT_EQ(status("5\r\nhel"), 400);                         // cut short
+  EXPECT_EQ(status("5\r\nhello\r\n"), 400);                   // no last chunk
+  EXPECT_EQ(status("0\r\nX: 1\r\n"), 400);                    // trailers not terminated
+  EXPECT_EQ(status("z\r\n\r\n"), 400);                        // bad size
+  EXPECT_EQ(status("5\nhello\r\n0\r\n\r\n"), 400);            // bare LF after the size
+  EXPECT_EQ(status(std::string(5000, '1') + "\r\n"), 400);    // overlong size line
   EXPECT_EQ(status("fffffffffffff\r\nx\r\n0\r\n\r\n"), 413);  // larger than max_body
   EXPECT_EQ(status("6\r\nhello!\r\n0\r\n\r\n", 5), 413);
   EXPECT_EQ(status("3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n", 5), 413);  // total over max_body
@@ -268,8 +268,8 @@ TEST(HttpParser, DecodeChunkedHostileInputs) {
 // --- responses ---------------------------------------------------------------------------
 
 TEST(HttpParser, ResponseHead) {
-  response_head r = parse_response_head(
-      "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nX: y\r\n\r\n");
+  response_head r =
+      parse_response_head("HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nX: y\r\n\r\n");
   EXPECT_EQ(r.version_minor, 1);
   EXPECT_EQ(r.status, 404);
   EXPECT_EQ(r.reason, "Not Found");
@@ -278,8 +278,8 @@ TEST(HttpParser, ResponseHead) {
 
 TEST(HttpParser, ResponseHeadVariants) {
   EXPECT_EQ(parse_response_head("HTTP/1.0 200 OK\r\n\r\n").version_minor, 0);
-  EXPECT_EQ(parse_response_head("HTTP/1.1 204\r\n\r\n").reason, "");     // no reason phrase
-  EXPECT_EQ(parse_response_head("HTTP/1.1 200 \r\n\r\n").reason, "");    // empty reason
+  EXPECT_EQ(parse_response_head("HTTP/1.1 204\r\n\r\n").reason, "");   // no reason phrase
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 \r\n\r\n").reason, "");  // empty reason
   EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\nA: b\n\n").headers.count("A"), 1u);  // bare LF
   EXPECT_EQ(parse_response_head("HTTP/1.1 599 Custom Thing\r\n\r\n").reason, "Custom Thing");
 }
@@ -310,7 +310,8 @@ TEST(HttpParser, ResponseFramingWithBody) {
   body_framing f = response_framing(fields({{"Content-Length", "10"}}), 200, "GET");
   EXPECT_EQ(f.kind, body_kind::length);
   EXPECT_EQ(f.length, 10u);
-  EXPECT_EQ(response_framing(fields({{"Content-Length", "0"}}), 200, "GET").kind, body_kind::length);
+  EXPECT_EQ(response_framing(fields({{"Content-Length", "0"}}), 200, "GET").kind,
+            body_kind::length);
   EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "chunked"}}), 200, "GET").kind,
             body_kind::chunked);
   EXPECT_EQ(response_framing(fields({{"Transfer-Encoding", "gzip, chunked"}}), 200, "GET").kind,
@@ -326,7 +327,9 @@ TEST(HttpParser, ResponseFramingWithBody) {
 }
 
 TEST(HttpParser, ResponseFramingBadContentLength) {
-  auto status = [](const headers& h) { return status_of([&] { response_framing(h, 200, "GET"); }); };
+  auto status = [](const headers& h) {
+    return status_of([&] { response_framing(h, 200, "GET"); });
+  };
   EXPECT_EQ(status(fields({{"Content-Length", "-1"}})), 400);
   EXPECT_EQ(status(fields({{"Content-Length", "abc"}})), 400);
   EXPECT_EQ(status(fields({{"Content-Length", "3"}, {"Content-Length", "4"}})), 400);

@@ -203,8 +203,9 @@ TEST_P(Http, ExpectContinueNotSentWhenTheHandlerRejects) {
   run(with_server(server, [](std::uint16_t port) -> task<void> {
     for (const char* path : {"/big", "/other"}) {
       tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
-      std::string head = std::string("POST ") + path +
-                         " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n";
+      std::string head =
+          std::string("POST ") + path +
+          " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n";
       c.write(head);
       raw_response r = co_await read_response(c);  // the first response is the final one
       EXPECT_EQ(r.status, std::string_view(path) == "/big" ? 413 : 417);
@@ -312,7 +313,8 @@ TEST_P(Http, ManyPipelinedRequestsInOneWrite) {
   run(with_server(server, [](std::uint16_t port) -> task<void> {
     tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
     std::string burst;
-    for (int i = 0; i < 500; ++i) burst += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < 500; ++i)
+      burst += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
     c.write(burst);
     for (int i = 0; i < 500; ++i) {
       raw_response r = co_await read_response(c);
@@ -393,7 +395,8 @@ TEST_P(Http, BodyOverLimitIs413) {
     {
       tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
       c.write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
-      c.write("40\r\n" + std::string(64, 'a') + "\r\n40\r\n" + std::string(64, 'b') + "\r\n0\r\n\r\n");
+      c.write("40\r\n" + std::string(64, 'a') + "\r\n40\r\n" + std::string(64, 'b') +
+              "\r\n0\r\n\r\n");
       raw_response r = co_await read_response(c);
       EXPECT_EQ(r.status, 413);
       EXPECT_TRUE(co_await closes_within(c, 2000ms));
@@ -446,7 +449,8 @@ TEST_P(Http, MalformedRequestSentByteByByte) {
   run(with_server(server, [](std::uint16_t port) -> task<void> {
     tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
     c.set_nodelay(true);
-    std::string request = "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    std::string request =
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
     for (char ch : request) {
       co_await c.write(std::string_view(&ch, 1));
       co_await sleep_for(200us);
@@ -478,7 +482,8 @@ TEST_P(Http, HeaderTimeoutCutsADribblingPeer) {
   http::server server(echo_handler, o);
   run(with_server(server, [](std::uint16_t port) -> task<void> {
     tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
-    std::string request = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 's') + "\r\n\r\n";
+    std::string request =
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 's') + "\r\n\r\n";
     bool stop = false;
     bool done = false;
     auto start = clock_type::now();
@@ -751,7 +756,8 @@ TEST_P(Http, ClientReadsABodyDelimitedByClose) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
     std::string body(300000, 'c');
-    task<void> server = canned_server(listener, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body, 1);
+    task<void> server =
+        canned_server(listener, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body, 1);
     event_loop::current().spawn(std::move(server));
     http::client client;
     http::client_response r = co_await client.get(url(listener.port()));
@@ -776,7 +782,8 @@ TEST_P(Http, ClientRedirectsOnlyWhenAsked) {
           r.headers.add("Location", "/loop");
           co_return r;
         }
-        co_return http::response::text(200, req.method + " " + std::string(req.path()) + " " + req.body);
+        co_return http::response::text(200,
+                                       req.method + " " + std::string(req.path()) + " " + req.body);
       },
       small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {
@@ -895,8 +902,8 @@ TEST_P(Http, CurlKeepAliveChunkedExpectHeadAndHttp10) {
       EXPECT_EQ(r.out, "POST /up chunky");
     }
     {  // Expect: 100-continue
-      std::vector<std::string> args = {"-v", "-H", "Expect: 100-continue", "--data-binary",
-                                       "expecting", base + "/e"};
+      std::vector<std::string> args = {
+          "-v", "-H", "Expect: 100-continue", "--data-binary", "expecting", base + "/e"};
       process_result r = co_await curl(args);
       EXPECT_EQ(r.status, 0) << r.err;
       EXPECT_EQ(r.out, "POST /e expecting");
@@ -929,8 +936,8 @@ TEST_P(Http, CurlOverHttps) {
   http::server server(echo_handler, o);
   run(with_server(server, [&pki](std::uint16_t port) -> task<void> {
     std::string base = "https://localhost:" + std::to_string(port);
-    std::vector<std::string> args = {"--cacert", pki.ca_cert, "--data-binary", "secret",
-                                     base + "/s", base + "/t"};
+    std::vector<std::string> args = {"--cacert", pki.ca_cert, "--data-binary",
+                                     "secret",   base + "/s", base + "/t"};
     process_result r = co_await curl(args);
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, "POST /s secretPOST /t secret");

@@ -40,7 +40,7 @@ class IoTest : public corio::testing::backend_test {};
 CORIO_INSTANTIATE_BACKENDS(IoTest);
 
 constexpr std::array<socket_kind, 2> all_socket_kinds{socket_kind::unix_stream,
-                                                       socket_kind::tcp_loopback};
+                                                      socket_kind::tcp_loopback};
 
 std::span<const std::byte> as_bytes(std::string_view s) {
   return std::as_bytes(std::span(s.data(), s.size()));
@@ -105,9 +105,8 @@ TEST_P(IoTest, SendRecv_PendingRecvCompletesWhenDataArrives) {
     SCOPED_TRACE(corio::testing::to_string(kind));
     fd_pair p = corio::testing::make_stream_pair(kind);
     auto body = [&]() -> task<std::string> {
-      event_loop::current().call_later(10ms, [&] {
-        EXPECT_EQ(::send(p.first.get(), "late", 4, MSG_NOSIGNAL), 4);
-      });
+      event_loop::current().call_later(
+          10ms, [&] { EXPECT_EQ(::send(p.first.get(), "late", 4, MSG_NOSIGNAL), 4); });
       std::array<std::byte, 64> buf{};
       int got = co_await io::recv(p.second.get(), buf);  // nothing there yet: it waits
       co_return got > 0 ? as_text(std::span(buf).first(std::size_t(got))) : std::to_string(got);
@@ -306,8 +305,8 @@ TEST_P(IoTest, Send_AfterPeerResetFails) {
 
 TEST_P(IoTest, AcceptConnect_OnLoopback) {
   unique_fd listener = corio::testing::make_tcp_listener();
-  sockaddr_in address = corio::testing::loopback_address(
-      corio::testing::local_port(listener.get()));
+  sockaddr_in address =
+      corio::testing::loopback_address(corio::testing::local_port(listener.get()));
   auto body = [&]() -> task<std::string> {
     int accepted = -1;
     auto acceptor = [&]() -> task<void> { accepted = co_await io::accept(listener.get()); };
@@ -335,8 +334,8 @@ TEST_P(IoTest, AcceptConnect_OnLoopback) {
 
 TEST_P(IoTest, Accept_ConnectionAlreadyWaiting) {
   unique_fd listener = corio::testing::make_tcp_listener();
-  sockaddr_in address = corio::testing::loopback_address(
-      corio::testing::local_port(listener.get()));
+  sockaddr_in address =
+      corio::testing::loopback_address(corio::testing::local_port(listener.get()));
   unique_fd client = corio::testing::make_tcp_socket();
   ::connect(client.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address);
   ASSERT_TRUE(corio::testing::wait_ready(listener.get(), POLLIN));
@@ -350,8 +349,8 @@ TEST_P(IoTest, Accept_ConnectionAlreadyWaiting) {
 TEST_P(IoTest, Connect_ToAClosedPortIsEconnrefused) {
   // Bound but not listening: the port stays ours, and the kernel refuses connections to it.
   unique_fd reserved = corio::testing::make_tcp_listener(/*listen=*/false);
-  sockaddr_in address = corio::testing::loopback_address(
-      corio::testing::local_port(reserved.get()));
+  sockaddr_in address =
+      corio::testing::loopback_address(corio::testing::local_port(reserved.get()));
   int fds_before = corio::testing::open_fd_count();
   auto body = [&]() -> task<int> {
     unique_fd client = corio::testing::make_tcp_socket();
@@ -397,9 +396,8 @@ TEST_P(IoTest, Poll_WaitsForPollin) {
       EXPECT_NE(out & POLLOUT, 0);
       // Readable only once data arrives.
       auto start = clock_type::now();
-      event_loop::current().call_later(10ms, [&] {
-        EXPECT_EQ(::send(p.first.get(), "!", 1, MSG_NOSIGNAL), 1);
-      });
+      event_loop::current().call_later(
+          10ms, [&] { EXPECT_EQ(::send(p.first.get(), "!", 1, MSG_NOSIGNAL), 1); });
       int in = co_await io::poll(p.second.get(), POLLIN);
       EXPECT_GE(ms_since(start), 9.0);
       EXPECT_GT(in, 0);

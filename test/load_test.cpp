@@ -82,23 +82,25 @@ TEST_P(Load, ThousandsOfConcurrentEchoConnectionsEveryByteVerified_C1) {
   }
   const int fds_before = corio::testing::open_fd_count();
   const long rss_before = rss_kib();
-  int verified = run([&]() -> task<int> {
-    auto listener = tcp_listener::bind("127.0.0.1", 0, {.backlog = 4096});
-    auto server = corio::start(accept_n(listener, connections));
-    int total = 0;
-    // Connect in waves so the accept backlog never overflows (no SYN retransmit delays).
-    const int wave = 500;
-    for (int first = 0; first < connections; first += wave) {
-      std::vector<task<int>> clients;
-      for (int id = first; id < std::min(connections, first + wave); ++id) {
-        clients.push_back(corio::start(client(listener.port(), id)));
-      }
-      for (auto& c : clients) total += co_await std::move(c);
-    }
-    co_await std::move(server);
-    co_await sleep_for(50ms);  // let the server side read EOF and close
-    co_return total;
-  }(), 60s);
+  int verified = run(
+      [&]() -> task<int> {
+        auto listener = tcp_listener::bind("127.0.0.1", 0, {.backlog = 4096});
+        auto server = corio::start(accept_n(listener, connections));
+        int total = 0;
+        // Connect in waves so the accept backlog never overflows (no SYN retransmit delays).
+        const int wave = 500;
+        for (int first = 0; first < connections; first += wave) {
+          std::vector<task<int>> clients;
+          for (int id = first; id < std::min(connections, first + wave); ++id) {
+            clients.push_back(corio::start(client(listener.port(), id)));
+          }
+          for (auto& c : clients) total += co_await std::move(c);
+        }
+        co_await std::move(server);
+        co_await sleep_for(50ms);  // let the server side read EOF and close
+        co_return total;
+      }(),
+      60s);
   EXPECT_EQ(verified, connections * 3);
   const long rss_growth = rss_kib() - rss_before;
   std::printf("[ load     ] %s: %d connections, %d round trips verified, RSS +%ld KiB\n",
@@ -118,32 +120,35 @@ TEST_P(Load, IdleConnectionsMemoryIsMeasuredAndReleased_C1) {
   if (connections < 500) GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << limit << " too low";
   const int fds_before = corio::testing::open_fd_count();
   long per_pair = 0;
-  run([&]() -> task<void> {
-    auto listener = tcp_listener::bind("127.0.0.1", 0, {.backlog = 4096});
-    auto server = corio::start(accept_n(listener, connections));
-    std::vector<tcp_stream> clients;
-    std::vector<task<std::string>> reads;
-    co_await sleep_for(10ms);
-    const long before = rss_kib();
-    for (int i = 0; i < connections; ++i) {
-      clients.push_back(co_await tcp_stream::connect("127.0.0.1", listener.port()));
-      reads.push_back(clients.back().read_until("\n"));  // idle: nothing will come
-    }
-    co_await std::move(server);
-    co_await sleep_for(20ms);
-    per_pair = (rss_kib() - before) * 1024 / connections;
-    for (auto& c : clients) c.close();
-    for (auto& r : reads) {
-      try {
-        co_await std::move(r);
-      } catch (const stream_closed_error&) {
-      }
-    }
-    co_await sleep_for(50ms);
-  }(), 60s);
-  std::printf("[ load     ] %s: %d idle connections, %ld bytes of RSS per connection pair "
-              "(client and server stream, each with a read pending)\n",
-              to_string(GetParam()), connections, per_pair);
+  run(
+      [&]() -> task<void> {
+        auto listener = tcp_listener::bind("127.0.0.1", 0, {.backlog = 4096});
+        auto server = corio::start(accept_n(listener, connections));
+        std::vector<tcp_stream> clients;
+        std::vector<task<std::string>> reads;
+        co_await sleep_for(10ms);
+        const long before = rss_kib();
+        for (int i = 0; i < connections; ++i) {
+          clients.push_back(co_await tcp_stream::connect("127.0.0.1", listener.port()));
+          reads.push_back(clients.back().read_until("\n"));  // idle: nothing will come
+        }
+        co_await std::move(server);
+        co_await sleep_for(20ms);
+        per_pair = (rss_kib() - before) * 1024 / connections;
+        for (auto& c : clients) c.close();
+        for (auto& r : reads) {
+          try {
+            co_await std::move(r);
+          } catch (const stream_closed_error&) {
+          }
+        }
+        co_await sleep_for(50ms);
+      }(),
+      60s);
+  std::printf(
+      "[ load     ] %s: %d idle connections, %ld bytes of RSS per connection pair "
+      "(client and server stream, each with a read pending)\n",
+      to_string(GetParam()), connections, per_pair);
   if (!under_asan) {
     EXPECT_LT(per_pair, 64 * 1024);
   }

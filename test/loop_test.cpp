@@ -554,8 +554,7 @@ TEST_P(LoopTest, WithTimeout_TimeoutErrorIsACorioError_S63) {
 TEST_P(LoopTest, WithTimeout_NestedInnerLimitWins_S63) {
   auto body = []() -> task<std::string> {
     try {
-      co_await corio::with_timeout(
-          1s, corio::with_timeout(10ms, corio::sleep_for(1h)));
+      co_await corio::with_timeout(1s, corio::with_timeout(10ms, corio::sleep_for(1h)));
     } catch (const corio::timeout_error& e) {
       co_return e.what();
     }
@@ -682,9 +681,8 @@ TEST_P(LoopTest, Destroy_With1000InFlightRecvs_IsCleanAndLeaksNoFd_B11) {
     }
     auto started = [&]() -> task<void> {
       auto recv_index = static_cast<std::size_t>(corio::detail::op_kind::recv);
-      co_await until([&] {
-        return loop->stats().ops_by_kind[recv_index] >= static_cast<std::uint64_t>(ops);
-      });
+      co_await until(
+          [&] { return loop->stats().ops_by_kind[recv_index] >= static_cast<std::uint64_t>(ops); });
       co_await corio::sleep_for(5ms);  // let the backend hand them all to the kernel
     };
     run_on(*loop, started());
@@ -794,8 +792,7 @@ TEST(LoopBackendSelection, DisabledIoUring_StrictIoUringThrowsAClearError_B15) {
     event_loop loop(o);
     ADD_FAILURE() << "backend::io_uring did not throw";
   } catch (const corio::backend_unavailable_error& e) {
-    EXPECT_NE(std::string(e.what()).find("CORIO_DISABLE_IO_URING"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("CORIO_DISABLE_IO_URING"), std::string::npos) << e.what();
   }
   // backend::epoll is unaffected.
   o.backend = corio::backend::epoll;

@@ -27,8 +27,8 @@
 #include <string_view>
 #include <vector>
 
-#include "corio/corio.hpp"
 #include "backend/fault_backend.hpp"
+#include "corio/corio.hpp"
 #include "support/backends.hpp"
 
 using namespace corio;
@@ -73,14 +73,20 @@ std::optional<std::size_t> end_blank_line(std::string_view s) {  // \r?\n\r?\n
     for (int r1 : {1, 0}) {
       std::size_t q = p;
       if (r1 == 1) {
-        if (q < n && s[q] == '\r') ++q; else continue;
+        if (q < n && s[q] == '\r')
+          ++q;
+        else
+          continue;
       }
       if (!(q < n && s[q] == '\n')) continue;
       ++q;
       for (int r2 : {1, 0}) {
         std::size_t q2 = q;
         if (r2 == 1) {
-          if (q2 < n && s[q2] == '\r') ++q2; else continue;
+          if (q2 < n && s[q2] == '\r')
+            ++q2;
+          else
+            continue;
         }
         if (q2 < n && s[q2] == '\n') return q2 + 1;
       }
@@ -95,16 +101,14 @@ std::optional<std::size_t> end_empty(std::string_view s) {  // "" (S20: like S17
 }
 
 const pattern_spec patterns[] = {
-    {"\\r?\\n", end_crlf_or_lf},
-    {"a+x", end_a_plus_x},
-    {"^[ab]*x", end_anchored_ab_x},
-    {"\\r?\\n\\r?\\n", end_blank_line},
-    {"", end_empty},
+    {"\\r?\\n", end_crlf_or_lf},        {"a+x", end_a_plus_x}, {"^[ab]*x", end_anchored_ab_x},
+    {"\\r?\\n\\r?\\n", end_blank_line}, {"", end_empty},
 };
 
-const std::string_view delimiters[] = {"\n", std::string_view("\0", 1), "x", "a", "\r\n",
-                                       "\r\n\r\n", "ab", std::string_view("\0x", 2), "xx", "",
-                                       "ax", "\n\n", "bab"};
+const std::string_view delimiters[] = {
+    "\n", std::string_view("\0", 1),  "x",  "a", "\r\n", "\r\n\r\n",
+    "ab", std::string_view("\0x", 2), "xx", "",  "ax",   "\n\n",
+    "bab"};
 
 // ------------------------------------------------------------------ the model
 
@@ -204,16 +208,22 @@ case_plan make_plan(std::uint64_t seed) {
   // Total size: mostly small, sometimes large.
   std::size_t size;
   double r = std::uniform_real_distribution<double>(0, 1)(rng);
-  if (r < 0.05) size = 0;
-  else if (r < 0.60) size = uniform(rng, 1, 64);
-  else if (r < 0.85) size = uniform(rng, 65, 2048);
-  else if (r < 0.97) size = uniform(rng, 2049, 64 << 10);
-  else size = uniform(rng, (64 << 10) + 1, 300 << 10);
+  if (r < 0.05)
+    size = 0;
+  else if (r < 0.60)
+    size = uniform(rng, 1, 64);
+  else if (r < 0.85)
+    size = uniform(rng, 65, 2048);
+  else if (r < 0.97)
+    size = uniform(rng, 2049, 64 << 10);
+  else
+    size = uniform(rng, (64 << 10) + 1, 300 << 10);
 
   // Content: filler from "ab", tokens made of the delimiter bytes with a per-case density.
-  static const std::string_view tokens[] = {"\n", "\r\n", "\r\n\r\n", std::string_view("\0", 1),
-                                            "x", "ax", "aax", "\r", std::string_view("\0x", 2),
-                                            "\n\n", "xx", "bab"};
+  static const std::string_view tokens[] = {
+      "\n", "\r\n", "\r\n\r\n", std::string_view("\0", 1),  "x",
+      "ax", "aax",  "\r",       std::string_view("\0x", 2), "\n\n",
+      "xx", "bab"};
   static const double densities[] = {0.5, 0.15, 0.03, 0.003, 0.0};
   double density = densities[uniform(rng, 0, std::size(densities) - 1)];
   while (plan.data.size() < size) {
@@ -241,9 +251,12 @@ case_plan make_plan(std::uint64_t seed) {
   while (offset < size) {
     double c = std::uniform_real_distribution<double>(0, 1)(rng);
     std::size_t len;
-    if (c < p_tiny) len = 1;
-    else if (c < p_tiny + p_few) len = uniform(rng, 2, 16);
-    else len = uniform(rng, 17, 64 << 10);
+    if (c < p_tiny)
+      len = 1;
+    else if (c < p_tiny + p_few)
+      len = uniform(rng, 2, 16);
+    else
+      len = uniform(rng, 17, 64 << 10);
     len = std::min(len, size - offset);
     chunk ch{offset, len, -1};
     if (chance(rng, 0.1)) ch.pause_us = static_cast<int>(uniform(rng, 0, 2000));
@@ -258,11 +271,21 @@ std::string printable(std::string_view s, std::size_t limit = 80) {
   for (std::size_t i = 0; i < s.size() && i < limit; ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '\r': out += "\\r"; break;
-      case '\n': out += "\\n"; break;
-      case '\0': out += "\\0"; break;
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\0':
+        out += "\\0";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
       default:
         if (c < 0x20 || c >= 0x7f) {
           char hex[8];
@@ -300,8 +323,10 @@ task<observed> observe(task<T> op, bool expect_hang) {
       v.emplace(co_await std::move(op));
     }
     o.kind = observed::value;
-    if constexpr (std::is_same_v<T, std::string>) o.data = std::move(*v);
-    else o.data = std::to_string(*v);
+    if constexpr (std::is_same_v<T, std::string>)
+      o.data = std::move(*v);
+    else
+      o.data = std::to_string(*v);
   } catch (const stream_closed_error& e) {
     o.kind = observed::closed;
     o.code = e.code();
@@ -339,7 +364,8 @@ struct tallies {
 
 class case_runner {
  public:
-  case_runner(const case_plan& plan, tallies& t) : plan_(plan), rng_(plan.seed ^ 0x9e3779b97f4a7c15ULL), t_(t) {
+  case_runner(const case_plan& plan, tallies& t)
+      : plan_(plan), rng_(plan.seed ^ 0x9e3779b97f4a7c15ULL), t_(t) {
     m_.rest = plan.data;
     m_.peer_closes = plan.peer_closes;
   }
@@ -389,11 +415,16 @@ class case_runner {
     ++t_.ops;
     auto got = [&] {
       switch (o.kind) {
-        case observed::value: return "value \"" + printable(o.data) + "\"";
-        case observed::closed: return "stream_closed_error{" + o.code.message() + "}: " + o.what;
-        case observed::timeout: return std::string("timeout (still pending)");
-        case observed::logic: return "logic_error: " + o.what;
-        case observed::other: return "other error: " + o.what;
+        case observed::value:
+          return "value \"" + printable(o.data) + "\"";
+        case observed::closed:
+          return "stream_closed_error{" + o.code.message() + "}: " + o.what;
+        case observed::timeout:
+          return std::string("timeout (still pending)");
+        case observed::logic:
+          return "logic_error: " + o.what;
+        case observed::other:
+          return "other error: " + o.what;
       }
       return std::string("?");
     };
@@ -440,7 +471,8 @@ class case_runner {
       }
       case prediction::hang:
         ++t_.hangs;
-        if (o.kind != observed::timeout) return fail("expected the read to stay pending, got " + got());
+        if (o.kind != observed::timeout)
+          return fail("expected the read to stay pending, got " + got());
         return true;  // S13: withdrawn, nothing consumed
     }
     return false;
@@ -450,11 +482,16 @@ class case_runner {
     if (chance(rng_, 0.45)) return 0;
     std::size_t e = end ? *end : m_.rest.size();
     switch (uniform(rng_, 0, 4)) {
-      case 0: return e > 1 ? e - 1 : 1;
-      case 1: return std::max<std::size_t>(e, 1);
-      case 2: return e + 1;
-      case 3: return uniform(rng_, 1, 8);
-      default: return uniform(rng_, 1, 2 * e + 2);
+      case 0:
+        return e > 1 ? e - 1 : 1;
+      case 1:
+        return std::max<std::size_t>(e, 1);
+      case 2:
+        return e + 1;
+      case 3:
+        return uniform(rng_, 1, 8);
+      default:
+        return uniform(rng_, 1, 2 * e + 2);
     }
   }
 
@@ -464,10 +501,18 @@ class case_runner {
     bool rejected = false;
     try {
       switch (uniform(rng_, 0, 4)) {
-        case 0: (void)co_await s.read_until("\n"); break;
-        case 1: (void)co_await s.read_bytes(0); break;
-        case 2: (void)co_await s.read_until_regex("\\r?\\n"); break;
-        case 3: (void)co_await s.read_until_close(); break;
+        case 0:
+          (void)co_await s.read_until("\n");
+          break;
+        case 1:
+          (void)co_await s.read_bytes(0);
+          break;
+        case 2:
+          (void)co_await s.read_until_regex("\\r?\\n");
+          break;
+        case 3:
+          (void)co_await s.read_until_close();
+          break;
         default: {
           std::byte b[1];
           (void)co_await s.read_into(b);
@@ -478,7 +523,8 @@ class case_runner {
     } catch (const std::exception&) {
     }
     ++t_.already_reading;
-    if (!rejected) co_return fail("S8: a second read while one is pending must fail with logic_error");
+    if (!rejected)
+      co_return fail("S8: a second read while one is pending must fail with logic_error");
     co_return true;
   }
 
@@ -535,12 +581,24 @@ class case_runner {
       } else {
         std::size_t n;
         switch (uniform(rng_, 0, 5)) {
-          case 0: n = 0; break;
-          case 1: n = 1; break;
-          case 2: n = m_.rest.size(); break;
-          case 3: n = m_.rest.size() + 1; break;
-          case 4: n = uniform(rng_, 0, m_.rest.size()); break;
-          default: n = uniform(rng_, 1, 70000); break;
+          case 0:
+            n = 0;
+            break;
+          case 1:
+            n = 1;
+            break;
+          case 2:
+            n = m_.rest.size();
+            break;
+          case 3:
+            n = m_.rest.size() + 1;
+            break;
+          case 4:
+            n = uniform(rng_, 0, m_.rest.size());
+            break;
+          default:
+            n = uniform(rng_, 1, 70000);
+            break;
         }
         bool partial = chance(rng_, 0.5);
         bool mid_close = !m_.peer_closes && chance(rng_, 0.05);
@@ -595,7 +653,8 @@ class case_runner {
     log_ += "  read_until_close() [after unsatisfiable]\n";
     observed o = co_await observe(s.read_until_close(), false);
     if (o.kind != observed::value) co_return fail("S27: read_until_close failed after S16");
-    if (o.data.size() <= max_bytes || std::string_view(m_.rest).substr(0, o.data.size()) != o.data) {
+    if (o.data.size() <= max_bytes ||
+        std::string_view(m_.rest).substr(0, o.data.size()) != o.data) {
       co_return fail("S16: the kept buffer (" + std::to_string(o.data.size()) +
                      " bytes) must be a prefix of the unread data longer than max_bytes: \"" +
                      printable(o.data) + "\"");
@@ -604,8 +663,9 @@ class case_runner {
     log_ += "  read_bytes(1) [closed, empty buffer]\n";
     o = co_await observe(s.read_bytes(1), false);
     if (o.kind != observed::closed || o.code != unsat) {
-      co_return fail("S10: a read on the drained stream must fail with "
-                     "stream_closed_error{unsatisfiable_read}");
+      co_return fail(
+          "S10: a read on the drained stream must fail with "
+          "stream_closed_error{unsatisfiable_read}");
     }
     co_return true;
   }
@@ -664,8 +724,8 @@ task<void> run_cases(std::uint64_t base, std::uint64_t count, tallies& t) {
 
 void print_tallies(const char* label, corio::backend b, std::uint64_t base_seed, const tallies& t,
                    std::chrono::steady_clock::time_point started) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started)
                 .count();
   std::printf(
       "[ %-8s ] %s: seed %llu, %llu cases (%llu tcp), %llu reads checked, %llu bytes; "
@@ -683,7 +743,8 @@ void print_tallies(const char* label, corio::backend b, std::uint64_t base_seed,
 class StreamEquivalence : public corio::testing::backend_test {};
 
 TEST_P(StreamEquivalence, RandomReadsAgreeWithModel) {
-  const std::uint64_t base_seed = env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
+  const std::uint64_t base_seed =
+      env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
   const std::uint64_t case_count = env_u64("CORIO_EQUIV_CASES", 2500);
   SCOPED_TRACE("CORIO_EQUIV_SEED=" + std::to_string(base_seed) + " (case i uses seed + i)");
   tallies t;
@@ -698,7 +759,8 @@ TEST_P(StreamEquivalence, RandomReadsAgreeWithModel) {
 // on io_uring only 2 provided buffers (real ENOBUFS re-arms). No hard errors here: the model
 // must agree exactly. CORIO_FAULT_SEED reproduces the fault schedule.
 TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults) {
-  const std::uint64_t base_seed = env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
+  const std::uint64_t base_seed =
+      env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
   const std::uint64_t fault_seed = env_u64("CORIO_FAULT_SEED", base_seed ^ 0x5eed);
   const std::uint64_t case_count = env_u64("CORIO_EQUIV_FAULT_CASES", 400);
   SCOPED_TRACE("CORIO_EQUIV_SEED=" + std::to_string(base_seed) +
@@ -716,13 +778,14 @@ TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults) {
   }
   print_tallies("faults", GetParam(), base_seed, t, started);
   const auto& c = plan->counts;
-  std::printf("[ faults   ] %s: %llu ops, %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
-              "%llu late completions, %llu cancels (%llu forwarded late)\n",
-              to_string(GetParam()), static_cast<unsigned long long>(c.ops),
-              static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
-              static_cast<unsigned long long>(c.transient),
-              static_cast<unsigned long long>(c.late_completions),
-              static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels));
+  std::printf(
+      "[ faults   ] %s: %llu ops, %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
+      "%llu late completions, %llu cancels (%llu forwarded late)\n",
+      to_string(GetParam()), static_cast<unsigned long long>(c.ops),
+      static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
+      static_cast<unsigned long long>(c.transient),
+      static_cast<unsigned long long>(c.late_completions),
+      static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels));
   EXPECT_GT(c.short_io, 0u);
   EXPECT_GT(c.transient, 0u);
   EXPECT_EQ(c.errors, 0u);
@@ -777,8 +840,8 @@ TEST(StreamEquivalenceModel, MatchersAgreeWithStdRegexAndArePrefixStable) {
       ASSERT_EQ(p.match_end(s), want) << p.pattern << " on \"" << printable(s) << "\"";
       for (std::size_t k = 0; k <= s.size(); ++k) {
         auto got = p.match_end(std::string_view(s).substr(0, k));
-        ASSERT_TRUE(!got || got == want) << p.pattern << " prefix " << k << " of \""
-                                         << printable(s) << "\"";
+        ASSERT_TRUE(!got || got == want)
+            << p.pattern << " prefix " << k << " of \"" << printable(s) << "\"";
       }
     }
   }

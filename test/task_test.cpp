@@ -131,7 +131,7 @@ TEST(Task, DestroyingSuspendedTaskFreesFramesAndLocals) {
     loop.call_later(std::chrono::milliseconds(5), [&] { loop.stop(); });
     EXPECT_THROW(loop.run(corio::sleep_for(std::chrono::hours(1))), corio::error);
     EXPECT_GT(counter.use_count(), 1);  // the suspended frames hold it
-  }  // the loop destroys the spawned task while it is suspended
+  }                                     // the loop destroys the spawned task while it is suspended
   EXPECT_EQ(counter.use_count(), 1);
   EXPECT_EQ(corio::detail::pool_stats().live_blocks, before);
 }

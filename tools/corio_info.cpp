@@ -1,7 +1,6 @@
 // corio-info: prints what this machine offers corio (kernel, io_uring, fallback reason).
 // Paste its output into bug reports.
 #include <corio/diagnostics.hpp>
-
 #include <cstdio>
 
 int main() {

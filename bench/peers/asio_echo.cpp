@@ -33,8 +33,8 @@ awaitable<void> echo_lines(tcp::socket socket) {
   std::string buffer;
   try {
     for (;;) {
-      std::size_t n =
-          co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), "\r\n", use_awaitable);
+      std::size_t n = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), "\r\n",
+                                                      use_awaitable);
       co_await asio::async_write(socket, asio::buffer(buffer.data(), n), use_awaitable);
       buffer.erase(0, n);
     }

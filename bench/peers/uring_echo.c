@@ -36,9 +36,9 @@ struct bytes {
 
 struct conn {
   int fd;
-  int recv_armed;     /* a multishot recv is in flight */
-  int send_inflight;  /* a send of `sending` is in flight */
-  int closing;        /* EOF or error seen: close once nothing is in flight */
+  int recv_armed;       /* a multishot recv is in flight */
+  int send_inflight;    /* a send of `sending` is in flight */
+  int closing;          /* EOF or error seen: close once nothing is in flight */
   struct bytes input;   /* line mode: bytes of an unfinished line */
   struct bytes pending; /* replies not yet handed to the kernel */
   struct bytes sending; /* the reply being sent */
@@ -96,8 +96,7 @@ static void arm_recv(struct conn *c) {
 
 static void start_send(struct conn *c) {
   struct io_uring_sqe *sqe = get_sqe();
-  io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
-                     MSG_NOSIGNAL);
+  io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, tag(c, OP_SEND));
   c->send_inflight = 1;
 }

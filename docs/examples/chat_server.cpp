@@ -1,7 +1,6 @@
 // A line chat server: every line a client sends goes to every other connected client.
 // Usage: chat_server [PORT]   (port 0 picks a free one). Try it with two `nc 127.0.0.1 PORT`.
 #include <corio/corio.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <list>

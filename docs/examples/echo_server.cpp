@@ -118,7 +118,8 @@ void report(const corio::loop_stats& stats, const std::string& stats_file) {
   std::fflush(stdout);
   if (stats_file.empty()) return;
   if (std::FILE* f = std::fopen(stats_file.c_str(), "w")) {
-    std::fprintf(f, "syscalls %llu\ncompletions %llu\niterations %llu\nsubmissions %llu\nwaits %llu\n",
+    std::fprintf(f,
+                 "syscalls %llu\ncompletions %llu\niterations %llu\nsubmissions %llu\nwaits %llu\n",
                  static_cast<unsigned long long>(stats.syscalls),
                  static_cast<unsigned long long>(stats.completions),
                  static_cast<unsigned long long>(stats.iterations),

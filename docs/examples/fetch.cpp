@@ -1,7 +1,6 @@
 // The seed's client: fetch a page, read the head until "\r\n\r\n", read Content-Length bytes,
 // save the body. Usage: fetch URL [OUTPUT_FILE]
 #include <corio/corio.hpp>
-
 #include <cstdio>
 #include <fstream>
 

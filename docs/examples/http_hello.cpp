@@ -3,12 +3,11 @@
 // (also built as corio_http_hello). SIGINT or SIGTERM shuts it down gracefully; it then prints
 // the loop's counters and, with --stats-file, writes them to PATH as "name value" lines
 // (bench/table.py reads them to compute system calls per request).
-#include <corio/corio.hpp>
-
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 
+#include <corio/corio.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,7 +31,8 @@ int main(int argc, char** argv) {
   std::string stats_file;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--backend") == 0) options.backend = corio::parse_backend(argv[i + 1]);
-    if (std::strcmp(argv[i], "--port") == 0) port = static_cast<std::uint16_t>(std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--port") == 0)
+      port = static_cast<std::uint16_t>(std::atoi(argv[i + 1]));
     if (std::strcmp(argv[i], "--stats-file") == 0) stats_file = argv[i + 1];
   }
   sigset_t stop_signals;

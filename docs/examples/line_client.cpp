@@ -1,12 +1,11 @@
 // A line client: the README's client example. Usage: line_client PORT [LINE...]
 #include <corio/corio.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 
 corio::task<int> talk(std::uint16_t port, int argc, char** argv) {
-  auto stream = co_await corio::tcp_stream::connect("127.0.0.1", port,
-                                                    {.timeout = std::chrono::seconds(5)});
+  auto stream =
+      co_await corio::tcp_stream::connect("127.0.0.1", port, {.timeout = std::chrono::seconds(5)});
   for (int i = 2; i < argc; ++i) {
     stream.write(std::string(argv[i]) + "\r\n");
     std::string echoed = co_await stream.read_until("\r\n");

@@ -1,6 +1,5 @@
 // A line-echo server: the README's example. Run it, then: printf 'hi\r\n' | nc 127.0.0.1 7000
 #include <corio/corio.hpp>
-
 #include <cstdio>
 
 corio::task<void> serve(corio::tcp_stream client) {

@@ -6,9 +6,8 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 
-#include <corio/corio.hpp>
-
 #include <atomic>
+#include <corio/corio.hpp>
 #include <cstdio>
 #include <cstdlib>
 

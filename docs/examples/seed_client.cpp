@@ -1,10 +1,9 @@
 // Tornado's IOStream example (the "seed" client) in corio: connect, send a request, read the
 // head until "\r\n\r\n", read Content-Length bytes, print the body.
 // Usage: seed_client HOST PORT
-#include <corio/corio.hpp>
-
-#include <cstdio>
 #include <algorithm>
+#include <corio/corio.hpp>
+#include <cstdio>
 #include <cstdlib>
 
 corio::task<void> fetch(std::string host, std::uint16_t port) {

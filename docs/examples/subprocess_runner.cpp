@@ -1,8 +1,7 @@
 // The subprocess guide's example (docs/subprocess.md): four commands run at once, each under
 // a time limit, and one line each saying what happened. Usage: subprocess_runner
-#include <corio/corio.hpp>
-
 #include <chrono>
+#include <corio/corio.hpp>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -45,9 +44,9 @@ corio::task<int> run_all() {
     std::printf("%s\n", line.c_str());
   }
   auto took = std::chrono::steady_clock::now() - started;
-  std::printf("all four done in %lld ms\n",
-              static_cast<long long>(
-                  std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  std::printf(
+      "all four done in %lld ms\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
   co_return 0;
 }
 

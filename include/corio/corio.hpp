@@ -10,10 +10,10 @@
 #include "corio/pipe.hpp"
 #include "corio/stream.hpp"
 #include "corio/subprocess.hpp"
-#include "corio/tcp.hpp"
-#include "corio/tls.hpp"
 #include "corio/task.hpp"
+#include "corio/tcp.hpp"
 #include "corio/timeout.hpp"
+#include "corio/tls.hpp"
 #include "corio/version.hpp"
 
 /// @namespace corio

@@ -69,18 +69,24 @@ class [[nodiscard]] operation final : detail::io_handler, detail::recv_sink, det
 
 /// Receives up to into.size() bytes from a socket. Result: bytes (0 = EOF) or -errno.
 inline operation recv(int fd, std::span<std::byte> into, int flags = 0) noexcept {
-  return operation({.kind = detail::op_kind::recv, .fd = fd,
-                    .flags = static_cast<std::uint32_t>(flags), .into = into});
+  return operation({.kind = detail::op_kind::recv,
+                    .fd = fd,
+                    .flags = static_cast<std::uint32_t>(flags),
+                    .into = into});
 }
 /// Sends bytes on a socket (MSG_NOSIGNAL is always added). Result: bytes sent or -errno.
 inline operation send(int fd, std::span<const std::byte> from, int flags = 0) noexcept {
-  return operation({.kind = detail::op_kind::send, .fd = fd,
-                    .flags = static_cast<std::uint32_t>(flags), .from = from});
+  return operation({.kind = detail::op_kind::send,
+                    .fd = fd,
+                    .flags = static_cast<std::uint32_t>(flags),
+                    .from = from});
 }
 /// Gather-sends the pieces in one sendmsg. Result: bytes sent or -errno.
 inline operation sendmsg(int fd, std::span<const iovec> pieces, int flags = 0) noexcept {
-  return operation({.kind = detail::op_kind::sendmsg, .fd = fd,
-                    .flags = static_cast<std::uint32_t>(flags), .pieces = pieces});
+  return operation({.kind = detail::op_kind::sendmsg,
+                    .fd = fd,
+                    .flags = static_cast<std::uint32_t>(flags),
+                    .pieces = pieces});
 }
 /// Reads from a pipe or file at its current position. Result: bytes (0 = EOF) or -errno.
 inline operation read(int fd, std::span<std::byte> into) noexcept {
@@ -96,12 +102,13 @@ inline operation accept(int listen_fd) noexcept {
 }
 /// Connects a non-blocking socket. Result: 0 or -errno (e.g. -ECONNREFUSED).
 inline operation connect(int fd, const sockaddr* address, socklen_t length) noexcept {
-  return operation({.kind = detail::op_kind::connect, .fd = fd, .address = address,
-                    .address_length = length});
+  return operation(
+      {.kind = detail::op_kind::connect, .fd = fd, .address = address, .address_length = length});
 }
 /// Waits until fd is ready for `events` (POLLIN, POLLOUT…). Result: the ready events or -errno.
 inline operation poll(int fd, short events) noexcept {
-  return operation({.kind = detail::op_kind::poll, .fd = fd,
+  return operation({.kind = detail::op_kind::poll,
+                    .fd = fd,
                     .flags = static_cast<std::uint32_t>(static_cast<unsigned short>(events))});
 }
 /// Completes after `duration` with -ETIME (through IORING_OP_TIMEOUT on io_uring).

@@ -12,9 +12,9 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <type_traits>
-#include <string>
 #include <utility>
 #include <vector>
 
@@ -41,19 +41,19 @@ backend parse_backend(std::string_view name);
 struct loop_options {
   corio::backend backend = backend::automatic;  ///< which backend to use
   unsigned queue_depth = 4096;                  ///< io_uring submission queue entries
-  unsigned recv_buffer_count = 256;    ///< io_uring provided receive buffers (power of two)
+  unsigned recv_buffer_count = 256;         ///< io_uring provided receive buffers (power of two)
   std::size_t recv_buffer_size = 32 << 10;  ///< size of each provided receive buffer
 };
 
 /// Counters a loop keeps; benchmarks print syscalls per message from them.
 struct loop_stats {
-  std::uint64_t iterations = 0;   ///< loop turns
-  std::uint64_t submissions = 0;  ///< operations handed to the backend (SQEs on io_uring)
-  std::uint64_t syscalls = 0;     ///< system calls the backend made (io_uring_enter, or
-                                  ///< epoll_wait/epoll_ctl plus each non-blocking I/O call)
-  std::uint64_t waits = 0;        ///< calls that could block waiting for events
-  std::uint64_t completions = 0;  ///< operation completions delivered
-  std::uint64_t posts = 0;        ///< callbacks posted with post()
+  std::uint64_t iterations = 0;    ///< loop turns
+  std::uint64_t submissions = 0;   ///< operations handed to the backend (SQEs on io_uring)
+  std::uint64_t syscalls = 0;      ///< system calls the backend made (io_uring_enter, or
+                                   ///< epoll_wait/epoll_ctl plus each non-blocking I/O call)
+  std::uint64_t waits = 0;         ///< calls that could block waiting for events
+  std::uint64_t completions = 0;   ///< operation completions delivered
+  std::uint64_t posts = 0;         ///< callbacks posted with post()
   std::uint64_t timers_fired = 0;  ///< timers that ran
   std::array<std::uint64_t, detail::op_kind_count> ops_by_kind{};  ///< submissions by kind
 };

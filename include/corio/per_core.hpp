@@ -20,7 +20,9 @@ class core_context {
   /// Number of threads (loops).
   unsigned count() const noexcept { return static_cast<unsigned>(loops_.size()); }
   /// Runs `fn` on loop `target`'s thread (thread-safe).
-  void post_to(unsigned target, std::function<void()> fn) const { loops_.at(target)->post(std::move(fn)); }
+  void post_to(unsigned target, std::function<void()> fn) const {
+    loops_.at(target)->post(std::move(fn));
+  }
   /// Asks every loop to stop after its current iteration.
   void stop_all() const {
     stop_requested_->store(true);

@@ -99,10 +99,10 @@ class subprocess {
 
 /// What run_process collected.
 struct process_result {
-  int status = 0;           ///< exit code, or -N for signal N
-  std::string out;          ///< everything the child wrote to stdout
-  std::string err;          ///< everything the child wrote to stderr
-  bool timed_out = false;   ///< the time limit expired and the child was killed
+  int status = 0;          ///< exit code, or -N for signal N
+  std::string out;         ///< everything the child wrote to stdout
+  std::string err;         ///< everything the child wrote to stderr
+  bool timed_out = false;  ///< the time limit expired and the child was killed
 };
 
 /// Runs a command to completion, capturing stdout and stderr fully (read concurrently, so a

@@ -93,8 +93,7 @@ class tls_stream : public stream {
   /// Connects and performs the client handshake (SNI and verification against `host`).
   /// Failure: stream_closed_error from the TCP connect (S47), or tls_error (S53).
   [[nodiscard]] static task<tls_stream> connect(std::string_view host, std::uint16_t port,
-                                                tls_context& context,
-                                                connect_options options = {});
+                                                tls_context& context, connect_options options = {});
 
   /// Wraps an accepted connection as the server side; the handshake starts now and the
   /// stream is returned at once (await wait_for_handshake() for peer details) (S54).

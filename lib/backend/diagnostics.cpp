@@ -72,12 +72,13 @@ std::string diagnostics() {
       int op;
       const char* name;
       bool needed;  // uring_backend refuses a ring without it
-    } ops[] = {{IORING_OP_RECV, "RECV", true},        {IORING_OP_SEND, "SEND", true},
-               {IORING_OP_SENDMSG, "SENDMSG", true},  {IORING_OP_READ, "READ", true},
-               {IORING_OP_WRITE, "WRITE", true},      {IORING_OP_ACCEPT, "ACCEPT", true},
-               {IORING_OP_CONNECT, "CONNECT", true},  {IORING_OP_POLL_ADD, "POLL_ADD", true},
-               {IORING_OP_TIMEOUT, "TIMEOUT", true},  {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL", true},
-               {IORING_OP_SEND_ZC, "SEND_ZC", false}, {IORING_OP_SOCKET, "SOCKET", false}};
+    } ops[] = {
+        {IORING_OP_RECV, "RECV", true},        {IORING_OP_SEND, "SEND", true},
+        {IORING_OP_SENDMSG, "SENDMSG", true},  {IORING_OP_READ, "READ", true},
+        {IORING_OP_WRITE, "WRITE", true},      {IORING_OP_ACCEPT, "ACCEPT", true},
+        {IORING_OP_CONNECT, "CONNECT", true},  {IORING_OP_POLL_ADD, "POLL_ADD", true},
+        {IORING_OP_TIMEOUT, "TIMEOUT", true},  {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL", true},
+        {IORING_OP_SEND_ZC, "SEND_ZC", false}, {IORING_OP_SOCKET, "SOCKET", false}};
     out << "  opcodes:";
     bool all_needed = true;
     for (const named& n : ops) {

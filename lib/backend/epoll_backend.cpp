@@ -59,8 +59,7 @@ class epoll_backend final : public backend_base {
   epoll_backend(event_loop& loop, const loop_options&) : loop_(loop) {
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) {
-      throw backend_unavailable_error(std::string("epoll_create1 failed: ") +
-                                      std::strerror(errno));
+      throw backend_unavailable_error(std::string("epoll_create1 failed: ") + std::strerror(errno));
     }
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) {
@@ -248,8 +247,7 @@ class epoll_backend final : public backend_base {
       case op_kind::connect: {
         if (op.backend_tag == 0) {
           op.backend_tag = 1;
-          r = ::connect(op.fd, reinterpret_cast<const sockaddr*>(&op.address),
-                        op.address_length);
+          r = ::connect(op.fd, reinterpret_cast<const sockaddr*>(&op.address), op.address_length);
           if (r < 0 && errno == EINPROGRESS) errno = EAGAIN;
         } else {
           int err = 0;

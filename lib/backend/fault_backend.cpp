@@ -49,7 +49,8 @@ class fault_backend final : public backend_base, io_handler {
   corio::backend kind() const noexcept override { return inner_->kind(); }
 
   void submit(io_op& op) override {
-    if (trace_) std::fprintf(stderr, "submit %p kind %s fd %d\n", (void*)&op, op_kind_name(op.kind), op.fd);
+    if (trace_)
+      std::fprintf(stderr, "submit %p kind %s fd %d\n", (void*)&op, op_kind_name(op.kind), op.fd);
     fault_counts& c = plan_->counts;
     ++c.ops;
     tracked_.erase(&op);  // a stale entry of an orphan that completed unseen
@@ -76,7 +77,9 @@ class fault_backend final : public backend_base, io_handler {
   }
 
   void cancel(io_op& op) noexcept override {
-    if (trace_) std::fprintf(stderr, "cancel %p kind %s fd %d handler %p\n", (void*)&op, op_kind_name(op.kind), op.fd, (void*)op.handler);
+    if (trace_)
+      std::fprintf(stderr, "cancel %p kind %s fd %d handler %p\n", (void*)&op,
+                   op_kind_name(op.kind), op.fd, (void*)op.handler);
     ++plan_->counts.cancels;
     if (withdraw_held(op)) return;
     if (auto it = tracked_.find(&op); it != tracked_.end()) {
@@ -136,8 +139,7 @@ class fault_backend final : public backend_base, io_handler {
       if (it->due <= turn_) {
         auto t = tracked_.find(it->op);
         // Only if that very submission is still in flight (an orphan completes unseen).
-        if (t != tracked_.end() && t->second.generation == it->generation &&
-            it->op->in_flight) {
+        if (t != tracked_.end() && t->second.generation == it->generation && it->op->in_flight) {
           inner_->cancel(*it->op);
         }
         it = late_cancels_.erase(it);
@@ -203,14 +205,16 @@ class fault_backend final : public backend_base, io_handler {
   // The real backend completed an op we issued (deliver_completion already counted it and
   // cleared in_flight).
   void on_io_complete(io_op& op) override {
-    if (trace_) std::fprintf(stderr, "complete %p kind %s fd %d res %d\n", (void*)&op, op_kind_name(op.kind), op.fd, op.result);
+    if (trace_)
+      std::fprintf(stderr, "complete %p kind %s fd %d res %d\n", (void*)&op, op_kind_name(op.kind),
+                   op.fd, op.result);
     auto it = tracked_.find(&op);
     io_handler* handler = it != tracked_.end() ? it->second.handler : nullptr;
     if (it != tracked_.end()) tracked_.erase(it);
     if (chance(plan_->late_completion)) {
       ++plan_->counts.late_completions;
       op.in_flight = true;  // still ours: an orphan() meanwhile must go through cancel()
-      op.handler = this;  // orphan() overwrites it with nullptr: cancel() notices
+      op.handler = this;    // orphan() overwrites it with nullptr: cancel() notices
       deferred_.push_back({turn_ + turns(), &op, handler});
       return;
     }

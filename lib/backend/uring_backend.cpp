@@ -24,11 +24,12 @@ constexpr std::uint64_t stage_poll_first = 2;  // waiting for readiness after -E
 constexpr int buffer_group = 7;
 
 std::string explain_setup_failure(int err) {
-  std::string text = std::string("io_uring unavailable: io_uring_queue_init failed: ") +
-                     std::strerror(err);
+  std::string text =
+      std::string("io_uring unavailable: io_uring_queue_init failed: ") + std::strerror(err);
   if (err == EPERM || err == EACCES) {
-    text += " (io_uring is disabled: check the kernel.io_uring_disabled sysctl, a seccomp "
-            "policy such as Docker's default, or RLIMIT_MEMLOCK)";
+    text +=
+        " (io_uring is disabled: check the kernel.io_uring_disabled sysctl, a seccomp "
+        "policy such as Docker's default, or RLIMIT_MEMLOCK)";
   } else if (err == ENOSYS) {
     text += " (the kernel has no io_uring: Linux 5.19 or later is needed)";
   } else if (err == ENOMEM) {
@@ -61,7 +62,6 @@ class uring_backend final : public backend_base {
       }
     }
     if (rc < 0) throw backend_unavailable_error(explain_setup_failure(-rc));
-    features_ = params.features;
     try {
       require_opcodes();
       setup_buffer_ring(options);
@@ -152,9 +152,9 @@ class uring_backend final : public backend_base {
   void require_opcodes() {
     io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
     if (probe == nullptr) throw backend_unavailable_error("io_uring unavailable: probe failed");
-    const int needed[] = {IORING_OP_RECV,    IORING_OP_SEND,    IORING_OP_SENDMSG,
-                          IORING_OP_READ,    IORING_OP_WRITE,   IORING_OP_ACCEPT,
-                          IORING_OP_CONNECT, IORING_OP_POLL_ADD, IORING_OP_TIMEOUT,
+    const int needed[] = {IORING_OP_RECV,        IORING_OP_SEND,     IORING_OP_SENDMSG,
+                          IORING_OP_READ,        IORING_OP_WRITE,    IORING_OP_ACCEPT,
+                          IORING_OP_CONNECT,     IORING_OP_POLL_ADD, IORING_OP_TIMEOUT,
                           IORING_OP_ASYNC_CANCEL};
     for (int opcode : needed) {
       if (!io_uring_opcode_supported(probe, opcode)) {
@@ -174,8 +174,8 @@ class uring_backend final : public backend_base {
     buffer_count_ = entries;
     buffer_size_ = options.recv_buffer_size ? options.recv_buffer_size : (32 << 10);
     std::size_t ring_bytes = entries * sizeof(io_uring_buf);
-    void* mem = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
-                       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void* mem =
+        ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) throw backend_unavailable_error("io_uring backend: mmap failed");
     buffer_ring_ = static_cast<io_uring_buf_ring*>(mem);
     buffer_ring_bytes_ = ring_bytes;
@@ -273,7 +273,8 @@ class uring_backend final : public backend_base {
         break;
       }
       case op_kind::send:
-        io_uring_prep_send(sqe, fd, op.source, op.length, static_cast<int>(op.flags) | MSG_NOSIGNAL);
+        io_uring_prep_send(sqe, fd, op.source, op.length,
+                           static_cast<int>(op.flags) | MSG_NOSIGNAL);
         break;
       case op_kind::write:
         io_uring_prep_write(sqe, fd, op.source, static_cast<unsigned>(op.length),
@@ -286,8 +287,8 @@ class uring_backend final : public backend_base {
         break;
       case op_kind::accept:
         op.address_length = sizeof op.address;
-        io_uring_prep_accept(sqe, fd, reinterpret_cast<sockaddr*>(&op.address),
-                             &op.address_length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        io_uring_prep_accept(sqe, fd, reinterpret_cast<sockaddr*>(&op.address), &op.address_length,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
         break;
       case op_kind::connect:
         io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&op.address),
@@ -358,8 +359,8 @@ class uring_backend final : public backend_base {
     int res = c.res;
     // An orphan (its requester is gone) is never issued again: the memory it referred to
     // may be gone too. It completes as cancelled instead of retrying.
-    if (op.handler == nullptr &&
-        (op.backend_tag == stage_poll_first || res == -EAGAIN || res == -ENOBUFS || res == -EINTR)) {
+    if (op.handler == nullptr && (op.backend_tag == stage_poll_first || res == -EAGAIN ||
+                                  res == -ENOBUFS || res == -EINTR)) {
       op.backend_tag = stage_operation;
       res = -ECANCELED;
     } else if (op.backend_tag == stage_poll_first) {
@@ -387,7 +388,6 @@ class uring_backend final : public backend_base {
     } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
       copy_to_sink(op, static_cast<scratch&>(*op.pinned).bytes.get(), res);
     }
-    if (op.kind == op_kind::timeout && res == -ETIME) res = -ETIME;
     op.result = res;
     --in_flight_;
     deliver_completion(loop_, op);
@@ -413,7 +413,6 @@ class uring_backend final : public backend_base {
 
   event_loop& loop_;
   io_uring ring_{};
-  unsigned features_ = 0;
   int wake_fd_ = -1;
   std::uint64_t wake_value_ = 0;
   io_uring_buf_ring* buffer_ring_ = nullptr;

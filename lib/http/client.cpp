@@ -34,8 +34,8 @@ url_parts parse_url(std::string_view url) {
     if (u.target.front() == '?') u.target.insert(0, "/");
   }
   if (authority.find('@') != std::string_view::npos) {
-    throw std::invalid_argument("http: user info in URLs is not supported: \"" +
-                                std::string(url) + "\"");
+    throw std::invalid_argument("http: user info in URLs is not supported: \"" + std::string(url) +
+                                "\"");
   }
   std::string_view host = authority;
   std::string_view port;
@@ -179,18 +179,17 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   }
 }
 
-task<client_response> request_with_redirects(client::state& st, std::string method,
-                                             std::string url, http::headers fields,
-                                             std::string body) {
+task<client_response> request_with_redirects(client::state& st, std::string method, std::string url,
+                                             http::headers fields, std::string body) {
   for (int redirects = 0;; ++redirects) {
     url_parts u = parse_url(url);
     client_response r = co_await exchange(st, method, u, fields, body);
-    bool redirect = r.status == 301 || r.status == 302 || r.status == 303 || r.status == 307 ||
-                    r.status == 308;
+    bool redirect =
+        r.status == 301 || r.status == 302 || r.status == 303 || r.status == 307 || r.status == 308;
     if (!st.options.follow_redirects || !redirect || !r.headers.get("Location")) co_return r;
     if (redirects >= st.options.max_redirects) {
-      throw protocol_error(310, "HTTP: more than " + std::to_string(st.options.max_redirects) +
-                                    " redirects");
+      throw protocol_error(
+          310, "HTTP: more than " + std::to_string(st.options.max_redirects) + " redirects");
     }
     std::string location(*r.headers.get("Location"));
     if (!location.empty() && location.front() == '/') {

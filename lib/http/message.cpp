@@ -1,9 +1,10 @@
 // HTTP messages: header fields, request body reading, response helpers.
+#include "corio/http/message.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 
-#include "corio/http/message.hpp"
 #include "corio/stream.hpp"
 #include "corio/timeout.hpp"
 #include "http/connection.hpp"
@@ -42,8 +43,8 @@ std::optional<std::string_view> headers::get(std::string_view name) const {
 }
 
 std::size_t headers::count(std::string_view name) const {
-  return static_cast<std::size_t>(
-      std::count_if(fields_.begin(), fields_.end(), [&](const field& f) { return iequals(f.first, name); }));
+  return static_cast<std::size_t>(std::count_if(
+      fields_.begin(), fields_.end(), [&](const field& f) { return iequals(f.first, name); }));
 }
 
 bool headers::has_token(std::string_view name, std::string_view token) const {
@@ -85,8 +86,9 @@ task<std::string_view> request::read_body() {
   // a timeout_error escaping the handler would become a 500.
   bool timed_out = false;
   try {
-    body = co_await with_timeout(c.options->body_timeout,
-                                 detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
+    body =
+        co_await with_timeout(c.options->body_timeout,
+                              detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
   } catch (const timeout_error&) {
     timed_out = true;
   }
@@ -123,36 +125,66 @@ response response::chunked(int status, std::function<task<void>(body_writer&)> p
 
 std::string_view reason_phrase(int status) noexcept {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 417:
+      return "Expectation Failed";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -184,8 +216,8 @@ task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t 
     std::uint64_t size = parse_chunk_size(std::string_view(line).substr(0, line.size() - 2));
     if (size == 0) break;
     if (size > max_body - body.size()) {
-      throw protocol_error(413, "HTTP: chunked body exceeds max_body_bytes=" +
-                                    std::to_string(max_body));
+      throw protocol_error(413,
+                           "HTTP: chunked body exceeds max_body_bytes=" + std::to_string(max_body));
     }
     body += co_await s.read_bytes(static_cast<std::size_t>(size));
     if (co_await s.read_bytes(2) != "\r\n") {

@@ -190,15 +190,15 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         // 431 can be written. So read up to a hard limit above max_header_bytes and answer 431
         // to heads that end past max_header_bytes; only a peer that sends more than the hard
         // limit without ending its head is dropped without an answer.
-        head = co_await with_timeout(o.header_timeout,
-                                     s.read_until("\r\n\r\n", header_hard_limit(o)));
+        head =
+            co_await with_timeout(o.header_timeout, s.read_until("\r\n\r\n", header_hard_limit(o)));
       } catch (const timeout_error&) {
         send_error(s, o, 408, "the request head did not arrive in time");
         break;
       }
       if (head.size() > o.max_header_bytes) {
-        send_error(s, o, 431, "request head exceeds " + std::to_string(o.max_header_bytes) +
-                                  " bytes");
+        send_error(s, o, 431,
+                   "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
         break;
       }
       request req;
@@ -212,9 +212,9 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         conn.framing = detail::request_framing(req.headers);
         if (conn.framing.kind == detail::body_kind::length &&
             conn.framing.length > o.max_body_bytes) {
-          throw protocol_error(413, "HTTP: body of " + std::to_string(conn.framing.length) +
-                                        " bytes exceeds max_body_bytes=" +
-                                        std::to_string(o.max_body_bytes));
+          throw protocol_error(
+              413, "HTTP: body of " + std::to_string(conn.framing.length) +
+                       " bytes exceeds max_body_bytes=" + std::to_string(o.max_body_bytes));
         }
         conn.expect_continue = req.version_minor == 1 &&
                                req.headers.has_token("Expect", "100-continue") &&

@@ -1,7 +1,6 @@
 // Smallest downstream program: proves headers, library and link deps (liburing, OpenSSL,
 // PCRE2) resolve, and that a loop runs a stream round trip on the default backend.
 #include <corio/corio.hpp>
-
 #include <cstdio>
 
 corio::task<std::string> round_trip() {

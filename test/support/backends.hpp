@@ -37,8 +37,7 @@ int open_fd_count();
 
 }  // namespace corio::testing
 
-#define CORIO_INSTANTIATE_BACKENDS(suite)                                           \
-  INSTANTIATE_TEST_SUITE_P(Backends, suite,                                        \
-                           ::testing::Values(::corio::backend::io_uring,           \
-                                             ::corio::backend::epoll),             \
+#define CORIO_INSTANTIATE_BACKENDS(suite)                                                          \
+  INSTANTIATE_TEST_SUITE_P(Backends, suite,                                                        \
+                           ::testing::Values(::corio::backend::io_uring, ::corio::backend::epoll), \
                            ::corio::testing::backend_name)

@@ -68,7 +68,8 @@ struct pki_holder {
     const std::string d = dir + "/";
     auto ca = [&](const std::string& name) {
       run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "
-          "/CN=" + name + " -keyout " + d + name + ".key -out " + d + name + ".pem");
+          "/CN=" +
+          name + " -keyout " + d + name + ".key -out " + d + name + ".pem");
     };
     auto leaf = [&](const std::string& name, const std::string& issuer, const std::string& san,
                     const std::string& days_flag) {
@@ -90,13 +91,15 @@ struct pki_holder {
     // certificate is expired from the start; `-days 0` (expired a second later) is the
     // fallback. TlsPki.ExpiredCertificateReallyExpired_E4 checks the result.
     run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=expired "
-        "-keyout " + d + "expired.key -out " + d + "expired.csr");
+        "-keyout " +
+        d + "expired.key -out " + d + "expired.csr");
     run("sh -c \"printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > " + d + "expired.ext\"");
-    run("sh -c \"openssl x509 -req -in " + d + "expired.csr -CA " + d + "corio-test-ca.pem -CAkey " +
-        d + "corio-test-ca.key -CAcreateserial -out " + d + "expired.pem -extfile " + d +
-        "expired.ext -days -1 || openssl x509 -req -in " + d + "expired.csr -CA " + d +
+    run("sh -c \"openssl x509 -req -in " + d + "expired.csr -CA " + d +
         "corio-test-ca.pem -CAkey " + d + "corio-test-ca.key -CAcreateserial -out " + d +
-        "expired.pem -extfile " + d + "expired.ext -days 0\"");
+        "expired.pem -extfile " + d + "expired.ext -days -1 || openssl x509 -req -in " + d +
+        "expired.csr -CA " + d + "corio-test-ca.pem -CAkey " + d +
+        "corio-test-ca.key -CAcreateserial -out " + d + "expired.pem -extfile " + d +
+        "expired.ext -days 0\"");
     return dir;
   }
 

@@ -16,7 +16,7 @@ void pooled_deallocate(void* block, std::size_t size) noexcept;
 
 /// Counters of the calling thread's pool: used by tests to prove frames are freed.
 struct pool_counters {
-  std::int64_t live_blocks = 0;        ///< allocated and not yet returned
+  std::int64_t live_blocks = 0;         ///< allocated and not yet returned
   std::uint64_t fresh_allocations = 0;  ///< blocks that had to come from operator new
 };
 

@@ -75,9 +75,9 @@ struct io_op {
   op_kind kind = op_kind::recv;
   bool in_flight = false;
   int fd = -1;
-  int result = 0;           ///< bytes, a new fd, or -errno
-  std::uint32_t flags = 0;  ///< MSG_* flags, or poll events for poll
-  std::size_t length = 0;   ///< recv/read: at most this many bytes
+  int result = 0;                ///< bytes, a new fd, or -errno
+  std::uint32_t flags = 0;       ///< MSG_* flags, or poll events for poll
+  std::size_t length = 0;        ///< recv/read: at most this many bytes
   const void* source = nullptr;  ///< send/write: bytes to send (length bytes)
   recv_sink* sink = nullptr;     ///< recv/read: destination
   std::vector<iovec> iov;        ///< sendmsg: the pieces (kept for reuse)

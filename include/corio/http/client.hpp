@@ -18,9 +18,9 @@ namespace corio::http {
 /// Settings of a client.
 struct client_options {
   std::chrono::nanoseconds timeout = std::chrono::seconds(30);  ///< per request, all included
-  bool follow_redirects = false;     ///< follow 301/302/303/307/308 (up to max_redirects)
-  int max_redirects = 5;             ///< redirect limit
-  std::size_t max_header_bytes = 64 * 1024;       ///< response head limit
+  bool follow_redirects = false;             ///< follow 301/302/303/307/308 (up to max_redirects)
+  int max_redirects = 5;                     ///< redirect limit
+  std::size_t max_header_bytes = 64 * 1024;  ///< response head limit
   std::size_t max_body_bytes = 256 * 1024 * 1024;  ///< response body limit
   tls_context* tls = nullptr;  ///< for https://; nullptr: a default client context (verifying)
   std::string user_agent = "corio";  ///< the User-Agent header ("" omits it)
@@ -28,11 +28,11 @@ struct client_options {
 
 /// A response as the client received it.
 struct client_response {
-  int status = 0;            ///< status code
-  std::string reason;        ///< reason phrase
-  int version_minor = 1;     ///< 1 for HTTP/1.1
-  http::headers headers;     ///< fields
-  std::string body;          ///< the whole body (decoded if chunked)
+  int status = 0;         ///< status code
+  std::string reason;     ///< reason phrase
+  int version_minor = 1;  ///< 1 for HTTP/1.1
+  http::headers headers;  ///< fields
+  std::string body;       ///< the whole body (decoded if chunked)
 };
 
 /// Sends requests, reusing one kept-alive connection per scheme, host and port.
@@ -69,9 +69,9 @@ class client {
 
 /// The parts of an http:// or https:// URL.
 struct url_parts {
-  bool tls = false;         ///< https
-  std::string host;         ///< without brackets for IPv6
-  std::uint16_t port = 80;  ///< explicit, or 80/443
+  bool tls = false;          ///< https
+  std::string host;          ///< without brackets for IPv6
+  std::uint16_t port = 80;   ///< explicit, or 80/443
   std::string target = "/";  ///< path and query
 };
 /// Parses an absolute http(s) URL. Throws std::invalid_argument naming the URL.

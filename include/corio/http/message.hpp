@@ -69,12 +69,12 @@ struct connection_state;
 /// (which first sends `100 Continue`); a handler that answers without reading it rejects
 /// the body and the connection is closed after the response.
 struct request {
-  std::string method;         ///< e.g. "GET"
-  std::string target;         ///< request-target as sent, e.g. "/index.html?q=1"
-  int version_minor = 1;      ///< 1 for HTTP/1.1, 0 for HTTP/1.0
-  http::headers headers;      ///< fields in arrival order
-  std::string body;           ///< the body, once read
-  bool body_read = false;     ///< whether `body` holds the whole body
+  std::string method;      ///< e.g. "GET"
+  std::string target;      ///< request-target as sent, e.g. "/index.html?q=1"
+  int version_minor = 1;   ///< 1 for HTTP/1.1, 0 for HTTP/1.0
+  http::headers headers;   ///< fields in arrival order
+  std::string body;        ///< the body, once read
+  bool body_read = false;  ///< whether `body` holds the whole body
 
   /// The path part of the target (before '?').
   std::string_view path() const noexcept;
@@ -107,10 +107,10 @@ class body_writer {
 /// A response from a handler. Content-Length is set from `body` unless the body is
 /// streamed with chunked(); Date and Server are added by the server.
 struct response {
-  int status = 200;                                   ///< status code
-  std::string reason;                                 ///< empty: the standard phrase
-  http::headers headers;                              ///< extra fields
-  std::string body;                                   ///< the body (ignored for HEAD)
+  int status = 200;                                  ///< status code
+  std::string reason;                                ///< empty: the standard phrase
+  http::headers headers;                             ///< extra fields
+  std::string body;                                  ///< the body (ignored for HEAD)
   std::function<task<void>(body_writer&)> producer;  ///< set by chunked()
 
   /// A response with a text body and Content-Type.

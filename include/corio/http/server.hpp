@@ -20,7 +20,7 @@ namespace corio::http {
 
 /// Limits and timeouts of a server.
 struct server_options {
-  std::size_t max_header_bytes = 64 * 1024;     ///< request line + fields; past it: 431
+  std::size_t max_header_bytes = 64 * 1024;       ///< request line + fields; past it: 431
   std::size_t max_body_bytes = 16 * 1024 * 1024;  ///< past it: 413
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
