@@ -7,6 +7,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+
+#include "buffer_pool.hpp"
 
 namespace corio::detail {
 
@@ -15,17 +18,30 @@ namespace corio::detail {
 /// the front only when space is needed (amortised, architecture.md "Performance design").
 class read_buffer {
  public:
+  read_buffer() noexcept = default;
+  read_buffer(const read_buffer&) = delete;
+  read_buffer& operator=(const read_buffer&) = delete;
+  ~read_buffer() { release_buffer(storage_, capacity_); }
+
   std::size_t size() const noexcept { return end_ - start_; }
   bool empty() const noexcept { return end_ == start_; }
-  const char* data() const noexcept { return storage_.get() + start_; }
+  const char* data() const noexcept { return storage_ + start_; }
   std::string_view view() const noexcept { return {data(), size()}; }
 
   /// Space for at least `n` more bytes at the tail.
   std::span<std::byte> prepare(std::size_t n) {
     if (capacity_ - end_ < n) make_room(n);
-    return {reinterpret_cast<std::byte*>(storage_.get() + end_), n};
+    return {reinterpret_cast<std::byte*>(storage_ + end_), n};
   }
   void commit(std::size_t n) noexcept { end_ += n; }
+
+  /// Gives the storage back to the thread's pool when nothing is buffered: an idle stream
+  /// then holds no receive memory (the next prepare() takes a block again).
+  void release_if_empty() noexcept {
+    if (!empty() || storage_ == nullptr) return;
+    release_buffer(std::exchange(storage_, nullptr), std::exchange(capacity_, 0));
+    start_ = end_ = 0;
+  }
 
   /// Removes and returns the first n bytes.
   std::string take(std::size_t n) {
@@ -42,15 +58,17 @@ class read_buffer {
     if (bytes.empty()) return;
     if (start_ >= bytes.size()) {
       start_ -= bytes.size();
-      std::memcpy(storage_.get() + start_, bytes.data(), bytes.size());
+      std::memcpy(storage_ + start_, bytes.data(), bytes.size());
       return;
     }
     std::size_t live = size();
-    std::unique_ptr<char[]> fresh(new char[live + bytes.size() + 1]);
-    std::memcpy(fresh.get(), bytes.data(), bytes.size());
-    if (live) std::memcpy(fresh.get() + bytes.size(), data(), live);
-    storage_ = std::move(fresh);
-    capacity_ = live + bytes.size() + 1;
+    std::size_t cap = live + bytes.size() + 1;
+    char* fresh = acquire_buffer(cap);
+    std::memcpy(fresh, bytes.data(), bytes.size());
+    if (live) std::memcpy(fresh + bytes.size(), data(), live);
+    release_buffer(storage_, capacity_);
+    storage_ = fresh;
+    capacity_ = cap;
     start_ = 0;
     end_ = live + bytes.size();
   }
@@ -59,21 +77,22 @@ class read_buffer {
   void make_room(std::size_t n) {
     std::size_t live = size();
     if (start_ > 0 && capacity_ - live >= n && live <= capacity_ / 2) {
-      std::memmove(storage_.get(), storage_.get() + start_, live);
+      std::memmove(storage_, storage_ + start_, live);
     } else {
       std::size_t want = live + n;
       std::size_t grown = capacity_ * 2;
       std::size_t cap = grown > want ? grown : want;
-      std::unique_ptr<char[]> fresh(new char[cap]);
-      if (live) std::memcpy(fresh.get(), storage_.get() + start_, live);
-      storage_ = std::move(fresh);
+      char* fresh = acquire_buffer(cap);
+      if (live) std::memcpy(fresh, storage_ + start_, live);
+      release_buffer(storage_, capacity_);
+      storage_ = fresh;
       capacity_ = cap;
     }
     start_ = 0;
     end_ = live;
   }
 
-  std::unique_ptr<char[]> storage_;
+  char* storage_ = nullptr;  // from acquire_buffer, capacity_ bytes
   std::size_t capacity_ = 0;
   std::size_t start_ = 0;
   std::size_t end_ = 0;

@@ -67,10 +67,15 @@ struct pinned_pieces final : pinned_memory {
   piece_queue pieces;
 };
 
-// Sent pieces kept for reuse by write(string_view): at most this many, of at most this
-// capacity, which bounds what an idle stream holds on to.
-constexpr std::size_t max_spare_pieces = 2;
+// Sent pieces kept for reuse by write(string_view), shared by the streams of a thread (so an
+// idle stream holds none): at most this many, of at most this capacity.
+constexpr std::size_t max_spare_pieces = 64;
 constexpr std::size_t max_recycled_piece_capacity = 4096;
+
+std::vector<std::string>& spare_pieces() {
+  thread_local std::vector<std::string> spares;
+  return spares;
+}
 
 }  // namespace
 
@@ -402,9 +407,9 @@ task<void> stream_core::write(std::string_view data) {
   }
   // Copy into a recycled string: no allocation once its capacity suffices.
   std::string copy;
-  if (!spare_pieces_.empty()) {
-    copy = std::move(spare_pieces_.back());
-    spare_pieces_.pop_back();
+  if (std::vector<std::string>& spares = spare_pieces(); !spares.empty()) {
+    copy = std::move(spares.back());
+    spares.pop_back();
   }
   copy.assign(data);
   return write(std::move(copy));
@@ -480,14 +485,15 @@ void stream_core::on_write_done(int result) {
 
 void stream_core::recycle_piece(std::string& piece) noexcept {
   static const std::size_t inline_capacity = std::string().capacity();  // SSO: nothing to keep
+  std::vector<std::string>& spares = spare_pieces();
   if (piece.capacity() <= inline_capacity || piece.capacity() > max_recycled_piece_capacity ||
-      spare_pieces_.size() >= max_spare_pieces) {
+      spares.size() >= max_spare_pieces) {
     return;
   }
   try {
-    spare_pieces_.reserve(max_spare_pieces);  // allocates once per stream
+    spares.reserve(max_spare_pieces);  // allocates once per thread
     piece.clear();
-    spare_pieces_.push_back(std::move(piece));
+    spares.push_back(std::move(piece));
   } catch (...) {
   }
 }

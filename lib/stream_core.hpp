@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -13,9 +12,9 @@
 #include "corio/detail/pending_op.hpp"
 #include "corio/loop.hpp"
 #include "corio/stream.hpp"
-#include "pool_allocator.hpp"
 #include "read_buffer.hpp"
 #include "regex_matcher.hpp"
+#include "stable_queue.hpp"
 #include "tls_session.hpp"
 
 namespace corio::detail {
@@ -23,7 +22,7 @@ namespace corio::detail {
 /// Everything a stream is, kept at a stable address so that in-flight operations can refer
 /// to it while the `stream` handle moves. One read slot, one write queue, one transport fd.
 /// The write queue: strings whose bytes the kernel may be reading (never relocated).
-using piece_queue = std::deque<std::string, pool_allocator<std::string>>;
+using piece_queue = stable_queue<std::string>;
 
 class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
  public:
@@ -107,6 +106,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void on_io_complete(io_op& op) override;
   std::span<std::byte> prepare(std::size_t max) override { return buffer_.prepare(max); }
   void commit(std::size_t n) noexcept override { buffer_.commit(n); }
+  void idle() noexcept override { buffer_.release_if_empty(); }
   void abandon(pending_op_base& op) noexcept override;
   void before_wait() override { flush(); }
 
@@ -142,9 +142,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
     std::uint64_t until;
     pending_op<void>* op;
   };
-  std::deque<write_waiter, pool_allocator<write_waiter>> write_waiters_;
-  // Sent pieces kept for the next write(string_view) copy (no malloc once warm).
-  std::vector<std::string> spare_pieces_;
+  stable_queue<write_waiter> write_waiters_;
   io_op* write_op_ = nullptr;
 
   bool closed_ = false;
@@ -162,7 +160,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
     std::uint64_t wire;   // once this much ciphertext is sent…
     std::uint64_t plain;  // …this much plaintext counts as sent (S29)
   };
-  std::deque<wire_checkpoint> checkpoints_;
+  stable_queue<wire_checkpoint> checkpoints_;
   pending_op<void>* handshake_waiter_ = nullptr;
   std::exception_ptr handshake_error_;
   struct cipher_sink final : recv_sink {
@@ -170,6 +168,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
     read_buffer scratch;
     std::span<std::byte> prepare(std::size_t max) override { return scratch.prepare(max); }
     void commit(std::size_t n) noexcept override;
+    void idle() noexcept override { scratch.release_if_empty(); }
   } cipher_sink_;
   struct close_notice final : ready_node {
     stream_core* core = nullptr;

@@ -10,12 +10,15 @@
 // (to find where unexpected allocations come from).
 #include <execinfo.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "corio/corio.hpp"
 #include "support/backends.hpp"
@@ -34,6 +37,7 @@ thread_local std::uint64_t allocations = 0;
 thread_local bool counting = false;
 thread_local bool tracing = false;
 thread_local bool in_trace = false;
+thread_local std::int64_t live_bytes = 0;  // held through operator new, all the time
 
 void* counted_allocate(std::size_t size) {
   if (counting) {
@@ -51,7 +55,13 @@ void* counted_allocate(std::size_t size) {
   }
   void* p = std::malloc(size == 0 ? 1 : size);
   if (p == nullptr) throw std::bad_alloc();
+  live_bytes += static_cast<std::int64_t>(::malloc_usable_size(p));
   return p;
+}
+
+void counted_free(void* p) noexcept {
+  if (p != nullptr) live_bytes -= static_cast<std::int64_t>(::malloc_usable_size(p));
+  std::free(p);
 }
 
 }  // namespace
@@ -72,12 +82,12 @@ void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
     return nullptr;
   }
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { counted_free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_free(p); }
 
 using namespace corio;
 
@@ -149,6 +159,40 @@ TEST_P(StreamAlloc, WriteAndReadUntil_OneAllocationPerIteration_Tcp) {
     co_return co_await measure(client, server, line);
   }());
   expect_one_per_iteration(per, "tcp");
+}
+
+// An idle connection keeps no receive buffer and no write-queue memory (issue 7: at most
+// 2 KiB per idle connection on io_uring): after each stream has carried a 3,000-byte message
+// both ways and waits in a read, what it holds is its own state and the pending read.
+TEST_P(StreamAlloc, IdleStreams_HoldNoBuffersAfterTraffic) {
+  constexpr int pairs = 500;
+  const std::string message(3000, 'm');  // past 2 KiB: read buffers come from the large pool
+  std::int64_t per_stream = run([&]() -> task<std::int64_t> {
+    std::vector<std::pair<tcp_stream, tcp_stream>> streams;
+    std::vector<task<std::string>> idle_reads;
+    streams.reserve(pairs);
+    idle_reads.reserve(2 * pairs);
+    std::int64_t before = live_bytes;
+    for (int i = 0; i < pairs; ++i) {
+      streams.push_back(stream_pair());
+      auto& [a, b] = streams.back();
+      co_await a.write(message);
+      std::string got = co_await b.read_bytes(message.size());
+      co_await b.write(got);
+      std::string back = co_await a.read_bytes(message.size());
+      EXPECT_EQ(back, message);
+    }
+    for (auto& [a, b] : streams) {
+      idle_reads.push_back(a.read_bytes(1));
+      idle_reads.push_back(b.read_bytes(1));
+    }
+    co_await sleep_for(std::chrono::milliseconds(5));  // the reads reach the kernel
+    std::int64_t after = live_bytes;
+    co_return (after - before) / (2 * pairs);
+  }());
+  std::printf("[ alloc    ] %s: %lld bytes of heap per idle stream after traffic\n",
+              to_string(GetParam()), static_cast<long long>(per_stream));
+  EXPECT_LE(per_stream, 2048) << "an idle stream keeps buffers it does not need";
 }
 
 CORIO_INSTANTIATE_BACKENDS(StreamAlloc);

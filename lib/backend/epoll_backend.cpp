@@ -224,7 +224,13 @@ class epoll_backend final : public backend_base {
         std::span<std::byte> space = op.sink->prepare(op.length);
         r = op.kind == op_kind::recv ? ::recv(op.fd, space.data(), space.size(), op.flags)
                                      : ::read(op.fd, space.data(), space.size());
-        if (r > 0) op.sink->commit(static_cast<std::size_t>(r));
+        if (r > 0) {
+          op.sink->commit(static_cast<std::size_t>(r));
+        } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          int saved = errno;
+          op.sink->idle();  // waiting for readiness: the buffer need not stay with the stream
+          errno = saved;
+        }
         break;
       }
       case op_kind::send:

@@ -257,6 +257,9 @@ class uring_backend final : public backend_base {
         void* target = nullptr;
         if (buffer_ring_ != nullptr) {
           if (len > buffer_size_) len = static_cast<unsigned>(buffer_size_);
+          // The kernel picks a provided buffer when data arrives: until then the stream
+          // needs no memory of its own (an idle connection holds no receive buffer).
+          if (op.sink != nullptr) op.sink->idle();
         } else {
           op.pinned = std::make_unique<scratch>(len);
           target = static_cast<scratch&>(*op.pinned).bytes.get();

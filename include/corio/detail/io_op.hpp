@@ -49,6 +49,9 @@ class recv_sink {
   virtual std::span<std::byte> prepare(std::size_t max) = 0;
   /// `n` bytes of the prepared space now hold data.
   virtual void commit(std::size_t n) noexcept = 0;
+  /// Nothing can arrive until the transport is ready again: memory kept only for the next
+  /// receive may go back to a pool, so that an idle connection holds no receive buffer.
+  virtual void idle() noexcept {}
 
  protected:
   ~recv_sink() = default;
