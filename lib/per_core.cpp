@@ -14,7 +14,20 @@ namespace corio {
 
 void run_per_core(unsigned threads, std::function<task<void>(core_context&)> body,
                   loop_options options) {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  // Thread i goes to the i-th CPU this process may run on (taskset/cgroup cpusets respected),
+  // not to CPU i of the machine.
+  std::vector<int> allowed;
+  cpu_set_t inherited;
+  CPU_ZERO(&inherited);
+  if (sched_getaffinity(0, sizeof inherited, &inherited) == 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &inherited)) allowed.push_back(cpu);
+    }
+  }
+  if (threads == 0) {
+    threads = allowed.empty() ? std::max(1u, std::thread::hardware_concurrency())
+                              : static_cast<unsigned>(allowed.size());
+  }
   std::vector<event_loop*> loops(threads, nullptr);
   std::barrier ready(static_cast<std::ptrdiff_t>(threads));
   std::mutex failure_mutex;
@@ -27,11 +40,12 @@ void run_per_core(unsigned threads, std::function<task<void>(core_context&)> bod
   std::vector<std::thread> workers;
   for (unsigned i = 0; i < threads; ++i) {
     workers.emplace_back([&, i] {
-      unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(i % cpus, &set);
-      pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // best effort
+      if (!allowed.empty()) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(allowed[i % allowed.size()], &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // best effort
+      }
       std::unique_ptr<event_loop> loop;
       try {
         loop = std::make_unique<event_loop>(options);

@@ -2,10 +2,13 @@
 #include "corio/per_core.hpp"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "corio/corio.hpp"
 #include "support/backends.hpp"
@@ -76,6 +79,41 @@ TEST_P(PerCore, ReusePortListenersServeConnectionsAndStopAllEnds) {
       options());
   client.join();
   EXPECT_EQ(served.load(), 8);
+}
+
+// Threads are pinned within the CPUs the process may use (taskset, cpusets), in order; with
+// threads = 0 there is one per such CPU.
+TEST_P(PerCore, PinsWithinTheInheritedAffinityAndCountsItsCpus) {
+  cpu_set_t original;
+  ASSERT_EQ(sched_getaffinity(0, sizeof original, &original), 0);
+  int last = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &original)) last = cpu;
+  }
+  ASSERT_GE(last, 0);
+  cpu_set_t only_last;
+  CPU_ZERO(&only_last);
+  CPU_SET(last, &only_last);
+  ASSERT_EQ(sched_setaffinity(0, sizeof only_last, &only_last), 0);
+  std::mutex m;
+  std::vector<int> pinned_to;
+  unsigned count = 0;
+  run_per_core(
+      0,
+      [&](core_context& ctx) -> task<void> {
+        cpu_set_t mine;
+        sched_getaffinity(0, sizeof mine, &mine);
+        std::lock_guard lock(m);
+        count = ctx.count();
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+          if (CPU_ISSET(cpu, &mine)) pinned_to.push_back(cpu);
+        }
+        co_return;
+      },
+      options());
+  sched_setaffinity(0, sizeof original, &original);
+  EXPECT_EQ(count, 1u) << "threads = 0 makes one loop per CPU the process may run on";
+  EXPECT_EQ(pinned_to, std::vector<int>{last}) << "pinned outside the inherited affinity";
 }
 
 CORIO_INSTANTIATE_BACKENDS(PerCore);

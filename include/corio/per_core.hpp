@@ -40,8 +40,9 @@ class core_context {
   std::atomic<bool>* stop_requested_;
 };
 
-/// Runs `body` on `threads` threads (0: one per online CPU), each with its own event_loop
-/// created from `options` and pinned to one CPU; returns when every body has finished or
+/// Runs `body` on `threads` threads (0: one per CPU the process may run on), each with its own
+/// event_loop created from `options` and pinned to one CPU (thread i to the i-th CPU the process
+/// may run on, so `taskset` and cpusets are respected); returns when every body has finished or
 /// stop_all() was called. Each thread typically binds its own tcp_listener on the same port
 /// with listen_options::reuse_port, so the kernel spreads connections and nothing is shared
 /// on the hot path (the Seastar/monoio model). The first exception a body throws is
