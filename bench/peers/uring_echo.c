@@ -1,6 +1,6 @@
 /* uring_echo: a minimal hand-written liburing echo server, the io_uring ceiling for corio_echo.
  *
- *   peer_uring_echo --port N [--mode raw|line]
+ *   peer_uring_echo --port N [--mode raw|line] [--single-shot]
  *
  * One thread, one ring (SINGLE_ISSUER|DEFER_TASKRUN when the kernel has them), multishot
  * accept, multishot recv into a provided buffer ring, one send in flight per connection, and
@@ -49,6 +49,7 @@ static struct io_uring ring;
 static struct io_uring_buf_ring *buf_ring;
 static char *buffers;
 static int line_mode;
+static int single_shot; /* --single-shot: one recv per completion, as corio issues them */
 
 static void die(const char *what) {
   perror(what);
@@ -87,7 +88,11 @@ static void arm_accept(int listen_fd) {
 
 static void arm_recv(struct conn *c) {
   struct io_uring_sqe *sqe = get_sqe();
-  io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+  if (single_shot) {
+    io_uring_prep_recv(sqe, c->fd, NULL, BUFFER_SIZE, 0);
+  } else {
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+  }
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = BUFFER_GROUP;
   io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
@@ -210,8 +215,10 @@ int main(int argc, char **argv) {
       port = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--mode") && i + 1 < argc) {
       line_mode = !strcmp(argv[++i], "line");
+    } else if (!strcmp(argv[i], "--single-shot")) {
+      single_shot = 1;
     } else {
-      fprintf(stderr, "usage: %s --port N [--mode raw|line]\n", argv[0]);
+      fprintf(stderr, "usage: %s --port N [--mode raw|line] [--single-shot]\n", argv[0]);
       return 2;
     }
   }
