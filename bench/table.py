@@ -5,7 +5,7 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
 1. Runs loop_bench (post/timer/ping-pong) if it was built.
 2. For every echo workload (connections x message size x raw/line) and every echo server
    that was built (corio on io_uring, corio on epoll, and the peers uring_echo, epoll_echo,
-   asio_echo), starts the server on a free port pinned to one CPU, waits for its
+   asio_echo on epoll and on io_uring), starts the server on a free port pinned to one CPU, waits for its
    "listening on" line, runs echo_load pinned to another CPU, then stops the server with
    SIGTERM and collects:
      msgs/s, p50/p99 latency       from echo_load
@@ -41,7 +41,8 @@ SERVERS = [
     ("corio epoll", "corio_echo", ["--backend", "epoll"], True),
     ("uring_echo (C)", "peer_uring_echo", [], False),
     ("epoll_echo (C)", "peer_epoll_echo", [], False),
-    ("asio", "peer_asio_echo", [], False),
+    ("asio (epoll)", "peer_asio_echo", [], False),
+    ("asio (io_uring)", "peer_asio_uring_echo", [], False),
 ]
 
 running = []  # servers to kill whatever happens
