@@ -5,7 +5,7 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
 1. Runs loop_bench (post/timer/ping-pong) if it was built.
 2. For every echo workload (connections x message size x raw/line) and every echo server
    that was built (corio on io_uring, corio on epoll, and the peers uring_echo, epoll_echo,
-   asio_echo on epoll and on io_uring), starts the server on a free port pinned to one CPU, waits for its
+   asio_echo on epoll and on io_uring, tornado_echo.py), starts the server on a free port pinned to one CPU, waits for its
    "listening on" line, runs echo_load pinned to another CPU, then stops the server with
    SIGTERM and collects:
      msgs/s, p50/p99 latency       from echo_load
@@ -34,8 +34,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "release", "bench")
+PEERS = os.path.join(ROOT, "bench", "peers")
+PYTHON = "/usr/bin/python3"  # Debian's, where python3-tornado is installed
 
-# name -> (executable, extra args, reports corio loop stats)
+# name -> (executable, extra args, reports corio loop stats); a *.py executable is a script in
+# bench/peers run by PYTHON, the others are built in BIN.
 SERVERS = [
     ("corio io_uring", "corio_echo", ["--backend", "io_uring"], True),
     ("corio epoll", "corio_echo", ["--backend", "epoll"], True),
@@ -43,7 +46,27 @@ SERVERS = [
     ("epoll_echo (C)", "peer_epoll_echo", [], False),
     ("asio (epoll)", "peer_asio_echo", [], False),
     ("asio (io_uring)", "peer_asio_uring_echo", [], False),
+    ("tornado", "tornado_echo.py", [], False),
 ]
+
+
+def server_command(exe):
+    """argv prefix that runs an echo server's executable."""
+    if exe.endswith(".py"):
+        return [PYTHON, os.path.join(PEERS, exe)]
+    return [os.path.join(BIN, exe)]
+
+
+def server_missing(exe):
+    """Why a server cannot run here, or None when it can."""
+    if exe.endswith(".py"):
+        probe = subprocess.run([PYTHON, "-c", "import tornado"], capture_output=True)
+        if probe.returncode != 0:
+            return f"{PYTHON} cannot import tornado (Debian: python3-tornado)"
+        return None
+    if not os.access(os.path.join(BIN, exe), os.X_OK):
+        return f"{exe} not built"
+    return None
 
 running = []  # servers to kill whatever happens
 
@@ -153,7 +176,7 @@ def run_one(server, workload, args, server_cpu, load_cpu):
     conns, size, mode = workload
     row = {"workload": f"{mode} {conns}c x {size}B d{args.depth}", "server": name}
     stats_path = None
-    argv = [os.path.join(BIN, exe), *extra, "--port", "0", "--mode", mode]
+    argv = [*server_command(exe), *extra, "--port", "0", "--mode", mode]
     if has_stats:
         fd, stats_path = tempfile.mkstemp(prefix="corio_stats_")
         os.close(fd)
@@ -589,10 +612,13 @@ def main():
 
     if not os.access(os.path.join(BIN, "echo_load"), os.X_OK):
         sys.exit(f"table.py: {BIN}/echo_load not found; build first (bench/run.sh)")
-    servers = [s for s in SERVERS if os.access(os.path.join(BIN, s[1]), os.X_OK)]
+    servers = []
     for s in SERVERS:
-        if s not in servers:
-            log(f"{s[0]}: {s[1]} not built; skipped")
+        why = server_missing(s[1])
+        if why:
+            log(f"{s[0]}: {why}; skipped")
+        else:
+            servers.append(s)
     if args.servers:
         wanted = {w.strip() for w in args.servers.split(",")}
         servers = [s for s in servers if s[0] in wanted or s[1] in wanted]
