@@ -162,7 +162,6 @@ struct connection {
   std::vector<std::int64_t> issued_at;  // ring of depth timestamps, by message index % depth
   bool watching_output = false;         // epoll: EPOLLOUT requested
   std::size_t send_in_flight = 0;       // uring: bytes of the send the kernel holds (0: none)
-  bool recv_armed = false;              // uring: a multishot recv is in flight
   bool send_queued = false;             // uring: listed in to_send_ for this turn
 };
 
@@ -194,6 +193,11 @@ class load_client {
 
   int run() {
     connect_all();
+    if (o_.engine == engine_kind::uring) {
+      setup_ring();
+    } else {
+      setup_epoll();
+    }
     std::int64_t start = now_ns();
     measure_from_ = start + static_cast<std::int64_t>(o_.warmup * 1e9);
     std::int64_t end = measure_from_ + static_cast<std::int64_t>(o_.seconds * 1e9);
@@ -286,7 +290,7 @@ class load_client {
 
   // --- epoll engine ------------------------------------------------------------------------
 
-  void run_epoll(std::int64_t start, std::int64_t end) {
+  void setup_epoll() {
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epfd_ < 0) die(std::string("epoll_create1: ") + std::strerror(errno));
     for (std::size_t i = 0; i < conns_.size(); ++i) {
@@ -298,6 +302,9 @@ class load_client {
         die(std::string("epoll_ctl: ") + std::strerror(errno));
       }
     }
+  }
+
+  void run_epoll(std::int64_t start, std::int64_t end) {
     for (auto& c : conns_) {
       top_up(c, start);
       send_pending(c);
@@ -360,7 +367,6 @@ class load_client {
   enum op_type : std::uint64_t { op_recv = 0, op_send = 1 };  // user_data: index << 1 | type
 
   void run_uring(std::int64_t start, std::int64_t end) {
-    setup_ring();
     for (auto& c : conns_) {
       arm_recv(c);
       top_up(c, start);
@@ -448,7 +454,6 @@ class load_client {
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = buffer_group;
     ::io_uring_sqe_set_data64(sqe, tag(c, op_recv));
-    c.recv_armed = true;
   }
 
   /// Lists the connection for this turn's sends (one per connection, prepared at the end of
@@ -499,7 +504,6 @@ class load_client {
       recycle(static_cast<unsigned short>(cqe.flags >> IORING_CQE_BUFFER_SHIFT));
     }
     if (cqe.flags & IORING_CQE_F_MORE) return;
-    c.recv_armed = false;
     if (cqe.res == 0) die(name(c) + " closed by the server");
     if (cqe.res < 0 && cqe.res != -ENOBUFS) {
       die("recv on " + name(c) + ": " + std::strerror(-cqe.res));
