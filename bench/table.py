@@ -426,6 +426,7 @@ def echo_plan(args, names, targets):
                 for m in ("raw", "line")]
         grid += [Workload(n, 64, "line", 16) for n in (64, 1000)]
         corio_only = []
+    grid = list(dict.fromkeys(grid))  # --depth 16 makes the pipelined workloads twice
     plan = []
     for w in grid + corio_only:
         first = [n for n in ROUND_ORDER if n in names
