@@ -1,25 +1,34 @@
 #!/usr/bin/python3
-"""bench/table.py [--quick] [--depth D] [--seconds T] [--servers a,b] -- the benchmark table.
+"""bench/table.py [--quick] [--pairs N] [--seconds T] [--servers a,b] -- the benchmark tables.
 
 Builds nothing: uses the executables in build/release/bench/ (bench/run.sh builds them).
 1. Runs loop_bench (post/timer/ping-pong) if it was built.
-2. For every echo workload (connections x message size x raw/line) and every echo server
-   that was built (corio on io_uring, corio on epoll, and the peers uring_echo, epoll_echo,
-   asio_echo), starts the server on a free port pinned to one CPU, waits for its
-   "listening on" line, runs echo_load pinned to another CPU, then stops the server with
-   SIGTERM and collects:
+2. Echo: for every workload (connections x message size x raw/line x depth) and every echo
+   server that is available (corio on io_uring and on epoll; the peers uring_echo and
+   epoll_echo in C, asio_echo on Asio's epoll and io_uring backends, tornado_echo.py), starts
+   the server on a free port pinned to one CPU, waits for its "listening on" line, runs
+   echo_load (io_uring engine unless --engine says otherwise) pinned to another CPU, stops
+   the server with SIGTERM and collects:
      msgs/s, p50/p99 latency       from echo_load
      server CPU us per message     from /proc/PID/task/*/schedstat (time on CPU, all threads)
-     syscalls per message          from corio's loop stats (--stats-file), corio servers only
+     syscalls, sends per message   from corio's loop stats (--stats-file), corio servers only
    Per-message figures divide by every message echoed during the load run (warm-up included),
    matching the CPU and syscalls counted over the whole run.
-3. For every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
+   The workloads that carry a target (TARGETS below) run in --pairs rounds: every round runs
+   each server involved once, in an order that reverses from one round to the next, so the
+   two sides of a target alternate (A B, B A, A B ...) and each round gives one paired ratio.
+   The targets table shows the median and the range of those ratios, which drift between
+   runs far less than msgs/s does.
+3. perf cross-check: when `perf stat -e raw_syscalls:sys_enter` works, one more run per corio
+   backend counts the server's system calls with perf, printed beside loop_stats' count.
+4. HTTP: for every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
    (corio_http_hello on io_uring and on epoll, and nginx with one worker answering
    `return 200 "Hello, World!"` when nginx is installed), starts the server pinned to one CPU
    and runs `wrk --latency` (one thread) pinned to another against GET /, and collects
    requests/s and p99 latency from wrk, server CPU us per request (schedstat, the whole
    process tree) and, for corio, syscalls per request from its --stats-file.
-4. Prints markdown tables on stdout; progress goes to stderr.
+5. TLS echo beside plaintext (corio_echo, tls_load).
+Prints markdown tables on stdout; progress goes to stderr.
 
 Everything is bounded in time, and every server is killed at the end, even on errors.
 """
@@ -27,22 +36,48 @@ import argparse
 import os
 import selectors
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "release", "bench")
+PEERS = os.path.join(ROOT, "bench", "peers")
+PYTHON = "/usr/bin/python3"  # Debian's, where python3-tornado is installed
 
-# name -> (executable, extra args, reports corio loop stats)
+# name -> (executable, extra args, reports corio loop stats); a *.py executable is a script in
+# bench/peers run by PYTHON, the others are built in BIN.
 SERVERS = [
     ("corio io_uring", "corio_echo", ["--backend", "io_uring"], True),
     ("corio epoll", "corio_echo", ["--backend", "epoll"], True),
     ("uring_echo (C)", "peer_uring_echo", [], False),
     ("epoll_echo (C)", "peer_epoll_echo", [], False),
-    ("asio", "peer_asio_echo", [], False),
+    ("asio (io_uring)", "peer_asio_uring_echo", [], False),
+    ("asio (epoll)", "peer_asio_echo", [], False),
+    ("tornado", "tornado_echo.py", [], False),
 ]
+
+
+def server_command(exe):
+    """argv prefix that runs an echo server's executable."""
+    if exe.endswith(".py"):
+        return [PYTHON, os.path.join(PEERS, exe)]
+    return [os.path.join(BIN, exe)]
+
+
+def server_missing(exe):
+    """Why a server cannot run here, or None when it can."""
+    if exe.endswith(".py"):
+        probe = subprocess.run([PYTHON, "-c", "import tornado"], capture_output=True)
+        if probe.returncode != 0:
+            return f"{PYTHON} cannot import tornado (Debian: python3-tornado)"
+        return None
+    if not os.access(os.path.join(BIN, exe), os.X_OK):
+        return f"{exe} not built"
+    return None
 
 running = []  # servers to kill whatever happens
 
@@ -147,12 +182,100 @@ def parse_result(output):
     return None
 
 
-def run_one(server, workload, args, server_cpu, load_cpu):
+
+def read_stats(path):
+    """corio's --stats-file: "name value" lines."""
+    stats = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(" ")
+            if value.strip():
+                stats[key] = int(value)
+    return stats
+
+
+# --- perf: the kernel's own count of the server's system calls -----------------------------
+
+PERF = "/usr/bin/perf"
+PERF_EVENT = "raw_syscalls:sys_enter"
+
+
+def perf_usable():
+    """None when `perf stat -e raw_syscalls:sys_enter` works here, else why not."""
+    if not os.access(PERF, os.X_OK):
+        return "perf not installed (Debian: linux-perf)"
+    try:
+        done = subprocess.run([PERF, "stat", "-x,", "-e", PERF_EVENT, "--", "true"],
+                              capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"perf failed: {e}"
+    if done.returncode != 0 or "<not" in done.stderr:
+        return f"perf stat -e {PERF_EVENT} failed: {done.stderr.strip()[-200:]!r}"
+    return None
+
+
+def perf_attach(pid, out_path, timeout=5.0):
+    """Starts `perf stat -p pid`; returns once perf has opened its counter (or None)."""
+    proc = subprocess.Popen([PERF, "stat", "-x,", "-e", PERF_EVENT, "-o", out_path,
+                             "-p", str(pid)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running.append(proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        # perf_event_open's fds show up as anon_inode:[perf_event] links.
+        try:
+            fd_dir = f"/proc/{proc.pid}/fd"
+            if any("perf_event" in os.readlink(os.path.join(fd_dir, fd))
+                   for fd in os.listdir(fd_dir)):
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.01)
+    stop(proc, grace=0.5)
+    return None
+
+
+def perf_finish(proc, out_path):
+    """Stops perf stat (SIGINT makes it print) and returns its count, or None."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    if proc in running:
+        running.remove(proc)
+    try:
+        with open(out_path) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) > 2 and fields[2] == PERF_EVENT:
+                    return int(fields[0]) if fields[0].isdigit() else None
+    except OSError:
+        pass
+    return None
+
+
+# --- echo: workloads, runs, rounds ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workload:
+    conns: int
+    size: int
+    mode: str  # raw | line
+    depth: int
+
+    def label(self):
+        return f"{self.mode} {self.conns}c x {self.size}B d{self.depth}"
+
+
+def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False):
+    """One echo run: starts the server, runs echo_load against it; returns a row (dict)."""
     name, exe, extra, has_stats = server
-    conns, size, mode = workload
-    row = {"workload": f"{mode} {conns}c x {size}B d{args.depth}", "server": name}
-    stats_path = None
-    argv = [os.path.join(BIN, exe), *extra, "--port", "0", "--mode", mode]
+    row = {"workload": workload.label(), "server": name}
+    stats_path = perf_out = None
+    argv = [*server_command(exe), *extra, "--port", "0", "--mode", workload.mode]
     if has_stats:
         fd, stats_path = tempfile.mkstemp(prefix="corio_stats_")
         os.close(fd)
@@ -160,9 +283,15 @@ def run_one(server, workload, args, server_cpu, load_cpu):
     try:
         proc, port = start_server(argv, server_cpu)
         try:
-            load = [os.path.join(BIN, "echo_load"), "--port", str(port), "--conns", str(conns),
-                    "--depth", str(args.depth), "--size", str(size), "--seconds",
-                    str(args.seconds), "--warmup", str(args.warmup), "--mode", mode]
+            perf = None
+            if with_perf:
+                fd, perf_out = tempfile.mkstemp(prefix="corio_perf_")
+                os.close(fd)
+                perf = perf_attach(proc.pid, perf_out)
+            load = [os.path.join(BIN, "echo_load"), "--engine", args.engine, "--port", str(port),
+                    "--conns", str(workload.conns), "--depth", str(workload.depth),
+                    "--size", str(workload.size), "--seconds", str(args.seconds),
+                    "--warmup", str(args.warmup), "--mode", workload.mode]
             cpu_before = cpu_ns(proc.pid)
             try:
                 done = subprocess.run(load, capture_output=True, text=True,
@@ -172,6 +301,8 @@ def run_one(server, workload, args, server_cpu, load_cpu):
                 row["error"] = "echo_load timed out"
                 return row
             cpu_after = cpu_ns(proc.pid)
+            if perf is not None:
+                row["perf_syscalls"] = perf_finish(perf, perf_out)
             if proc.poll() is not None:
                 row["error"] = f"server exited with status {proc.returncode}"
                 return row
@@ -186,40 +317,333 @@ def run_one(server, workload, args, server_cpu, load_cpu):
         if cpu_before is not None and cpu_after is not None:
             row["cpu_us_per_msg"] = (cpu_after - cpu_before) / 1000.0 / total
         if stats_path:
-            stats = {}
-            with open(stats_path) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if value.strip():
-                        stats[key] = int(value)
+            stats = read_stats(stats_path)
             if "syscalls" in stats:
                 row["syscalls_per_msg"] = stats["syscalls"] / total
+            if "ops_sendmsg" in stats:
+                row["sends_per_msg"] = (stats["ops_sendmsg"] + stats.get("ops_send", 0)) / total
+        if row.get("perf_syscalls") is not None:
+            row["perf_syscalls_per_msg"] = row["perf_syscalls"] / total
         return row
     except (RuntimeError, OSError, ValueError) as e:
         row["error"] = str(e)
         return row
     finally:
-        if stats_path:
-            try:
-                os.unlink(stats_path)
-            except OSError:
-                pass
+        for path in (stats_path, perf_out):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def log_row(row, rnd=None):
+    where = f"{row['workload']:<22} {row['server']:<16}" + ("" if rnd is None else f" #{rnd}")
+    if "error" in row:
+        log(f"{where} ERROR {row['error']}")
+        return
+    extra = ""
+    if row.get("perf_syscalls_per_msg") is not None:
+        extra = (f"  syscalls/msg loop_stats {row.get('syscalls_per_msg', 0):.3f} "
+                 f"perf {row['perf_syscalls_per_msg']:.3f}")
+    log(f"{where} {row['msgs_per_s']:>11,.0f} msgs/s"
+        f"  CPU {row.get('cpu_us_per_msg', 0):6.2f} µs/msg  p50 {row['p50_us']:.0f} µs  p99 {row['p99_us']:.0f} µs"
+        f"  load CPU {row['load_cpu_pct']:.0f}%{extra}")
+
+
+# --- targets: paired ratios and counts -----------------------------------------------------
+
+CORIO_URING, CORIO_EPOLL = "corio io_uring", "corio epoll"
+C_URING, C_EPOLL = "uring_echo (C)", "epoll_echo (C)"
+ASIO_URING, ASIO_EPOLL = "asio (io_uring)", "asio (epoll)"
+TORNADO = "tornado"
+
+# The order servers run in within a round (reversed every other round): each corio server
+# sits next to the peers it is compared with.
+ROUND_ORDER = [C_URING, CORIO_URING, ASIO_URING, ASIO_EPOLL, CORIO_EPOLL, C_EPOLL, TORNADO]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """metric(a) / metric(b), one ratio per round in which both ran."""
+    a: str
+    b: str
+    workloads: tuple  # of Workload; empty: every workload (aggregated, see target_rows)
+    metric: str  # "cpu" (server CPU µs/msg) or "rate" (msgs/s)
+    goal: str  # "<=" or ">="
+    limit: float
+
+
+@dataclass(frozen=True)
+class Count:
+    """A per-message count of one server, one value per run."""
+    server: str
+    workloads: tuple
+    metric: str  # "syscalls" or "sends"
+    limit: float  # at most
+
+
+def make_targets(depth):
+    """The targets of issue #7: 64 B raw echo at 64 and 1000 connections unless noted."""
+    raw64 = tuple(Workload(n, 64, "raw", depth) for n in (64, 1000))
+    line4k = tuple(Workload(n, 4096, "line", depth) for n in (64, 1000))
+    piped = tuple(Workload(n, 64, "line", 16) for n in (64, 1000))
+    raw64_1c = (Workload(1, 64, "raw", depth),)
+    return [
+        Ratio(CORIO_URING, C_URING, raw64, "cpu", "<=", 1.1),
+        Ratio(CORIO_EPOLL, C_EPOLL, raw64, "cpu", "<=", 1.1),
+        Ratio(CORIO_URING, CORIO_EPOLL, raw64, "cpu", "<=", 0.9),
+        Ratio(CORIO_URING, ASIO_URING, raw64, "cpu", "<=", 0.9),
+        Ratio(CORIO_EPOLL, ASIO_EPOLL, raw64, "cpu", "<=", 0.9),
+        Ratio(CORIO_URING, ASIO_URING, line4k, "cpu", "<=", 0.4),
+        Ratio(CORIO_EPOLL, ASIO_EPOLL, line4k, "cpu", "<=", 0.4),
+        Ratio(CORIO_URING, ASIO_URING, piped, "rate", ">=", 10.0),
+        Ratio(CORIO_EPOLL, ASIO_EPOLL, piped, "rate", ">=", 10.0),
+        Ratio(CORIO_URING, TORNADO, (), "rate", ">=", 4.0),
+        Ratio(CORIO_EPOLL, TORNADO, (), "rate", ">=", 4.0),
+        Count(CORIO_URING, raw64, "syscalls", 0.06),
+        Count(CORIO_URING, raw64_1c, "syscalls", 2.0),
+        Count(CORIO_EPOLL, raw64_1c + raw64, "syscalls", 2.05),
+        Count(CORIO_URING, piped, "sends", 0.1),
+        Count(CORIO_EPOLL, piped, "sends", 0.1),
+    ]
+
+
+def echo_plan(args, names, targets):
+    """[(workload, rounds, servers of round 0, servers of later rounds)].
+
+    Round 0 runs every server (it fills the echo table); the workloads a paired target names
+    run args.pairs rounds, the later ones with only the servers that targets compare there.
+    Tornado runs once per workload: it is slow, and 4x is far from the noise."""
+    d = args.depth
+    if args.quick:
+        # 64 connections only; 1 connection on corio alone, for its syscall count.
+        grid = [Workload(64, 64, "raw", d), Workload(64, 4096, "line", d),
+                Workload(64, 64, "line", 16)]
+        corio_only = [Workload(1, 64, "raw", d)]
+    else:
+        grid = [Workload(n, s, m, d) for n in (1, 64, 1000) for s in (64, 4096)
+                for m in ("raw", "line")]
+        grid += [Workload(n, 64, "line", 16) for n in (64, 1000)]
+        corio_only = []
+    grid = list(dict.fromkeys(grid))  # --depth 16 makes the pipelined workloads twice
+    plan = []
+    for w in grid + corio_only:
+        first = [n for n in ROUND_ORDER if n in names
+                 and (w not in corio_only or n in (CORIO_URING, CORIO_EPOLL))]
+        paired = set()
+        for t in targets:
+            if isinstance(t, Ratio) and w in t.workloads:
+                paired |= {t.a, t.b}
+            elif isinstance(t, Count) and w in t.workloads:
+                paired.add(t.server)
+        later = [n for n in first if n in paired and n != TORNADO]
+        rounds = args.pairs if any(isinstance(t, Ratio) and w in t.workloads
+                                   for t in targets) else 1
+        plan.append((w, rounds, first, later))
+    return plan
+
+
+def run_echo(args, servers, targets, server_cpu, load_cpu):
+    """Runs the plan; returns {(workload, server): [(round, row)]}."""
+    by_name = {s[0]: s for s in servers}
+    runs = {}
+    for w, rounds, first, later in echo_plan(args, set(by_name), targets):
+        for rnd in range(rounds):
+            order = first if rnd == 0 else later
+            for name in (order if rnd % 2 == 0 else order[::-1]):
+                row = run_one(by_name[name], w, args, server_cpu, load_cpu)
+                runs.setdefault((w, name), []).append((rnd, row))
+                log_row(row, rnd if rounds > 1 else None)
+    return runs
+
+
+def run_perf_check(args, servers, server_cpu, load_cpu):
+    """One run per corio backend with perf counting the server's syscalls; returns rows."""
+    why = perf_usable()
+    if why:
+        log(f"perf cross-check skipped: {why}")
+        return []
+    w = Workload(64, 64, "raw", args.depth)
+    rows = []
+    for server in servers:
+        if server[0] in (CORIO_URING, CORIO_EPOLL):
+            row = run_one(server, w, args, server_cpu, load_cpu, with_perf=True)
+            log_row(row, "perf")
+            rows.append(row)
+    return rows
+
+
+def good(rows):
+    return [r for r in rows if "error" not in r]
+
+
+def median_of(rows, key):
+    values = [r[key] for r in good(rows) if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def paired_ratios(runs, t, w):
+    """The ratios metric(a)/metric(b) of the rounds in which both a and b ran without error."""
+    key = "cpu_us_per_msg" if t.metric == "cpu" else "msgs_per_s"
+    a = {rnd: r for rnd, r in runs.get((w, t.a), []) if "error" not in r and r.get(key)}
+    b = {rnd: r for rnd, r in runs.get((w, t.b), []) if "error" not in r and r.get(key)}
+    return [a[rnd][key] / b[rnd][key] for rnd in sorted(a.keys() & b.keys())]
+
+
+def meets(value, goal, limit):
+    return value <= limit if goal == "<=" else value >= limit
+
+
+METRIC_NAMES = {"cpu": "CPU/msg", "rate": "msgs/s", "syscalls": "syscalls/msg",
+                "sends": "sends/msg"}
+
+
+def target_rows(runs, targets):
+    """Rows of the targets table, as dicts: what, workload, goal, limit, values, met."""
+    workloads = [w for w, _ in runs]
+    out = []
+    for t in targets:
+        if isinstance(t, Ratio):
+            what = f"{t.a} / {t.b} {METRIC_NAMES[t.metric]}"
+        else:
+            what = f"{t.server} {METRIC_NAMES[t.metric]}"
+        goal = getattr(t, "goal", "<=")
+        if isinstance(t, Ratio) and not t.workloads:
+            # One pair per workload; the target holds everywhere, so the worst one decides.
+            per = [(w, paired_ratios(runs, t, w)) for w in dict.fromkeys(workloads)]
+            per = [(w, r[0]) for w, r in per if r]
+            if not per:
+                continue
+            pick = min if goal == ">=" else max
+            worst_w, worst = pick(per, key=lambda p: p[1])
+            out.append({"what": what, "goal": goal, "limit": t.limit,
+                        "workload": f"all {len(per)} workloads (worst: {worst_w.label()})",
+                        "values": [v for _, v in per], "met": meets(worst, goal, t.limit)})
+            continue
+        for w in t.workloads:
+            if isinstance(t, Ratio):
+                ran = (w, t.a) in runs and (w, t.b) in runs
+                values = paired_ratios(runs, t, w)
+            else:
+                ran = (w, t.server) in runs
+                key = f"{t.metric}_per_msg"
+                values = [r[key] for _, r in runs.get((w, t.server), [])
+                          if "error" not in r and r.get(key) is not None]
+            if not ran:
+                continue  # a workload or server this run left out (--quick, --servers)
+            met = meets(statistics.median(values), goal, t.limit) if values else None
+            out.append({"what": what, "goal": goal, "limit": t.limit, "workload": w.label(),
+                        "values": values, "met": met})
+    return out
 
 
 def fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
 
-def print_table(rows):
-    print("| workload | server | msgs/s | p50 µs | p99 µs | server CPU µs/msg | syscalls/msg |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['workload']} | {r['server']} | error: {r['error'].splitlines()[-1]} | | | | |")
-            continue
-        print(f"| {r['workload']} | {r['server']} | {fmt(r.get('msgs_per_s'), ',.0f')} "
-              f"| {fmt(r.get('p50_us'), '.0f')} | {fmt(r.get('p99_us'), '.0f')} "
-              f"| {fmt(r.get('cpu_us_per_msg'), '.2f')} | {fmt(r.get('syscalls_per_msg'), '.3f')} |")
+def short_rate(rate):
+    if rate is None:
+        return "—"
+    return f"{rate / 1e3:,.0f}k" if rate >= 1e4 else f"{rate / 1e3:.1f}k"
+
+
+def print_echo_tables(args, runs, targets, perf_rows, servers):
+    names = [s[0] for s in servers]
+    workloads = []
+    for w, _ in runs:
+        if w not in workloads:
+            workloads.append(w)
+    engine = "io_uring" if args.engine == "uring" else "epoll"
+    print()
+    runs_note = ("one run each" if args.pairs == 1 else
+                 f"median of {args.pairs} runs on the workloads a target pairs, else one run")
+    print(f"Echo servers, loopback, server and echo_load ({engine} engine) pinned to different "
+          f"CPUs, {args.seconds:g} s per run (+{args.warmup:g} s warm-up). Each cell: msgs/s "
+          f"/ server CPU µs per message ({runs_note}):")
+    print()
+    print("| workload | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for w in workloads:
+        cells = []
+        for name in names:
+            rows = [r for _, r in runs.get((w, name), [])]
+            if not rows:
+                cells.append("")
+            elif not good(rows):
+                cells.append("error")
+            else:
+                cells.append(f"{short_rate(median_of(rows, 'msgs_per_s'))} / "
+                             f"{fmt(median_of(rows, 'cpu_us_per_msg'), '.2f')}")
+        print(f"| {w.label()} | " + " | ".join(cells) + " |")
+
+    rows = target_rows(runs, targets)
+    if rows:
+        print()
+        print("Targets. \"A / B\" rows are paired ratios: in every round A and B run back to "
+              "back, in an order that alternates from round to round; n = pairs, met = the "
+              "median meets the goal (Tornado: one pair per workload, the worst workload "
+              "decides). Count rows: one value per run of that server.")
+        if args.quick:
+            print("--quick: 64 connections only (the full run adds 1000) and, unless --pairs "
+                  "says otherwise, one round.")
+        print()
+        print("| target | workload | goal | n | median | range | met? |")
+        print("|---|---|---|---:|---:|---:|---|")
+        for r in rows:
+            head = f"| {r['what']} | {r['workload']} | {r['goal']} {r['limit']:g} "
+            values = r["values"]
+            if not values:
+                print(head + "| 0 | — | — | no data (a run failed) |")
+                continue
+            digits = ".2f" if r["what"].endswith(("CPU/msg", "msgs/s")) else ".3f"
+            lo, hi = min(values), max(values)
+            verdict = "met" if r["met"] else "**missed**"
+            if meets(lo, r["goal"], r["limit"]) != meets(hi, r["goal"], r["limit"]):
+                verdict += " (range crosses the goal)"
+            print(head + f"| {len(values)} | {statistics.median(values):{digits}} "
+                  f"| {lo:{digits}}–{hi:{digits}} | {verdict} |")
+
+    if perf_rows:
+        print()
+        print("System calls per message, corio's loop_stats beside the kernel's count "
+              f"(perf stat -e {PERF_EVENT} -p PID, same run; perf also counts setup and "
+              "close calls that loop_stats leaves out):")
+        print()
+        print("| workload | server | loop_stats syscalls/msg | perf syscalls/msg |")
+        print("|---|---|---:|---:|")
+        for r in perf_rows:
+            if "error" in r:
+                print(f"| {r['workload']} | {r['server']} | error: "
+                      f"{r['error'].splitlines()[-1]} | |")
+            else:
+                print(f"| {r['workload']} | {r['server']} | "
+                      f"{fmt(r.get('syscalls_per_msg'), '.4f')} | "
+                      f"{fmt(r.get('perf_syscalls_per_msg'), '.4f')} |")
+
+    print()
+    print("Echo details (medians over each workload's runs; syscalls and sends per message "
+          "from corio's loop_stats):")
+    print()
+    print("| workload | server | runs | msgs/s | p50 µs | p99 µs | server CPU µs/msg "
+          "| syscalls/msg | sends/msg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        for name in names:
+            rows = [r for _, r in runs.get((w, name), [])]
+            if not rows:
+                continue
+            if not good(rows):
+                print(f"| {w.label()} | {name} | {len(rows)} | error: "
+                      f"{rows[-1]['error'].splitlines()[-1]} | | | | | |")
+                continue
+            print(f"| {w.label()} | {name} | {len(good(rows))} "
+                  f"| {fmt(median_of(rows, 'msgs_per_s'), ',.0f')} "
+                  f"| {fmt(median_of(rows, 'p50_us'), '.0f')} "
+                  f"| {fmt(median_of(rows, 'p99_us'), '.0f')} "
+                  f"| {fmt(median_of(rows, 'cpu_us_per_msg'), '.2f')} "
+                  f"| {fmt(median_of(rows, 'syscalls_per_msg'), '.3f')} "
+                  f"| {fmt(median_of(rows, 'sends_per_msg'), '.3f')} |")
     sys.stdout.flush()
 
 
@@ -569,15 +993,21 @@ def run_tls(args, server_cpu, load_cpu):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="echo: 64 connections x 64 B, both modes; HTTP: 64 connections; "
+                        help="echo: 64 connections, one round; HTTP: 64 connections; "
                         "1 s runs (under a minute)")
-    parser.add_argument("--depth", type=int, default=8, help="messages in flight per connection")
-    parser.add_argument("--seconds", type=float, help="measured seconds per run (5, quick: 2)")
+    parser.add_argument("--depth", type=int, default=8,
+                        help="messages in flight per connection (the pipelined workloads use 16)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per run (5, quick: 1)")
     parser.add_argument("--warmup", type=float, default=0.25, help="warm-up seconds per run")
+    parser.add_argument("--pairs", type=int,
+                        help="rounds for the workloads with a paired target (3, quick: 1)")
+    parser.add_argument("--engine", choices=("auto", "uring", "epoll"), default="auto",
+                        help="echo_load's engine (auto: io_uring where the kernel has it)")
     parser.add_argument("--servers", help="comma-separated subset of: " +
                         ", ".join(s[0] for s in SERVERS))
     parser.add_argument("--no-loop-bench", action="store_true", help="skip loop_bench")
-    parser.add_argument("--no-echo", action="store_true", help="skip the echo table")
+    parser.add_argument("--no-echo", action="store_true", help="skip the echo tables")
+    parser.add_argument("--no-perf", action="store_true", help="skip the perf cross-check")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP table")
     parser.add_argument("--no-tls", action="store_true", help="skip the TLS echo table")
     args = parser.parse_args()
@@ -585,49 +1015,49 @@ def main():
         args.seconds = 1.0 if args.quick else 5.0  # --quick must finish within a minute
     if args.quick and args.warmup == 0.25:
         args.warmup = 0.15
+    if args.pairs is None:
+        args.pairs = 1 if args.quick else 3
+    args.pairs = max(1, args.pairs)
 
-    if not os.access(os.path.join(BIN, "echo_load"), os.X_OK):
-        sys.exit(f"table.py: {BIN}/echo_load not found; build first (bench/run.sh)")
-    servers = [s for s in SERVERS if os.access(os.path.join(BIN, s[1]), os.X_OK)]
+    echo_load = os.path.join(BIN, "echo_load")
+    if not os.access(echo_load, os.X_OK):
+        sys.exit(f"table.py: {echo_load} not found; build first (bench/run.sh)")
+    # Resolve "auto" once, so that every run uses the engine the header names.
+    probe = subprocess.run([echo_load, "--engine", args.engine, "--print-engine"],
+                           capture_output=True, text=True, timeout=10)
+    if probe.returncode != 0 or probe.stdout.strip() not in ("uring", "epoll"):
+        sys.exit(f"table.py: echo_load --print-engine failed: {probe.stderr.strip()}")
+    args.engine = probe.stdout.strip()
+
+    servers = []
     for s in SERVERS:
-        if s not in servers:
-            log(f"{s[0]}: {s[1]} not built; skipped")
+        why = server_missing(s[1])
+        if why:
+            log(f"{s[0]}: {why}; skipped")
+        else:
+            servers.append(s)
     if args.servers:
         wanted = {w.strip() for w in args.servers.split(",")}
         servers = [s for s in servers if s[0] in wanted or s[1] in wanted]
 
-    if args.quick:
-        workloads = [(64, 64, mode) for mode in ("raw", "line")]
-    else:
-        workloads = [(n, s, mode) for n in (1, 64, 1000) for s in (64, 4096)
-                     for mode in ("raw", "line")]
     server_cpu, load_cpu = cpus()
-    log(f"server on CPU {server_cpu}, echo_load/wrk on CPU {load_cpu}; depth {args.depth}, "
-        f"{args.seconds} s (+{args.warmup} s warm-up) per run")
+    log(f"server on CPU {server_cpu}, echo_load/wrk on CPU {load_cpu}; echo_load engine "
+        f"{args.engine}; {args.seconds} s (+{args.warmup} s warm-up) per run; "
+        f"{args.pairs} round(s) for paired targets")
 
     if not args.no_loop_bench:
         run_loop_bench(args.quick)
 
-    rows = []
-    for workload in ([] if args.no_echo else workloads):
-        for server in servers:
-            row = run_one(server, workload, args, server_cpu, load_cpu)
-            rows.append(row)
-            if "error" in row:
-                log(f"{row['workload']:<24} {row['server']:<16} ERROR {row['error']}")
-            else:
-                log(f"{row['workload']:<24} {row['server']:<16} {row['msgs_per_s']:>12,.0f} msgs/s "
-                    f"{row['mb_per_s']:>8.1f} MB/s  p50 {row['p50_us']:.0f} µs  "
-                    f"p99 {row['p99_us']:.0f} µs  load CPU {row['load_cpu_pct']:.0f}%")
-    if rows:
-        print()
-        print(f"Echo servers, loopback, server and echo_load pinned to different CPUs, "
-              f"{args.depth} messages in flight per connection, {args.seconds:g} s per run:")
-        print()
-        print_table(rows)
+    echo_rows = []
+    if not args.no_echo and servers:
+        targets = make_targets(args.depth)
+        runs = run_echo(args, servers, targets, server_cpu, load_cpu)
+        perf_rows = [] if args.no_perf else run_perf_check(args, servers, server_cpu, load_cpu)
+        print_echo_tables(args, runs, targets, perf_rows, servers)
+        echo_rows = [r for rows in runs.values() for _, r in rows] + perf_rows
     http_rows = [] if args.no_http else run_http(args, server_cpu, load_cpu)
     tls_rows = [] if args.no_tls else run_tls(args, server_cpu, load_cpu)
-    return 1 if any("error" in r for r in rows + http_rows + tls_rows) else 0
+    return 1 if any("error" in r for r in echo_rows + http_rows + tls_rows) else 0
 
 
 if __name__ == "__main__":

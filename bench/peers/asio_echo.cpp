@@ -5,6 +5,9 @@
 // raw: async_read_some, then async_write of what arrived. line: async_read_until "\r\n", then
 // async_write of that line, awaited before the next read: the way most Asio code is written,
 // so every pipelined line costs its own send. One thread, one io_context.
+// Built twice: peer_asio_echo (Asio's default reactor, epoll) and peer_asio_uring_echo
+// (-DASIO_HAS_IO_URING -DASIO_DISABLE_EPOLL, linked with liburing: every socket operation goes
+// through io_uring).
 // Prints "listening on 127.0.0.1:N" when ready. Exits on SIGINT/SIGTERM (default action).
 #include <asio.hpp>
 #include <cstdio>

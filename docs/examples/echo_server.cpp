@@ -6,9 +6,9 @@
 // raw mode echoes whatever arrives; line mode answers every "\r\n"-terminated line with the
 // same line. Once it listens it prints one line, "listening on 127.0.0.1:N". SIGINT or
 // SIGTERM stops it; it then prints the loop's counters ("stats: syscalls=... ") and, with
-// --stats-file, writes them to PATH as "name value" lines (bench/table.py reads them to
-// compute system calls per message). With --tls-cert and --tls-key it serves the same modes
-// over TLS. The benchmarks build this file as `corio_echo`.
+// --stats-file, writes them to PATH as "name value" lines, operations by kind included
+// (bench/table.py reads them to compute system calls and sends per message). With --tls-cert and
+// --tls-key it serves the same modes over TLS. The benchmarks build this file as `corio_echo`.
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -125,6 +125,12 @@ void report(const corio::loop_stats& stats, const std::string& stats_file) {
                  static_cast<unsigned long long>(stats.iterations),
                  static_cast<unsigned long long>(stats.submissions),
                  static_cast<unsigned long long>(stats.waits));
+    // Operations by kind ("ops_sendmsg 1234"): bench/table.py counts sends per message.
+    for (std::size_t kind = 0; kind < stats.ops_by_kind.size(); ++kind) {
+      std::fprintf(f, "ops_%s %llu\n",
+                   corio::detail::op_kind_name(static_cast<corio::detail::op_kind>(kind)),
+                   static_cast<unsigned long long>(stats.ops_by_kind[kind]));
+    }
     std::fclose(f);
   } else {
     std::fprintf(stderr, "echo_server: cannot write %s: %s\n", stats_file.c_str(),
