@@ -32,6 +32,13 @@ bool waits_for_input(const io_op& op) {
 /// The ops waiting on one fd, in submission order, per direction.
 struct fd_waiters {
   bool registered = false;
+  // A receive returned less than it asked for (or EAGAIN): the socket or pipe is drained, and
+  // with edge-triggered epoll the next arrival raises a new edge. Until it does, a new
+  // receive waits without trying the syscall that would only say EAGAIN.
+  bool input_drained = false;
+  // The peer hung up or the socket failed: no edge will follow, so every receive must try
+  // its syscall (it returns the EOF or the error).
+  bool input_final = false;
   io_op* input_head = nullptr;
   io_op* output_head = nullptr;
 };
@@ -90,6 +97,11 @@ class epoll_backend final : public backend_base {
     if (op.kind == op_kind::cancel) {
       op.result = 0;
       completed_.push_back(&op);
+      return;
+    }
+    if (known_drained(op)) {
+      if (op.sink != nullptr) op.sink->idle();
+      append(waiters_[op.fd].input_head, op);
       return;
     }
     if (attempt(op)) {
@@ -226,8 +238,10 @@ class epoll_backend final : public backend_base {
                                      : ::read(op.fd, space.data(), space.size());
         if (r > 0) {
           op.sink->commit(static_cast<std::size_t>(r));
+          if (static_cast<std::size_t>(r) < space.size()) note_drained(op);
         } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
           int saved = errno;
+          note_drained(op);
           op.sink->idle();  // waiting for readiness: the buffer need not stay with the stream
           errno = saved;
         }
@@ -312,10 +326,29 @@ class epoll_backend final : public backend_base {
     append(waits_for_input(op) ? w.input_head : w.output_head, op);
   }
 
+  /// True when a plain receive on op's fd would only say EAGAIN (see fd_waiters).
+  bool known_drained(const io_op& op) const {
+    if ((op.kind != op_kind::recv && op.kind != op_kind::read) || op.flags != 0) return false;
+    auto it = waiters_.find(op.fd);
+    return it != waiters_.end() && it->second.registered && it->second.input_drained;
+  }
+
+  void note_drained(const io_op& op) {
+    if (op.flags != 0) return;  // MSG_PEEK and friends say nothing about what is queued
+    auto it = waiters_.find(op.fd);
+    if (it != waiters_.end() && it->second.registered && !it->second.input_final) {
+      it->second.input_drained = true;
+    }
+  }
+
   void on_readiness(int fd, std::uint32_t events) {
     auto it = waiters_.find(fd);
     if (it == waiters_.end()) return;
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) retry(it->second.input_head);
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      it->second.input_drained = false;
+      if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) it->second.input_final = true;
+      retry(it->second.input_head);
+    }
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) retry(it->second.output_head);
   }
 
