@@ -55,6 +55,16 @@ struct loop_stats {
   std::uint64_t completions = 0;   ///< operation completions delivered
   std::uint64_t posts = 0;         ///< callbacks posted with post()
   std::uint64_t timers_fired = 0;  ///< timers that ran
+  /// io_uring: times an SQE was wanted while the submission queue was full, so the queue was
+  /// handed to the kernel first (C3: bursts larger than loop_options::queue_depth).
+  std::uint64_t sq_full = 0;
+  /// io_uring: times the kernel held completions in its overflow backlog (the completion
+  /// queue was full: IORING_SQ_CQ_OVERFLOW seen, or a submission refused with EBUSY); they
+  /// were reaped and delivered (C2).
+  std::uint64_t cq_backlog = 0;
+  /// io_uring: completions the kernel dropped (its koverflow counter). Must stay 0: a dropped
+  /// completion is an operation that never finishes.
+  std::uint64_t cq_overflow = 0;
   std::array<std::uint64_t, detail::op_kind_count> ops_by_kind{};  ///< submissions by kind
 };
 

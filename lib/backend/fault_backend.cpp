@@ -324,6 +324,12 @@ scoped_fault_plan::scoped_fault_plan(std::shared_ptr<fault_plan> plan)
 
 scoped_fault_plan::~scoped_fault_plan() { installed_plan = std::move(previous_); }
 
+int fault_setup_attempt(unsigned flags) {
+  if (!installed_plan) return 0;
+  installed_plan->counts.setup_attempts.push_back(flags);
+  return installed_plan->reject_setup ? installed_plan->reject_setup(flags) : 0;
+}
+
 std::unique_ptr<backend_base> make_fault_backend(event_loop& loop,
                                                  std::unique_ptr<backend_base> inner,
                                                  std::shared_ptr<fault_plan> plan) {

@@ -21,7 +21,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "backend/backend.hpp"
 
@@ -29,15 +31,16 @@ namespace corio::detail {
 
 /// What a fault_backend did (summed over every loop that used the plan).
 struct fault_counts {
-  std::uint64_t ops = 0;               ///< ops submitted through the wrapper
-  std::uint64_t data_ops = 0;          ///< recv/read/send/write/sendmsg among them
-  std::uint64_t short_io = 0;          ///< lengths clamped
-  std::uint64_t one_byte = 0;          ///< ... to a single byte
-  std::uint64_t transient = 0;         ///< EAGAIN/EINTR simulated (op held, then retried)
-  std::uint64_t errors = 0;            ///< hard errors injected
-  std::uint64_t late_completions = 0;  ///< completions delivered late
-  std::uint64_t late_cancels = 0;      ///< cancels forwarded late
-  std::uint64_t cancels = 0;           ///< cancels requested
+  std::uint64_t ops = 0;                 ///< ops submitted through the wrapper
+  std::uint64_t data_ops = 0;            ///< recv/read/send/write/sendmsg among them
+  std::uint64_t short_io = 0;            ///< lengths clamped
+  std::uint64_t one_byte = 0;            ///< ... to a single byte
+  std::uint64_t transient = 0;           ///< EAGAIN/EINTR simulated (op held, then retried)
+  std::uint64_t errors = 0;              ///< hard errors injected
+  std::uint64_t late_completions = 0;    ///< completions delivered late
+  std::uint64_t late_cancels = 0;        ///< cancels forwarded late
+  std::uint64_t cancels = 0;             ///< cancels requested
+  std::vector<unsigned> setup_attempts;  ///< io_uring setup flags of each ring setup attempt
 };
 
 /// The schedule. Probabilities are per op; all draws come from one generator seeded by seed.
@@ -50,6 +53,10 @@ struct fault_plan {
   double late_cancel = 0.5;      ///< forward a cancel late
   double error_rate = 0.0;       ///< hard error on a data op
   long long fail_at = -1;        ///< hard error on exactly this data op (0-based), -1: none
+  /// D4/D2: asked before each io_uring ring setup attempt with its IORING_SETUP_* flags; a
+  /// negative errno fails that attempt as the kernel would (e.g. -EINVAL for flags an old
+  /// kernel does not know), 0 lets it proceed. Empty: every attempt proceeds.
+  std::function<int(unsigned flags)> reject_setup;
   fault_counts counts;
 };
 
@@ -64,6 +71,10 @@ class scoped_fault_plan {
  private:
   std::shared_ptr<fault_plan> previous_;
 };
+
+/// Called by the io_uring backend before each ring setup attempt: records the attempt in the
+/// installed plan and returns its reject_setup verdict (0 when no plan is installed).
+int fault_setup_attempt(unsigned flags);
 
 /// Wraps `inner` in a fault_backend driven by `plan`.
 std::unique_ptr<backend_base> make_fault_backend(event_loop& loop,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/fault_backend.hpp"
 
 namespace corio::detail {
 namespace {
@@ -47,22 +48,22 @@ class uring_backend final : public backend_base {
           "io_uring unavailable: disabled by the environment (CORIO_DISABLE_IO_URING=1)");
     }
     io_uring_params params{};
-    // Why: SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1) runs completion work only when we enter,
-    // which batches it; older kernels reject the flags with EINVAL and we retry without.
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     unsigned depth = options.queue_depth ? options.queue_depth : 4096;
-    int rc = io_uring_queue_init_params(depth, &ring_, &params);
+    // Why: SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1) runs completion work only when we enter,
+    // which batches it; older kernels reject the flags with EINVAL and we retry without (D4).
+    int rc = setup_ring(depth, params, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (rc == -EINVAL) {
-      params = {};
-      params.flags = IORING_SETUP_COOP_TASKRUN;
-      rc = io_uring_queue_init_params(depth, &ring_, &params);
-      if (rc == -EINVAL) {
-        params = {};
-        rc = io_uring_queue_init_params(depth, &ring_, &params);
-      }
+      rc = setup_ring(depth, params, IORING_SETUP_COOP_TASKRUN);
+      if (rc == -EINVAL) rc = setup_ring(depth, params, 0);
     }
     if (rc < 0) throw backend_unavailable_error(explain_setup_failure(-rc));
     try {
+      // B14: a forked child must not inherit the ring's mappings (it would share the parent's
+      // SQ/CQ memory); it builds its own loop instead.
+      if (int frc = io_uring_ring_dontfork(&ring_); frc < 0) {
+        throw backend_unavailable_error(
+            std::string("io_uring backend: madvise(DONTFORK) failed: ") + std::strerror(-frc));
+      }
       require_opcodes();
       setup_buffer_ring(options);
       wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
@@ -132,6 +133,7 @@ class uring_backend final : public backend_base {
     } else {
       rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
     }
+    if (rc == -EBUSY) ++loop_.mutable_stats().cq_backlog;
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
       throw error(std::string("io_uring_submit_and_wait_timeout failed: ") + std::strerror(-rc),
                   std::error_code(-rc, std::generic_category()));
@@ -149,6 +151,15 @@ class uring_backend final : public backend_base {
   std::size_t in_flight() const noexcept override { return in_flight_; }
 
  private:
+  /// One io_uring_queue_init_params attempt with `flags` (the fault plan of a test may refuse
+  /// it, D4).
+  int setup_ring(unsigned depth, io_uring_params& params, unsigned flags) {
+    params = {};
+    params.flags = flags;
+    if (int injected = fault_setup_attempt(flags); injected < 0) return injected;
+    return io_uring_queue_init_params(depth, &ring_, &params);
+  }
+
   void require_opcodes() {
     io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
     if (probe == nullptr) throw backend_unavailable_error("io_uring unavailable: probe failed");
@@ -179,6 +190,7 @@ class uring_backend final : public backend_base {
     if (mem == MAP_FAILED) throw backend_unavailable_error("io_uring backend: mmap failed");
     buffer_ring_ = static_cast<io_uring_buf_ring*>(mem);
     buffer_ring_bytes_ = ring_bytes;
+    ::madvise(mem, ring_bytes, MADV_DONTFORK);  // B14: shared with the kernel, not with a child
     io_uring_buf_reg reg{};
     reg.ring_addr = reinterpret_cast<std::uint64_t>(mem);
     reg.ring_entries = entries;
@@ -226,6 +238,7 @@ class uring_backend final : public backend_base {
     int rc = io_uring_submit(&ring_);
     if (rc == -EBUSY) {
       // The CQ backlog is full: deliver completions, then the kernel accepts more.
+      ++loop_.mutable_stats().cq_backlog;
       reap();
       ++loop_.mutable_stats().syscalls;
       io_uring_submit(&ring_);
@@ -235,6 +248,7 @@ class uring_backend final : public backend_base {
   io_uring_sqe* get_sqe() noexcept {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     while (sqe == nullptr) {  // C3: the SQ is full; hand it to the kernel and retry.
+      ++loop_.mutable_stats().sq_full;
       flush_submissions();
       sqe = io_uring_get_sqe(&ring_);
     }
@@ -336,6 +350,12 @@ class uring_backend final : public backend_base {
     std::vector<completion> batch;
     batch.swap(completions_);
     batch.clear();
+    // C2: completions waiting in the kernel's overflow backlog (the CQ was full); the next
+    // enter with GETEVENTS moves them into the CQ. Dropped ones (koverflow) are counted too.
+    if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
+      ++loop_.mutable_stats().cq_backlog;
+    }
+    loop_.mutable_stats().cq_overflow = IO_URING_READ_ONCE(*ring_.cq.koverflow);
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++seen;
       batch.push_back({cqe->user_data, cqe->res, cqe->flags});
