@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 
 #include "backend/backend.hpp"
@@ -307,18 +308,16 @@ std::optional<event_loop::clock::duration> event_loop::wait_timeout() const {
 }
 
 void event_loop::run_turn_hooks() {
-  if (turn_hooks_.empty()) return;
-  // Why: ping-pong between two vectors that keep their capacity; swapping with a fresh local
-  // cost a malloc on every turn that had a write (no allocation per operation).
-  std::vector<detail::turn_hook*> hooks = std::move(running_hooks_);
-  hooks.clear();
-  hooks.swap(turn_hooks_);
-  for (auto* hook : hooks) {
+  if (turn_hooks_ == nullptr) return;
+  // Run the hooks registered so far; one registered while they run waits for the next turn.
+  running_hooks_ = std::exchange(turn_hooks_, nullptr);
+  turn_hooks_last_ = nullptr;
+  while (detail::turn_hook* hook = running_hooks_) {
+    running_hooks_ = hook->next_hook_;
+    hook->next_hook_ = nullptr;
     hook->registered_ = false;
     hook->before_wait();
   }
-  hooks.clear();
-  if (hooks.capacity() > running_hooks_.capacity()) running_hooks_ = std::move(hooks);
 }
 
 void event_loop::run_once() {
@@ -402,7 +401,12 @@ void event_loop::submit(detail::io_op& op) {
   ++stats_.submissions;
   ++stats_.ops_by_kind[static_cast<std::size_t>(op.kind)];
   op.in_flight = true;
-  backend_->submit(op);
+  try {
+    backend_->submit(op);
+  } catch (...) {
+    op.in_flight = false;  // B13: not taken (std::bad_alloc); the requester still owns it
+    throw;
+  }
 }
 
 void event_loop::orphan(detail::io_op& op) noexcept {
@@ -427,7 +431,17 @@ void event_loop::close_fd_after(int fd, std::span<detail::io_op* const> in_fligh
     ::close(fd);
     return;
   }
-  auto* dc = new detail::deferred_close{fd, pending};
+  auto* dc = new (std::nothrow) detail::deferred_close{fd, pending};
+  if (dc == nullptr) {
+    // B13: no memory to defer the close: wait until the kernel is done with the ops (their
+    // completions still come later), then close now.
+    for (detail::io_op* op : in_flight) {
+      if (op != nullptr && op->in_flight) backend_->cancel_now(*op);
+    }
+    backend_->forget_fd(fd);
+    ::close(fd);
+    return;
+  }
   for (detail::io_op* op : in_flight) {
     if (op != nullptr && op->in_flight) op->close_after = dc;
   }
@@ -436,13 +450,32 @@ void event_loop::close_fd_after(int fd, std::span<detail::io_op* const> in_fligh
 void event_loop::add_turn_hook(detail::turn_hook& hook) noexcept {
   if (hook.registered_) return;
   hook.registered_ = true;
-  turn_hooks_.push_back(&hook);
+  hook.next_hook_ = nullptr;
+  if (turn_hooks_last_ != nullptr) {
+    turn_hooks_last_->next_hook_ = &hook;
+  } else {
+    turn_hooks_ = &hook;
+  }
+  turn_hooks_last_ = &hook;
 }
 
 void event_loop::remove_turn_hook(detail::turn_hook& hook) noexcept {
   if (!hook.registered_) return;
   hook.registered_ = false;
-  std::erase(turn_hooks_, &hook);
+  // Registered means: in the pending list, or in the batch run_turn_hooks is running.
+  for (detail::turn_hook** list : {&turn_hooks_, &running_hooks_}) {
+    detail::turn_hook* previous = nullptr;
+    for (detail::turn_hook** slot = list; *slot != nullptr; slot = &(*slot)->next_hook_) {
+      if (*slot != &hook) {
+        previous = *slot;
+        continue;
+      }
+      *slot = hook.next_hook_;
+      if (list == &turn_hooks_ && turn_hooks_last_ == &hook) turn_hooks_last_ = previous;
+      hook.next_hook_ = nullptr;
+      return;
+    }
+  }
 }
 
 void event_loop::add_root(detail::root_promise& root) noexcept {

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <new>
 #include <stdexcept>
 
 #include "stream_core.hpp"
@@ -175,10 +176,14 @@ std::string stream_core::unsatisfiable_message() const {
          "\" not found within max_bytes=" + std::to_string(read_.max_bytes);
 }
 
-std::exception_ptr stream_core::closed_error(const char* what) const {
-  std::string message = std::string(what) + ": stream is closed";
-  if (error_) message += " (" + error_.message() + ")";
-  return std::make_exception_ptr(stream_closed_error(message, error_));
+std::exception_ptr stream_core::closed_error(const char* what) const noexcept {
+  try {
+    std::string message = std::string(what) + ": stream is closed";
+    if (error_) message += " (" + error_.message() + ")";
+    return std::make_exception_ptr(stream_closed_error(message, error_));
+  } catch (...) {
+    return std::current_exception();  // B13: no memory for the message: std::bad_alloc
+  }
 }
 
 template <class T>
@@ -388,10 +393,16 @@ void stream_core::require_write_room(std::size_t size) const {
 
 task<void> stream_core::wait_for_queued() {
   if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
+  // The gathered send leaves at the end of this turn, even if no waiter can be made below.
+  loop_.add_turn_hook(*this);
   auto* op = new pending_op<void>();
+  try {
+    write_waiters_.push_back({bytes_queued_, op});
+  } catch (...) {  // B13: std::bad_alloc reaches the caller; the op must not leak
+    delete op;
+    throw;
+  }
   op->attach_owner(this);
-  write_waiters_.push_back({bytes_queued_, op});
-  loop_.add_turn_hook(*this);  // the gathered send leaves at the end of this turn
   return task<void>::from_op(op);
 }
 
@@ -419,8 +430,9 @@ task<void> stream_core::write(std::string&& data) {
   if (closed_) return make_failed_task<void>(closed_error("write"));  // S32
   require_write_room(data.size());
   if (!data.empty()) {
-    bytes_queued_ += data.size();
-    (tls_ ? plain_pending_ : pieces_).push_back(std::move(data));
+    const std::size_t n = data.size();
+    (tls_ ? plain_pending_ : pieces_).push_back(std::move(data));  // may throw: count after
+    bytes_queued_ += n;
   }
   return wait_for_queued();
 }
@@ -563,9 +575,13 @@ void stream_core::release_transport() noexcept {
   if (released_) return;
   released_ = true;
   if (write_op_ != nullptr && write_op_->in_flight) {
-    auto pinned = std::make_unique<pinned_pieces>();
-    pinned->pieces = std::move(pieces_);
-    write_op_->pinned = std::move(pinned);
+    if (auto* pinned = new (std::nothrow) pinned_pieces()) {
+      pinned->pieces = std::move(pieces_);
+      write_op_->pinned.reset(pinned);
+    } else {
+      // B13: no memory to hand the pieces to the op: make the kernel let go of them now.
+      loop_.cancel_now(*write_op_);
+    }
   }
   io_op* in_flight[] = {read_op_, write_op_};
   if (fd_ >= 0) loop_.close_fd_after(fd_, in_flight);
@@ -593,10 +609,18 @@ void stream_core::close(std::error_code reason) noexcept {
     if (error_ == errc::buffer_full) {
       fail_read(closed_error("read_until_close"));
     } else {
-      pending_op<std::string>* op = read_.string_op;
-      clear_read();
-      op->complete(buffer_.take(buffer_.size()));
-      op->detach_owner();
+      std::string rest;
+      try {
+        rest = buffer_.take(buffer_.size());
+      } catch (...) {  // B13: the read fails with std::bad_alloc
+        fail_read(std::current_exception());
+      }
+      if (read_.kind != read_kind::none) {
+        pending_op<std::string>* op = read_.string_op;
+        clear_read();
+        op->complete(std::move(rest));
+        op->detach_owner();
+      }
     }
   } else if (read_.kind != read_kind::none) {
     std::size_t consume = 0;
@@ -608,7 +632,11 @@ void stream_core::close(std::error_code reason) noexcept {
         fail_read(std::current_exception());
       }
     } else if (v == verdict::unsatisfiable || error_ == errc::unsatisfiable_read) {
-      fail_read(std::make_exception_ptr(stream_closed_error(unsatisfiable_message(), error_)));
+      try {
+        fail_read(std::make_exception_ptr(stream_closed_error(unsatisfiable_message(), error_)));
+      } catch (...) {
+        fail_read(std::current_exception());
+      }
     } else {
       fail_read(closed_error(read_.name));
     }
@@ -616,8 +644,12 @@ void stream_core::close(std::error_code reason) noexcept {
   if (tls_ && !tls_->handshake_done() && !handshake_error_ && error_) {
     // S53: closed by an OS error (or a reason) during the handshake: the handshake op gets
     // that raw error, now and from later wait_for_handshake calls, not stream_closed_error.
-    handshake_error_ =
-        std::make_exception_ptr(tls_error("TLS handshake failed: " + error_.message(), error_));
+    try {
+      handshake_error_ =
+          std::make_exception_ptr(tls_error("TLS handshake failed: " + error_.message(), error_));
+    } catch (...) {
+      handshake_error_ = std::current_exception();
+    }
   }
   if (handshake_waiter_ != nullptr) {  // S37 step 4: the raw error, or closed{none}
     pending_op<void>* waiter = std::exchange(handshake_waiter_, nullptr);
@@ -703,6 +735,8 @@ void stream_core::close_notice::run_ready() {
 }
 
 void stream_core::set_close_callback(std::function<void()> callback) {
+  // Why reserve: close() is noexcept and queues the callback; the room is made here (B13).
+  if (callback) close_notice_.callbacks.reserve(close_notice_.callbacks.size() + 1);
   close_callback_ = std::move(callback);
   maybe_watch_idle();
 }

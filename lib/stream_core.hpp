@@ -88,7 +88,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void fail_read(std::exception_ptr error) noexcept;
   void clear_read() noexcept;
   std::string unsatisfiable_message() const;
-  std::exception_ptr closed_error(const char* what) const;
+  std::exception_ptr closed_error(const char* what) const noexcept;
   void try_read_progress();
   void want_transport_read();
   void maybe_watch_idle();

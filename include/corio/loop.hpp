@@ -181,8 +181,12 @@ class event_loop {
   detail::ready_list ready_;
   std::vector<detail::io_op*> op_pool_;
   std::size_t ops_outstanding_ = 0;
-  std::vector<detail::turn_hook*> turn_hooks_;
-  std::vector<detail::turn_hook*> running_hooks_;  // spare storage for run_turn_hooks
+  // Hooks to run before the next wait, FIFO, linked through turn_hook::next_hook_ (adding
+  // one never allocates: add_turn_hook is noexcept, B13); running_hooks_ is the batch
+  // run_turn_hooks is working through, from which remove_turn_hook also unlinks.
+  detail::turn_hook* turn_hooks_ = nullptr;
+  detail::turn_hook* turn_hooks_last_ = nullptr;
+  detail::turn_hook* running_hooks_ = nullptr;
   struct timer_entry {
     std::function<void()> callback;
     detail::ready_node* node = nullptr;
@@ -206,6 +210,7 @@ class turn_hook {
  public:
   virtual void before_wait() = 0;
   bool registered_ = false;
+  turn_hook* next_hook_ = nullptr;  // the loop's intrusive list
 
  protected:
   ~turn_hook() = default;
@@ -337,7 +342,14 @@ T event_loop::run(task<T> work) {
     root.handle.promise().report_errors = false;
     add_root(root.handle.promise());
     schedule(root.handle.promise());
-    run_until(done);
+    try {
+      run_until(done);
+    } catch (...) {
+      // B13: an exception from the loop itself (std::bad_alloc in a completion): the root
+      // refers to this frame's locals (done, out, failure), so it must not outlive it.
+      if (!done) root.handle.destroy();
+      throw;
+    }
     if (!done) {
       root.handle.destroy();
       throw corio::error("event_loop::run: stop() was called before the task finished");

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <map>
+#include <new>
 #include <unordered_map>
 #include <vector>
 
@@ -89,6 +90,15 @@ class epoll_backend final : public backend_base {
 
   void submit(io_op& op) override {
     ++in_flight_;
+    try {
+      start(op);
+    } catch (...) {  // B13: std::bad_alloc from the maps; the op was not taken
+      --in_flight_;
+      throw;
+    }
+  }
+
+  void start(io_op& op) {
     if (op.kind == op_kind::timeout) {
       auto when = std::chrono::steady_clock::now() + std::chrono::nanoseconds(op.timeout_ns);
       timeouts_.emplace(when, &op);
@@ -96,7 +106,7 @@ class epoll_backend final : public backend_base {
     }
     if (op.kind == op_kind::cancel) {
       op.result = 0;
-      completed_.push_back(&op);
+      push_done(op);
       return;
     }
     if (known_drained(op)) {
@@ -105,7 +115,7 @@ class epoll_backend final : public backend_base {
       return;
     }
     if (attempt(op)) {
-      completed_.push_back(&op);
+      push_done(op);
       return;
     }
     wait_for_readiness(op);
@@ -117,7 +127,7 @@ class epoll_backend final : public backend_base {
         if (it->second == &op) {
           timeouts_.erase(it);
           op.result = -ECANCELED;
-          completed_.push_back(&op);
+          push_done(op);
           return;
         }
       }
@@ -127,7 +137,7 @@ class epoll_backend final : public backend_base {
     if (it == waiters_.end()) return;
     if (remove(it->second.input_head, op) || remove(it->second.output_head, op)) {
       op.result = -ECANCELED;
-      completed_.push_back(&op);
+      push_done(op);
     }
   }
 
@@ -143,7 +153,7 @@ class epoll_backend final : public backend_base {
         *head = op->next_waiter;
         op->next_waiter = nullptr;
         op->result = -ECANCELED;
-        completed_.push_back(op);
+        push_done(*op);
       }
     }
     if (it->second.registered) {
@@ -155,7 +165,7 @@ class epoll_backend final : public backend_base {
 
   void wait(std::optional<std::chrono::nanoseconds> timeout) override {
     int timeout_ms = -1;
-    if (!completed_.empty()) {
+    if (done_head_ != nullptr) {
       timeout_ms = 0;
     } else {
       auto limit = timeout;
@@ -193,24 +203,24 @@ class epoll_backend final : public backend_base {
       io_op* op = timeouts_.begin()->second;
       timeouts_.erase(timeouts_.begin());
       op->result = -ETIME;
-      completed_.push_back(op);
+      push_done(*op);
     }
     // Deliver what completed so far; ops that handlers submit and that complete at once are
-    // delivered by the next wait (no unbounded loop inside one turn).
-    // Why: two vectors that keep their capacity; swapping with a fresh local cost a malloc
-    // per wait that delivered anything (no allocation per operation).
-    std::vector<io_op*> batch = std::move(delivering_);
-    batch.clear();
-    batch.swap(completed_);
-    for (io_op* op : batch) {
-      --in_flight_;
-      deliver_completion(loop_, *op);
+    // delivered by the next wait (no unbounded loop inside one turn). Why an intrusive queue:
+    // completing (also from noexcept cancel paths) never allocates, and if a handler throws
+    // (std::bad_alloc, B13) the ops not yet delivered stay queued for the next wait.
+    if (io_op* last = done_last_) {
+      for (;;) {
+        io_op* op = pop_done();
+        const bool end = op == last;
+        --in_flight_;
+        deliver_completion(loop_, *op);
+        if (end) break;
+      }
     }
-    batch.clear();
-    if (batch.capacity() > delivering_.capacity()) delivering_ = std::move(batch);
   }
 
-  bool has_ready_completions() const noexcept override { return !completed_.empty(); }
+  bool has_ready_completions() const noexcept override { return done_head_ != nullptr; }
 
   void wake() noexcept override {
     std::uint64_t one = 1;
@@ -220,6 +230,24 @@ class epoll_backend final : public backend_base {
   std::size_t in_flight() const noexcept override { return in_flight_; }
 
  private:
+  void push_done(io_op& op) noexcept {
+    op.next_waiter = nullptr;
+    if (done_last_ != nullptr) {
+      done_last_->next_waiter = &op;
+    } else {
+      done_head_ = &op;
+    }
+    done_last_ = &op;
+  }
+
+  io_op* pop_done() noexcept {
+    io_op* op = done_head_;
+    done_head_ = op->next_waiter;
+    if (done_head_ == nullptr) done_last_ = nullptr;
+    op->next_waiter = nullptr;
+    return op;
+  }
+
   void count_syscall() { ++loop_.mutable_stats().syscalls; }
 
   /// Performs the op's syscall once. True if it is decided (result set), false on EAGAIN.
@@ -233,7 +261,15 @@ class epoll_backend final : public backend_base {
           op.result = -ECANCELED;
           return true;
         }
-        std::span<std::byte> space = op.sink->prepare(op.length);
+        std::span<std::byte> space;
+        try {
+          space = op.sink->prepare(op.length);
+        } catch (const std::bad_alloc&) {
+          // B13: the sink could not grow; the op completes with an error instead of staying
+          // queued for an edge that may never come.
+          op.result = -ENOMEM;
+          return true;
+        }
         r = op.kind == op_kind::recv ? ::recv(op.fd, space.data(), space.size(), op.flags)
                                      : ::read(op.fd, space.data(), space.size());
         if (r > 0) {
@@ -318,7 +354,7 @@ class epoll_backend final : public backend_base {
       count_syscall();
       if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, op.fd, &ev) < 0 && errno != EEXIST) {
         op.result = -errno;
-        completed_.push_back(&op);
+        push_done(op);
         return;
       }
       w.registered = true;
@@ -359,7 +395,7 @@ class epoll_backend final : public backend_base {
       if (!attempt(*op)) return;
       head = op->next_waiter;
       op->next_waiter = nullptr;
-      completed_.push_back(op);
+      push_done(*op);
     }
   }
 
@@ -367,8 +403,10 @@ class epoll_backend final : public backend_base {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::unordered_map<int, fd_waiters> waiters_;
-  std::vector<io_op*> completed_;
-  std::vector<io_op*> delivering_;  // spare storage for wait()'s batch
+  // Completed ops waiting for delivery, FIFO, linked through next_waiter (an op is in no
+  // fd's waiter list once it completed).
+  io_op* done_head_ = nullptr;
+  io_op* done_last_ = nullptr;
   std::multimap<std::chrono::steady_clock::time_point, io_op*> timeouts_;
   std::size_t in_flight_ = 0;
 };

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,7 @@ class uring_backend final : public backend_base {
             std::string("io_uring backend: madvise(DONTFORK) failed: ") + std::strerror(-frc));
       }
       require_opcodes();
+      pending_.resize(ring_.cq.ring_entries);
       setup_buffer_ring(options);
       wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
       if (wake_fd_ < 0) throw backend_unavailable_error("io_uring backend: eventfd failed");
@@ -102,7 +104,10 @@ class uring_backend final : public backend_base {
     reg.timeout.tv_nsec = -1;
     ++loop_.mutable_stats().syscalls;
     // Linux 6.0+: returns once the request is cancelled or has completed (-ENOENT).
-    int rc = io_uring_register_sync_cancel(&ring_, &reg);
+    int rc;
+    do {  // B6: a signal interrupts the wait; the op may still be running, so ask again
+      rc = io_uring_register_sync_cancel(&ring_, &reg);
+    } while (rc == -EINTR);
     if (rc == -EINVAL || rc == -EOPNOTSUPP) {
       // Older kernel: fall back to waiting for the completion itself.
       cancel(op);
@@ -141,7 +146,7 @@ class uring_backend final : public backend_base {
     reap();
   }
 
-  bool has_ready_completions() const noexcept override { return false; }
+  bool has_ready_completions() const noexcept override { return pending_head_ < pending_count_; }
 
   void wake() noexcept override {
     std::uint64_t one = 1;
@@ -342,28 +347,29 @@ class uring_backend final : public backend_base {
   }
 
   void reap() {
-    unsigned head;
-    io_uring_cqe* cqe;
-    unsigned seen = 0;
-    // Collect first, then deliver: handlers submit new SQEs (and may even reap again when
-    // the SQ is full), which must not race this walk of the CQ.
-    std::vector<completion> batch;
-    batch.swap(completions_);
-    batch.clear();
+    // Copy a snapshot of the CQ into pending_, then deliver it. Why a fixed array and member
+    // indices: handlers submit new SQEs (and may reap again, nested, when the SQ is full), and
+    // a handler may throw (std::bad_alloc, B13); the completions not yet delivered stay in
+    // pending_ for the next reap instead of being lost, and reaping never allocates.
     // C2: completions waiting in the kernel's overflow backlog (the CQ was full); the next
     // enter with GETEVENTS moves them into the CQ. Dropped ones (koverflow) are counted too.
     if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
       ++loop_.mutable_stats().cq_backlog;
     }
     loop_.mutable_stats().cq_overflow = IO_URING_READ_ONCE(*ring_.cq.koverflow);
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      ++seen;
-      batch.push_back({cqe->user_data, cqe->res, cqe->flags});
+    if (pending_head_ == pending_count_) {
+      pending_head_ = pending_count_ = 0;
+      unsigned head;
+      io_uring_cqe* cqe;
+      unsigned seen = 0;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        if (seen == pending_.size()) break;
+        pending_[seen++] = {cqe->user_data, cqe->res, cqe->flags};
+      }
+      io_uring_cq_advance(&ring_, seen);
+      pending_count_ = seen;
     }
-    io_uring_cq_advance(&ring_, seen);
-    for (const completion& c : batch) handle(c);
-    batch.clear();
-    if (completions_.capacity() < batch.capacity()) completions_.swap(batch);
+    while (pending_head_ < pending_count_) handle(pending_[pending_head_++]);
   }
 
   struct completion {
@@ -404,13 +410,19 @@ class uring_backend final : public backend_base {
       prepare(op);
       return;
     }
-    if (c.flags & IORING_CQE_F_BUFFER) {
-      auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
-      if (res > 0) copy_to_sink(op, buffers_.get() + std::size_t(id) * buffer_size_, res);
-      recycle_buffer(id);
-    } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
-      copy_to_sink(op, static_cast<scratch&>(*op.pinned).bytes.get(), res);
+    const bool provided = (c.flags & IORING_CQE_F_BUFFER) != 0;
+    const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+    try {
+      if (provided) {
+        if (res > 0) copy_to_sink(op, buffers_.get() + std::size_t(id) * buffer_size_, res);
+      } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
+        copy_to_sink(op, static_cast<scratch&>(*op.pinned).bytes.get(), res);
+      }
+    } catch (const std::bad_alloc&) {
+      // B13: the sink could not grow; the op still completes (an error, not a lost op).
+      res = -ENOMEM;
     }
+    if (provided) recycle_buffer(id);
     op.result = res;
     --in_flight_;
     deliver_completion(loop_, op);
@@ -443,7 +455,9 @@ class uring_backend final : public backend_base {
   unsigned buffer_count_ = 0;
   std::size_t buffer_size_ = 0;
   std::unique_ptr<std::byte[]> buffers_;
-  std::vector<completion> completions_;
+  std::vector<completion> pending_;  // sized to the CQ at setup: reap() never allocates
+  std::size_t pending_head_ = 0;
+  std::size_t pending_count_ = 0;
   std::size_t in_flight_ = 0;
 };
 
