@@ -12,6 +12,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "corio/io.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -355,7 +356,13 @@ void stream_core::want_transport_read() {
   op.sink = tls_ ? static_cast<recv_sink*>(&cipher_sink_) : this;
   op.handler = this;
   read_op_ = &op;
-  loop_.submit(op);
+  try {
+    loop_.submit(op);
+  } catch (...) {  // B13: not submitted (std::bad_alloc): no read in flight
+    read_op_ = nullptr;
+    loop_.release_op(&op);
+    throw;
+  }
 }
 
 void stream_core::maybe_watch_idle() {
@@ -440,11 +447,28 @@ task<void> stream_core::write(std::string&& data) {
 void stream_core::flush() {
   if (tls_ && !closed_) encrypt_pending();
   if (closed_ || write_op_ != nullptr || pieces_.empty()) return;
-  submit_pieces();
+  try {
+    submit_pieces();
+  } catch (const std::bad_alloc&) {
+    // B13: the send could not be prepared; the queued writes would wait forever, so the
+    // stream closes and they fail with stream_closed_error{ENOMEM}.
+    close(std::make_error_code(std::errc::not_enough_memory));
+  }
 }
 
 void stream_core::submit_pieces() {
   io_op& op = *loop_.acquire_op();
+  try {
+    fill_and_submit(op);
+  } catch (...) {
+    write_op_ = nullptr;
+    pieces_in_flight_ = 0;
+    loop_.release_op(&op);
+    throw;
+  }
+}
+
+void stream_core::fill_and_submit(io_op& op) {
   op.fd = fd_;
   op.handler = this;
   if (kind_ == stream::transport_kind::socket) {
@@ -770,8 +794,16 @@ detail::stream_core& require(detail::stream_core* core, const char* what) {
 }  // namespace
 
 stream::stream() noexcept = default;
-stream::stream(int fd, transport_kind kind, stream_options options)
-    : core_(new detail::stream_core(event_loop::current(), fd, kind, options)) {}
+stream::stream(int fd, transport_kind kind, stream_options options) {
+  try {
+    core_ = new detail::stream_core(event_loop::current(), fd, kind, options);
+  } catch (...) {
+    // B13: the stream was given the fd; failing to adopt it must not leak it. io::close drops
+    // the epoll registration too (a connect registered it), or the reused number would hang.
+    io::close(fd);
+    throw;
+  }
+}
 stream::stream(stream&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
 stream& stream::operator=(stream&& other) noexcept {
   if (this != &other) {

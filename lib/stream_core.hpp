@@ -89,6 +89,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void clear_read() noexcept;
   std::string unsatisfiable_message() const;
   std::exception_ptr closed_error(const char* what) const noexcept;
+  void fill_and_submit(io_op& op);
   void try_read_progress();
   void want_transport_read();
   void maybe_watch_idle();

@@ -339,7 +339,12 @@ tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, liste
                 os_error(err));
   }
   tcp_listener listener;
-  listener.state_ = std::make_shared<state>();
+  try {
+    listener.state_ = std::make_shared<state>();
+  } catch (...) {  // B13: the fd is not ours to leak
+    ::close(fd);
+    throw;
+  }
   listener.state_->fd = fd;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

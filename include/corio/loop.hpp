@@ -320,17 +320,20 @@ root_promise::root_task eager_root(task<T> inner, std::unique_ptr<eager_state<T>
 template <class T>
 task<T> start(task<T> work) {
   event_loop& loop = event_loop::current();
-  auto* op = new detail::pending_op<T>();
+  // Why this order: each allocation may throw std::bad_alloc (B13); nothing is linked to
+  // anything until the last one (the root's frame) succeeded, so a failure leaks nothing.
+  auto op = std::make_unique<detail::pending_op<T>>();
   auto state = std::make_unique<detail::eager_state<T>>();
   auto* raw = state.get();
-  op->attach_owner(raw);
-  raw->op = op;
   auto root = detail::eager_root<T>(std::move(work), std::move(state));
   raw->root = root.handle;
+  raw->op = op.release();
+  raw->op->attach_owner(raw);
+  auto* started = raw->op;
   root.handle.promise().report_errors = false;
   loop.add_root(root.handle.promise());
   root.handle.resume();
-  return task<T>::from_op(op);
+  return task<T>::from_op(started);
 }
 
 template <class T>
