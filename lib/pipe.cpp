@@ -23,7 +23,14 @@ std::pair<pipe_stream, pipe_stream> make_pipe(stream_options options) {
     throw error(std::string("make_pipe: pipe2 failed: ") + std::strerror(err),
                 std::error_code(err, std::generic_category()));
   }
-  return {pipe_stream(fds[0], options), pipe_stream(fds[1], options)};
+  pipe_stream first;
+  try {
+    first = pipe_stream(fds[0], options);
+  } catch (...) {  // B13: fds[0] was closed by the failed adoption; fds[1] is ours
+    ::close(fds[1]);
+    throw;
+  }
+  return {std::move(first), pipe_stream(fds[1], options)};
 }
 
 }  // namespace corio

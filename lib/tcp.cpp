@@ -394,7 +394,14 @@ std::pair<tcp_stream, tcp_stream> stream_pair(stream_options options) {
     throw error(std::string("stream_pair: socketpair failed: ") + std::strerror(err),
                 os_error(err));
   }
-  return {tcp_stream(fds[0], options), tcp_stream(fds[1], options)};
+  tcp_stream first;
+  try {
+    first = tcp_stream(fds[0], options);
+  } catch (...) {  // B13: fds[0] was closed by the failed adoption; fds[1] is ours
+    ::close(fds[1]);
+    throw;
+  }
+  return {std::move(first), tcp_stream(fds[1], options)};
 }
 
 }  // namespace corio
