@@ -680,7 +680,8 @@ void stream_core::close(std::error_code reason) noexcept {
     waiter->fail(handshake_error_ ? handshake_error_ : closed_error("wait_for_handshake"));
     waiter->detach_owner();
   }
-  fail_writes(closed_error("write"));
+  // Why the check: the error (two strings) is built only when a write waits for it.
+  if (!write_waiters_.empty()) fail_writes(closed_error("write"));
   pieces_.clear();  // S36: unsent data is discarded
   plain_pending_.clear();
   front_offset_ = 0;
