@@ -278,7 +278,7 @@ TEST_P(Limits, SignalEvery100usDuringLongTransfer_NoErrorNothingLost_B6) {
   std::printf("[ B6       ] %s: %zu MiB in order in %.2f s with %ld SIGALRMs delivered\n",
               to_string(GetParam()), received >> 20, seconds, signals);
   EXPECT_EQ(received, total) << "first byte out of pattern at this offset";
-  EXPECT_GT(signals, 100) << "the signal storm did not happen";
+  EXPECT_GT(signals, 50) << "the signal storm did not happen";
 }
 
 // ---- B13 -----------------------------------------------------------------------------------
