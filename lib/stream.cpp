@@ -106,6 +106,16 @@ void stream_core::begin_read(read_kind kind, const char* name) {
   read_.name = name;
 }
 
+void stream_core::abandon_read() noexcept {
+  pending_op_base* op = read_.string_op;
+  if (op == nullptr) op = read_.count_op;
+  clear_read();
+  if (op != nullptr) {
+    op->detach_owner();
+    op->abandon_by_task();  // the task's reference: nobody holds it, the op is freed
+  }
+}
+
 void stream_core::clear_read() noexcept {
   read_.kind = read_kind::none;
   read_.string_op = nullptr;
@@ -815,20 +825,41 @@ stream& stream::operator=(stream&& other) noexcept {
 }
 stream::~stream() { delete core_; }
 
+namespace {
+/// Runs a read call; if it throws after registering the read (std::bad_alloc, B13), the read
+/// is unregistered so that the stream stays usable (no phantom "already reading", no leak).
+template <class Call>
+auto guarded_read(detail::stream_core& core, Call call) -> decltype(call(core)) {
+  const bool was_reading = core.reading();
+  try {
+    return call(core);
+  } catch (...) {
+    if (!was_reading) core.abandon_read();
+    throw;
+  }
+}
+}  // namespace
+
 task<std::string> stream::read_until(std::string_view delimiter, std::size_t max_bytes) {
-  return require(core_, "read_until").read_until(delimiter, max_bytes);
+  return guarded_read(require(core_, "read_until"),
+                      [&](detail::stream_core& c) { return c.read_until(delimiter, max_bytes); });
 }
 task<std::string> stream::read_until_regex(std::string_view pattern, std::size_t max_bytes) {
-  return require(core_, "read_until_regex").read_until_regex(pattern, max_bytes);
+  return guarded_read(require(core_, "read_until_regex"), [&](detail::stream_core& c) {
+    return c.read_until_regex(pattern, max_bytes);
+  });
 }
 task<std::string> stream::read_bytes(std::size_t n, bool partial) {
-  return require(core_, "read_bytes").read_bytes(n, partial);
+  return guarded_read(require(core_, "read_bytes"),
+                      [&](detail::stream_core& c) { return c.read_bytes(n, partial); });
 }
 task<std::size_t> stream::read_into(std::span<std::byte> into, bool partial) {
-  return require(core_, "read_into").read_into(into, partial);
+  return guarded_read(require(core_, "read_into"),
+                      [&](detail::stream_core& c) { return c.read_into(into, partial); });
 }
 task<std::string> stream::read_until_close() {
-  return require(core_, "read_until_close").read_until_close();
+  return guarded_read(require(core_, "read_until_close"),
+                      [&](detail::stream_core& c) { return c.read_until_close(); });
 }
 task<void> stream::write(std::string_view data) { return require(core_, "write").write(data); }
 task<void> stream::write(std::string&& data) {

@@ -42,6 +42,9 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   /// queued (what Tornado's inline write would already have sent), then close (S36).
   void close_by_user(std::error_code reason) noexcept;
   bool closed() const noexcept { return closed_; }
+  /// A read call threw (std::bad_alloc, B13) after registering itself: no task was returned,
+  /// so the read is unregistered and its op, if made, freed.
+  void abandon_read() noexcept;
   bool reading() const noexcept {
     return read_.kind != read_kind::none || (tls_ && !closed_ && !tls_->handshake_done());
   }
