@@ -362,6 +362,7 @@ TEST_P(Limits, AllocationFailureAtEveryPoint_BadAllocNoLeakLoopUsable_B13) {
         std::string what = e.what();
         if (what.find("alloc") != std::string::npos || what.find("memory") != std::string::npos) {
           ++mapped;
+          if (trace) std::fprintf(stderr, "B13: allocation %lld: %s\n", n, what.c_str());
         } else {
           outcome = "unexpected error: " + what;
         }
