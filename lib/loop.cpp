@@ -47,6 +47,7 @@ class callback_node final : public detail::ready_node, public detail::pooled {
     }
   }
   void discard() noexcept override { delete this; }
+  void set_callback(std::function<void()>&& fn) noexcept { fn_ = std::move(fn); }
 
  private:
   void unregister() noexcept {
@@ -252,15 +253,25 @@ void event_loop::post(std::function<void()> fn) {
 }
 
 void event_loop::drain_posted() {
-  if (!posted_->nonempty.load(std::memory_order_acquire)) return;
-  std::vector<std::function<void()>> callbacks;
-  {
-    std::lock_guard lock(posted_->mutex);
-    callbacks.swap(posted_->callbacks);
-    posted_->nonempty.store(false, std::memory_order_release);
+  if (draining_next_ == draining_.size()) {
+    if (!posted_->nonempty.load(std::memory_order_acquire)) return;
+    draining_.clear();
+    draining_next_ = 0;
+    {
+      std::lock_guard lock(posted_->mutex);
+      draining_.swap(posted_->callbacks);  // the posters get the spare capacity
+      posted_->nonempty.store(false, std::memory_order_release);
+    }
+    stats_.posts += draining_.size();
   }
-  stats_.posts += callbacks.size();
-  for (auto& fn : callbacks) schedule(*new callback_node(*this, std::move(fn)));
+  // Why a member and an index: if a node cannot be allocated (std::bad_alloc, B13), the
+  // callbacks not yet queued stay here, in order, for the next turn instead of being lost.
+  // (The allocation happens before the argument is moved from.)
+  while (draining_next_ < draining_.size()) {
+    auto* node = new callback_node(*this, std::move(draining_[draining_next_]));
+    ++draining_next_;
+    schedule(*node);
+  }
 }
 
 timer_handle event_loop::call_later(std::chrono::nanoseconds delay, std::function<void()> fn) {
@@ -286,20 +297,24 @@ void event_loop::cancel_timer(const timer_handle& handle) noexcept {
 void event_loop::fire_due_timers() {
   auto now = clock::now();
   while (!timers_.empty() && timers_.begin()->first.first <= now) {
-    auto node = timers_.extract(timers_.begin());
-    ++stats_.timers_fired;
-    if (node.mapped().node != nullptr) {
-      schedule(*node.mapped().node);
-    } else {
-      schedule(
-          *new callback_node(*this, std::move(node.mapped().callback), due_callbacks_, node.key()));
+    auto it = timers_.begin();
+    detail::ready_node* node = it->second.node;
+    if (node == nullptr) {
+      // Made before the timer leaves the map: if this throws (std::bad_alloc, B13) the timer
+      // stays and fires on a later turn instead of being lost.
+      auto* callback = new callback_node(*this, {}, due_callbacks_, it->first);
+      callback->set_callback(std::move(it->second.callback));
+      node = callback;
     }
+    timers_.erase(it);
+    ++stats_.timers_fired;
+    schedule(*node);
   }
 }
 
 std::optional<event_loop::clock::duration> event_loop::wait_timeout() const {
   if (!ready_.empty() || stopping_ || posted_->nonempty.load(std::memory_order_acquire) ||
-      backend_->has_ready_completions()) {
+      draining_next_ < draining_.size() || backend_->has_ready_completions()) {
     return clock::duration::zero();
   }
   if (timers_.empty()) return std::nullopt;

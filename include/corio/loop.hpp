@@ -199,6 +199,8 @@ class event_loop {
   bool stopping_ = false;
   struct posted_queue;
   std::unique_ptr<posted_queue> posted_;
+  std::vector<std::function<void()>> draining_;  // posted callbacks being queued (drain_posted)
+  std::size_t draining_next_ = 0;
   event_loop* previous_current_ = nullptr;
   bool unblock_sigpipe_on_exit_ = false;
 };
