@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -66,7 +67,7 @@ class uring_backend final : public backend_base {
             std::string("io_uring backend: madvise(DONTFORK) failed: ") + std::strerror(-frc));
       }
       require_opcodes();
-      pending_.resize(ring_.cq.ring_entries);
+      pending_.resize(std::min<std::size_t>(ring_.cq.ring_entries, 256));
       setup_buffer_ring(options);
       wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
       if (wake_fd_ < 0) throw backend_unavailable_error("io_uring backend: eventfd failed");
@@ -347,7 +348,7 @@ class uring_backend final : public backend_base {
   }
 
   void reap() {
-    // Copy a snapshot of the CQ into pending_, then deliver it. Why a fixed array and member
+    // Copy CQEs into pending_ in batches, then deliver them. Why a fixed array and member
     // indices: handlers submit new SQEs (and may reap again, nested, when the SQ is full), and
     // a handler may throw (std::bad_alloc, B13); the completions not yet delivered stay in
     // pending_ for the next reap instead of being lost, and reaping never allocates.
@@ -357,19 +358,25 @@ class uring_backend final : public backend_base {
       ++loop_.mutable_stats().cq_backlog;
     }
     loop_.mutable_stats().cq_overflow = IO_URING_READ_ONCE(*ring_.cq.koverflow);
-    if (pending_head_ == pending_count_) {
-      pending_head_ = pending_count_ = 0;
-      unsigned head;
-      io_uring_cqe* cqe;
-      unsigned seen = 0;
-      io_uring_for_each_cqe(&ring_, head, cqe) {
-        if (seen == pending_.size()) break;
-        pending_[seen++] = {cqe->user_data, cqe->res, cqe->flags};
+    // What is there now is delivered in this call; what handlers cause waits for the next.
+    std::size_t budget = (pending_count_ - pending_head_) + io_uring_cq_ready(&ring_);
+    while (budget > 0) {
+      if (pending_head_ == pending_count_) {
+        pending_head_ = pending_count_ = 0;
+        unsigned head;
+        io_uring_cqe* cqe;
+        unsigned seen = 0;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+          if (seen == pending_.size()) break;
+          pending_[seen++] = {cqe->user_data, cqe->res, cqe->flags};
+        }
+        io_uring_cq_advance(&ring_, seen);
+        pending_count_ = seen;
+        if (seen == 0) return;
       }
-      io_uring_cq_advance(&ring_, seen);
-      pending_count_ = seen;
+      --budget;
+      handle(pending_[pending_head_++]);
     }
-    while (pending_head_ < pending_count_) handle(pending_[pending_head_++]);
   }
 
   struct completion {
@@ -455,7 +462,7 @@ class uring_backend final : public backend_base {
   unsigned buffer_count_ = 0;
   std::size_t buffer_size_ = 0;
   std::unique_ptr<std::byte[]> buffers_;
-  std::vector<completion> pending_;  // sized to the CQ at setup: reap() never allocates
+  std::vector<completion> pending_;  // up to 256 CQEs, sized at setup: reap() never allocates
   std::size_t pending_head_ = 0;
   std::size_t pending_count_ = 0;
   std::size_t in_flight_ = 0;
