@@ -174,7 +174,8 @@ def start_server(argv, cpu, timeout=5.0, env=None):
         stderr.seek(0)
         raise RuntimeError(f"{argv[0]} did not report 'listening on' within {timeout} s "
                            f"(got {text!r}; stderr: {stderr.read().decode(errors='replace')[-300:]!r})")
-    return proc, int(text.rsplit(":", 1)[1])
+    # "listening on 127.0.0.1:N", possibly followed by a note ("(2 loops)").
+    return proc, int(text.rsplit(":", 1)[1].split()[0])
 
 
 def parse_result(output):
