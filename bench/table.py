@@ -727,9 +727,10 @@ def run_idle(args, servers, server_cpu, load_cpu):
         log("idle_conns not built; idle-connection table skipped")
         return []
     conns = args.idle_conns
-    wanted = [CORIO_URING, CORIO_EPOLL, C_URING, C_EPOLL, ASIO_URING, ASIO_EPOLL]
+    # --quick: corio only (each server takes about 1.5 s at 10,000 connections).
+    wanted = [CORIO_URING, CORIO_EPOLL]
     if not args.quick:
-        wanted.append(TORNADO)  # slow to accept 10,000 connections, cheap enough once
+        wanted += [C_URING, C_EPOLL, ASIO_URING, ASIO_EPOLL, TORNADO]
     rows = []
     for name in wanted:
         server = find_server(servers, name)
@@ -855,14 +856,15 @@ def run_loops(args, server_cpu, load_cpu):
         for rnd in range(args.pairs):
             order = [(one, server_cpu, load_cpu), (two, None, None)]
             for server, s_cpu, l_cpu in (order if rnd % 2 == 0 else order[::-1]):
-                row = run_one(server, w, args, s_cpu, l_cpu, fixed_port=True)
+                row = run_one(server, w, args, s_cpu, l_cpu, fixed_port=True,
+                              seconds=args.extra_seconds)
                 runs[server[0]][rnd] = row
                 rows.append(row)
                 log_row(row, rnd if args.pairs > 1 else None)
         lines.append((one[0], two[0], runs))
     print()
     print(f"1 loop vs 2 loops (bench/corio_echo_mt: one event loop per thread, each with its "
-          f"own SO_REUSEPORT listener, corio::run_per_core), {w.label()}, {args.seconds:g} s per "
+          f"own SO_REUSEPORT listener, corio::run_per_core), {w.label()}, {args.extra_seconds:g} s per "
           f"run, {args.pairs} round(s). 1 loop: server pinned to CPU {server_cpu}, echo_load to "
           f"CPU {load_cpu}. 2 loops: loop i pinned to the i-th CPU, echo_load (one thread) "
           f"unpinned, so on this {ncpu}-CPU machine three busy threads share {ncpu} CPUs. "
@@ -899,7 +901,7 @@ def run_techniques(args, servers, server_cpu, load_cpu):
     if c_uring:
         single = (f"{C_URING} single-shot", c_uring[1], [*c_uring[2], "--single-shot"], False)
         runs = run_rounds([(C_URING, c_uring, {}), (single[0], single, {})], w, args.pairs,
-                          args, server_cpu, load_cpu)
+                          args, server_cpu, load_cpu, seconds=args.extra_seconds)
         studies.append(("multishot recv (hand-written C io_uring server)", C_URING, single[0],
                         runs))
     corio_uring = find_server(servers, CORIO_URING)
@@ -907,14 +909,14 @@ def run_techniques(args, servers, server_cpu, load_cpu):
         without = f"{CORIO_URING} no registered ring fd"
         runs = run_rounds([(CORIO_URING, corio_uring, {}),
                            (without, corio_uring, {"env": {"CORIO_NO_REGISTERED_RING_FD": "1"}})],
-                          w, args.pairs, args, server_cpu, load_cpu)
+                          w, args.pairs, args, server_cpu, load_cpu, seconds=args.extra_seconds)
         studies.append(("registered ring fd (corio io_uring; CORIO_NO_REGISTERED_RING_FD=1 "
                         "turns it off)", CORIO_URING, without, runs))
     if not studies:
         return rows
     print()
     print(f"Techniques evaluated: the same server with and without one technique, {w.label()}, "
-          f"{args.seconds:g} s per run, {args.pairs} round(s) (with/without alternating first). "
+          f"{args.extra_seconds:g} s per run, {args.pairs} round(s) (with/without alternating first). "
           f"Ratio = with / without: below 1 the technique saves server CPU.")
     print()
     print("| technique | with | without | n | CPU µs/msg with | CPU µs/msg without "
@@ -1305,7 +1307,11 @@ def main():
         args.idle_conns = QUICK_IDLE_CONNS if args.quick else IDLE_TARGET_CONNS
     # Latency pairs are cheap (4 servers, 1 connection): at least 3 rounds in a full run.
     args.latency_rounds = args.pairs if args.quick else max(3, args.pairs)
-    args.latency_seconds = min(args.seconds, 0.5) if args.quick else args.seconds
+    # The sections after the echo table run shorter in --quick, to stay within a minute.
+    args.extra_seconds = min(args.seconds, 0.5) if args.quick else args.seconds
+    # 3 s of 1-connection round trips is ~300k samples: plenty for a p99, and it keeps the
+    # full run's 12 latency runs near 40 s.
+    args.latency_seconds = args.extra_seconds if args.quick else min(args.seconds, 3.0)
     args.loops_backends = ("io_uring",) if args.quick else ("io_uring", "epoll")
 
     echo_load = os.path.join(BIN, "echo_load")
