@@ -21,13 +21,24 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
    runs far less than msgs/s does.
 3. perf cross-check: when `perf stat -e raw_syscalls:sys_enter` works, one more run per corio
    backend counts the server's system calls with perf, printed beside loop_stats' count.
-4. HTTP: for every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
+4. Idle connections: bench/idle_conns opens 10,000 connections (--idle-conns) to each echo
+   server (--quick: corio's two only), one 64-byte echo on each, and prints the growth of the
+   server's VmRSS per connection; corio io_uring's target is <= 2048 B at 10,000.
+5. Low-load latency: 1 connection, 1 message in flight (raw 64 B, depth 1), server and
+   echo_load pinned to the same CPU; corio vs the hand-written C server on each backend in
+   paired rounds (at least 3 in a full run); p50 and p99 ratios, goal <= 1.1.
+6. 1 loop vs 2 loops: bench/corio_echo_mt (run_per_core, SO_REUSEPORT) with --loops 1 and 2,
+   raw 64 B x 64 connections, msgs/s and server CPU per message (all loop threads).
+7. Techniques: paired with/without runs of one technique at raw 64 B x 64 connections:
+   multishot recv (peer_uring_echo vs peer_uring_echo --single-shot) and corio's registered
+   ring fd (corio_echo vs corio_echo with CORIO_NO_REGISTERED_RING_FD=1); server CPU ratios.
+8. HTTP: for every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
    (corio_http_hello on io_uring and on epoll, and nginx with one worker answering
    `return 200 "Hello, World!"` when nginx is installed), starts the server pinned to one CPU
    and runs `wrk --latency` (one thread) pinned to another against GET /, and collects
    requests/s and p99 latency from wrk, server CPU us per request (schedstat, the whole
    process tree) and, for corio, syscalls per request from its --stats-file.
-5. TLS echo beside plaintext (corio_echo, tls_load).
+9. TLS echo beside plaintext (corio_echo, tls_load).
 Prints markdown tables on stdout; progress goes to stderr.
 
 Everything is bounded in time, and every server is killed at the end, even on errors.
