@@ -1281,7 +1281,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="echo: 64 connections, one round; HTTP: 64 connections; "
-                        "1 s runs (under a minute)")
+                        "1 s runs; idle bytes: corio only; latency, loops and techniques: "
+                        "0.5 s runs (under a minute)")
     parser.add_argument("--depth", type=int, default=8,
                         help="messages in flight per connection (the pipelined workloads use 16)")
     parser.add_argument("--seconds", type=float, help="measured seconds per run (5, quick: 1)")
