@@ -701,13 +701,15 @@ def ratio_line(what, workload, values, goal=None, limit=None, digits=".2f"):
 
 
 def run_rounds(variants, workload, rounds, args, server_cpu, load_cpu, **kwargs):
-    """variants: [(label, server tuple, run_one keyword args)]. Every round runs each variant
-    once, in an order reversed every other round; returns {label: {round: row}}."""
+    """variants: [(label, server tuple, run_one keyword args, which may override the CPUs)].
+    Every round runs each variant once, in an order reversed every other round; returns
+    {label: {round: row}}."""
     out = {label: {} for label, _, _ in variants}
     for rnd in range(rounds):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for label, server, extra in order:
-            row = run_one(server, workload, args, server_cpu, load_cpu, **{**kwargs, **extra})
+            row = run_one(server, workload, args, **{"server_cpu": server_cpu,
+                                                     "load_cpu": load_cpu, **kwargs, **extra})
             row["server"] = label
             out[label][rnd] = row
             log_row(row, rnd if rounds > 1 else None)
@@ -863,15 +865,11 @@ def run_loops(args, server_cpu, load_cpu):
                ["--backend", backend, "--loops", "2"], True)
         # 1 loop: pinned like every echo server. 2 loops: the process may use every CPU and
         # run_per_core pins loop i to the i-th; echo_load is left to the scheduler.
-        runs = {one[0]: {}, two[0]: {}}
-        for rnd in range(args.pairs):
-            order = [(one, server_cpu, load_cpu), (two, None, None)]
-            for server, s_cpu, l_cpu in (order if rnd % 2 == 0 else order[::-1]):
-                row = run_one(server, w, args, s_cpu, l_cpu, fixed_port=True,
-                              seconds=args.extra_seconds)
-                runs[server[0]][rnd] = row
-                rows.append(row)
-                log_row(row, rnd if args.pairs > 1 else None)
+        runs = run_rounds([(one[0], one, {}),
+                           (two[0], two, {"server_cpu": None, "load_cpu": None})],
+                          w, args.pairs, args, server_cpu, load_cpu, fixed_port=True,
+                          seconds=args.extra_seconds)
+        rows += [r for by_round in runs.values() for r in by_round.values()]
         lines.append((one[0], two[0], runs))
     print()
     print(f"1 loop vs 2 loops (bench/corio_echo_mt: one event loop per thread, each with its "
