@@ -357,7 +357,10 @@ task<tcp_stream> tcp_listener::accept(stream_options options) {
     if (fd == -ECANCELED && s->fd < 0) {
       throw stream_closed_error("tcp_listener::accept: listener closed while accepting");
     }
-    throw error(std::string("tcp_listener::accept: ") + std::strerror(-fd), os_error(-fd));
+    // D1: name the errno too ("Too many open files (EMFILE)"), so a log line says which limit.
+    std::string text = std::string("tcp_listener::accept: ") + std::strerror(-fd);
+    if (const char* name = ::strerrorname_np(-fd)) text += std::string(" (") + name + ")";
+    throw error(text, os_error(-fd));
   }
   co_return tcp_stream(fd, options);
 }
