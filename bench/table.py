@@ -21,13 +21,24 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
    runs far less than msgs/s does.
 3. perf cross-check: when `perf stat -e raw_syscalls:sys_enter` works, one more run per corio
    backend counts the server's system calls with perf, printed beside loop_stats' count.
-4. HTTP: for every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
+4. Idle connections: bench/idle_conns opens 10,000 connections (--idle-conns) to each echo
+   server (--quick: corio's two only), one 64-byte echo on each, and prints the growth of the
+   server's VmRSS per connection; corio io_uring's target is <= 2048 B at 10,000.
+5. Low-load latency: 1 connection, 1 message in flight (raw 64 B, depth 1), server and
+   echo_load pinned to the same CPU; corio vs the hand-written C server on each backend in
+   paired rounds (at least 3 in a full run); p50 and p99 ratios, goal <= 1.1.
+6. 1 loop vs 2 loops: bench/corio_echo_mt (run_per_core, SO_REUSEPORT) with --loops 1 and 2,
+   raw 64 B x 64 connections, msgs/s and server CPU per message (all loop threads).
+7. Techniques: paired with/without runs of one technique at raw 64 B x 64 connections:
+   multishot recv (peer_uring_echo vs peer_uring_echo --single-shot) and corio's registered
+   ring fd (corio_echo vs corio_echo with CORIO_NO_REGISTERED_RING_FD=1); server CPU ratios.
+8. HTTP: for every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
    (corio_http_hello on io_uring and on epoll, and nginx with one worker answering
    `return 200 "Hello, World!"` when nginx is installed), starts the server pinned to one CPU
    and runs `wrk --latency` (one thread) pinned to another against GET /, and collects
    requests/s and p99 latency from wrk, server CPU us per request (schedstat, the whole
    process tree) and, for corio, syscalls per request from its --stats-file.
-5. TLS echo beside plaintext (corio_echo, tls_load).
+9. TLS echo beside plaintext (corio_echo, tls_load).
 Prints markdown tables on stdout; progress goes to stderr.
 
 Everything is bounded in time, and every server is killed at the end, even on errors.
@@ -148,11 +159,13 @@ def kill_all():
         running.remove(proc)
 
 
-def start_server(argv, cpu, timeout=5.0):
-    """Starts a server on port 0 (the kernel picks a free port); returns (proc, port)."""
+def start_server(argv, cpu, timeout=5.0, env=None):
+    """Starts a server on port 0 (the kernel picks a free port); returns (proc, port).
+
+    env: variables to add to the server's environment."""
     stderr = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                            preexec_fn=pin(cpu))
+                            preexec_fn=pin(cpu), env={**os.environ, **env} if env else None)
     running.append(proc)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -172,7 +185,8 @@ def start_server(argv, cpu, timeout=5.0):
         stderr.seek(0)
         raise RuntimeError(f"{argv[0]} did not report 'listening on' within {timeout} s "
                            f"(got {text!r}; stderr: {stderr.read().decode(errors='replace')[-300:]!r})")
-    return proc, int(text.rsplit(":", 1)[1])
+    # "listening on 127.0.0.1:N", possibly followed by a note ("(2 loops)").
+    return proc, int(text.rsplit(":", 1)[1].split()[0])
 
 
 def parse_result(output):
@@ -270,18 +284,24 @@ class Workload:
         return f"{self.mode} {self.conns}c x {self.size}B d{self.depth}"
 
 
-def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False):
-    """One echo run: starts the server, runs echo_load against it; returns a row (dict)."""
+def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False, env=None,
+            fixed_port=False, seconds=None):
+    """One echo run: starts the server, runs echo_load against it; returns a row (dict).
+
+    env: added to the server's environment; fixed_port: pass a free port rather than 0 (the
+    loops of corio_echo_mt bind the same port); seconds: overrides args.seconds."""
     name, exe, extra, has_stats = server
+    seconds = args.seconds if seconds is None else seconds
     row = {"workload": workload.label(), "server": name}
     stats_path = perf_out = None
-    argv = [*server_command(exe), *extra, "--port", "0", "--mode", workload.mode]
+    port_arg = str(free_port()) if fixed_port else "0"
+    argv = [*server_command(exe), *extra, "--port", port_arg, "--mode", workload.mode]
     if has_stats:
         fd, stats_path = tempfile.mkstemp(prefix="corio_stats_")
         os.close(fd)
         argv += ["--stats-file", stats_path]
     try:
-        proc, port = start_server(argv, server_cpu)
+        proc, port = start_server(argv, server_cpu, env=env)
         try:
             perf = None
             if with_perf:
@@ -290,12 +310,12 @@ def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False):
                 perf = perf_attach(proc.pid, perf_out)
             load = [os.path.join(BIN, "echo_load"), "--engine", args.engine, "--port", str(port),
                     "--conns", str(workload.conns), "--depth", str(workload.depth),
-                    "--size", str(workload.size), "--seconds", str(args.seconds),
+                    "--size", str(workload.size), "--seconds", str(seconds),
                     "--warmup", str(args.warmup), "--mode", workload.mode]
             cpu_before = cpu_ns(proc.pid)
             try:
                 done = subprocess.run(load, capture_output=True, text=True,
-                                      timeout=args.seconds + args.warmup + 30,
+                                      timeout=seconds + args.warmup + 30,
                                       preexec_fn=pin(load_cpu))
             except subprocess.TimeoutExpired:
                 row["error"] = "echo_load timed out"
@@ -664,6 +684,271 @@ def run_loop_bench(quick):
     sys.stdout.flush()
 
 
+# --- idle connections, same-CPU latency, 1 vs 2 loops, techniques ---------------------------
+
+def ratio_line(what, workload, values, goal=None, limit=None, digits=".2f"):
+    """One row of a ratio table: median and range of the paired ratios, met/missed."""
+    head = f"| {what} | {workload} | " + (f"{goal} {limit:g}" if goal else "—") + " "
+    if not values:
+        return head + "| 0 | — | — | no data (a run failed) |"
+    lo, hi, mid = min(values), max(values), statistics.median(values)
+    verdict = "—"
+    if goal:
+        verdict = "met" if meets(mid, goal, limit) else "**missed**"
+        if meets(lo, goal, limit) != meets(hi, goal, limit):
+            verdict += " (range crosses the goal)"
+    return head + f"| {len(values)} | {mid:{digits}} | {lo:{digits}}–{hi:{digits}} | {verdict} |"
+
+
+def run_rounds(variants, workload, rounds, args, server_cpu, load_cpu, **kwargs):
+    """variants: [(label, server tuple, run_one keyword args, which may override the CPUs)].
+    Every round runs each variant once, in an order reversed every other round; returns
+    {label: {round: row}}."""
+    out = {label: {} for label, _, _ in variants}
+    for rnd in range(rounds):
+        order = variants if rnd % 2 == 0 else variants[::-1]
+        for label, server, extra in order:
+            row = run_one(server, workload, args, **{"server_cpu": server_cpu,
+                                                     "load_cpu": load_cpu, **kwargs, **extra})
+            row["server"] = label
+            out[label][rnd] = row
+            log_row(row, rnd if rounds > 1 else None)
+    return out
+
+
+def ratios(runs, a, b, key):
+    """key(a) / key(b) for every round in which both ran without error."""
+    ra, rb = runs.get(a, {}), runs.get(b, {})
+    both = [n for n in sorted(ra.keys() & rb.keys())
+            if "error" not in ra[n] and "error" not in rb[n] and ra[n].get(key) and rb[n].get(key)]
+    return [ra[n][key] / rb[n][key] for n in both]
+
+
+def find_server(servers, name):
+    return next((s for s in servers if s[0] == name), None)
+
+
+IDLE_TARGET_BYTES = 2048  # corio io_uring, at 10,000 idle connections (issue #7)
+IDLE_TARGET_CONNS = 10000
+QUICK_IDLE_CONNS = 10000
+
+
+def run_idle(args, servers, server_cpu, load_cpu):
+    """Bytes of server RSS per idle connection (bench/idle_conns); returns the rows."""
+    exe = os.path.join(BIN, "idle_conns")
+    if not os.access(exe, os.X_OK):
+        log("idle_conns not built; idle-connection table skipped")
+        return []
+    conns = args.idle_conns
+    # --quick: corio only (each server takes about 1.5 s at 10,000 connections).
+    wanted = [CORIO_URING, CORIO_EPOLL]
+    if not args.quick:
+        wanted += [C_URING, C_EPOLL, ASIO_URING, ASIO_EPOLL, TORNADO]
+    rows = []
+    for name in wanted:
+        server = find_server(servers, name)
+        if server is None:
+            continue
+        _, exe_name, extra, _ = server
+        row = {"server": name, "conns": conns}
+        try:
+            proc, port = start_server([*server_command(exe_name), *extra, "--port", "0",
+                                       "--mode", "raw"], server_cpu)
+        except (RuntimeError, OSError) as e:
+            row["error"] = str(e)
+            rows.append(row)
+            continue
+        started = time.monotonic()
+        try:
+            done = subprocess.run([exe, "--port", str(port), "--pid", str(proc.pid),
+                                   "--conns", str(conns)], capture_output=True, text=True,
+                                  timeout=60, preexec_fn=pin(load_cpu))
+            result = parse_result(done.stdout)
+            if done.returncode != 0 or result is None:
+                row["error"] = (done.stderr.strip() or done.stdout.strip() or "no result")[-200:]
+            elif proc.poll() is not None:
+                row["error"] = f"server exited with status {proc.returncode}"
+            else:
+                row.update(result)
+        except subprocess.TimeoutExpired:
+            row["error"] = "idle_conns timed out"
+        finally:
+            stop(proc)
+        rows.append(row)
+        log(f"idle {conns} conns {name:<16} " +
+            (f"ERROR {row['error']}" if "error" in row else
+             f"{row['bytes_per_conn']:>7.0f} B/conn ({time.monotonic() - started:.1f} s)"))
+    if not rows:
+        return rows
+    print()
+    print(f"Idle connections: server resident memory per connection (bench/idle_conns: VmRSS "
+          f"after {conns:,} connections, each with one 64-byte echo done, minus VmRSS before, "
+          f"over {conns:,}; user-space memory only, the kernel's socket buffers are not in "
+          f"it). Target: corio io_uring ≤ {IDLE_TARGET_BYTES} B at {IDLE_TARGET_CONNS:,}.")
+    print()
+    print("| server | connections | RSS before KiB | RSS after KiB | bytes/conn | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['server']} | {conns:,} | error: {r['error'].splitlines()[-1]} | | | |")
+            continue
+        target = "—"
+        if r["server"] == CORIO_URING:
+            if conns != IDLE_TARGET_CONNS:
+                target = f"not claimed ({conns:,} connections, not {IDLE_TARGET_CONNS:,})"
+            elif r["bytes_per_conn"] <= IDLE_TARGET_BYTES:
+                target = f"≤ {IDLE_TARGET_BYTES}: met"
+            else:
+                target = f"≤ {IDLE_TARGET_BYTES}: **missed**"
+        elif r["server"] == CORIO_EPOLL:
+            target = "stated"
+        print(f"| {r['server']} | {conns:,} | {r['rss_before_kb']:,.0f} | {r['rss_after_kb']:,.0f} "
+              f"| {r['bytes_per_conn']:,.0f} | {target} |")
+    sys.stdout.flush()
+    return rows
+
+
+def run_latency(args, servers, cpu):
+    """Low-load latency: 1 connection, 1 message in flight, server and echo_load on the same
+    CPU; corio vs the hand-written server on each backend, paired rounds. Returns the rows."""
+    pairs = [(CORIO_URING, C_URING), (CORIO_EPOLL, C_EPOLL)]
+    pairs = [(a, b) for a, b in pairs if find_server(servers, a) and find_server(servers, b)]
+    if not pairs:
+        log("latency table skipped: needs corio and the hand-written C server of a backend")
+        return []
+    order = [n for n in ROUND_ORDER if any(n in p for p in pairs)]
+    variants = [(n, find_server(servers, n), {}) for n in order]
+    w = Workload(1, 64, "raw", 1)
+    rounds = args.latency_rounds
+    runs = run_rounds(variants, w, rounds, args, cpu, cpu, seconds=args.latency_seconds)
+    print()
+    print(f"Low-load latency: {w.label()} (one 64-byte message in flight on one connection), "
+          f"server and echo_load pinned to the same CPU ({cpu}), {args.latency_seconds:g} s "
+          f"per run, {rounds} round(s), each round every server once in an order reversed "
+          f"every other round. Ratios: corio's p50 (p99) over the hand-written server's in "
+          f"the same round; goal ≤ 1.1.")
+    print()
+    print("| server | runs | round trips/s | p50 µs | p99 µs | server CPU µs/msg |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in order:
+        rows = list(runs[name].values())
+        if not good(rows):
+            print(f"| {name} | {len(rows)} | error: {rows[-1]['error'].splitlines()[-1]} | | | |")
+            continue
+        print(f"| {name} | {len(good(rows))} | {fmt(median_of(rows, 'msgs_per_s'), ',.0f')} "
+              f"| {fmt(median_of(rows, 'p50_us'), '.1f')} | {fmt(median_of(rows, 'p99_us'), '.1f')} "
+              f"| {fmt(median_of(rows, 'cpu_us_per_msg'), '.2f')} |")
+    print()
+    print("| target | workload | goal | n | median | range | met? |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for a, b in pairs:
+        for q in ("p50", "p99"):
+            print(ratio_line(f"{a} / {b} {q} latency", f"{w.label()}, same CPU",
+                             ratios(runs, a, b, f"{q}_us"), "<=", 1.1))
+    sys.stdout.flush()
+    return [r for by_round in runs.values() for r in by_round.values()]
+
+
+def run_loops(args, server_cpu, load_cpu):
+    """corio_echo_mt on 1 loop and on 2 loops (run_per_core, SO_REUSEPORT); returns rows."""
+    if not os.access(os.path.join(BIN, "corio_echo_mt"), os.X_OK):
+        log("corio_echo_mt not built; 1-loop vs 2-loop table skipped")
+        return []
+    ncpu = len(os.sched_getaffinity(0))
+    w = Workload(64, 64, "raw", args.depth)
+    rows = []
+    lines = []
+    for backend in args.loops_backends:
+        one = (f"corio {backend} 1 loop", "corio_echo_mt",
+               ["--backend", backend, "--loops", "1"], True)
+        two = (f"corio {backend} 2 loops", "corio_echo_mt",
+               ["--backend", backend, "--loops", "2"], True)
+        # 1 loop: pinned like every echo server. 2 loops: the process may use every CPU and
+        # run_per_core pins loop i to the i-th; echo_load is left to the scheduler.
+        runs = run_rounds([(one[0], one, {}),
+                           (two[0], two, {"server_cpu": None, "load_cpu": None})],
+                          w, args.pairs, args, server_cpu, load_cpu, fixed_port=True,
+                          seconds=args.extra_seconds)
+        rows += [r for by_round in runs.values() for r in by_round.values()]
+        lines.append((one[0], two[0], runs))
+    print()
+    print(f"1 loop vs 2 loops (bench/corio_echo_mt: one event loop per thread, each with its "
+          f"own SO_REUSEPORT listener, corio::run_per_core), {w.label()}, {args.extra_seconds:g} s per "
+          f"run, {args.pairs} round(s). 1 loop: server pinned to CPU {server_cpu}, echo_load to "
+          f"CPU {load_cpu}. 2 loops: loop i pinned to the i-th CPU, echo_load (one thread) "
+          f"unpinned, so on this {ncpu}-CPU machine three busy threads share {ncpu} CPUs. "
+          f"Server CPU per message counts every loop thread.")
+    print()
+    print("| server | runs | msgs/s | server CPU µs/msg | syscalls/msg | load CPU % |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for a, b, runs in lines:
+        for name in (a, b):
+            rs = list(runs[name].values())
+            if not good(rs):
+                print(f"| {name} | {len(rs)} | error: {rs[-1]['error'].splitlines()[-1]} | | | |")
+                continue
+            print(f"| {name} | {len(good(rs))} | {fmt(median_of(rs, 'msgs_per_s'), ',.0f')} "
+                  f"| {fmt(median_of(rs, 'cpu_us_per_msg'), '.2f')} "
+                  f"| {fmt(median_of(rs, 'syscalls_per_msg'), '.3f')} "
+                  f"| {fmt(median_of(rs, 'load_cpu_pct'), '.0f')} |")
+    print()
+    print("| ratio | workload | goal | n | median | range | met? |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for a, b, runs in lines:
+        print(ratio_line(f"{b} / {a} msgs/s", w.label(), ratios(runs, b, a, "msgs_per_s")))
+        print(ratio_line(f"{b} / {a} CPU/msg", w.label(), ratios(runs, b, a, "cpu_us_per_msg")))
+    sys.stdout.flush()
+    return rows
+
+
+def run_techniques(args, servers, server_cpu, load_cpu):
+    """Paired with/without runs of single techniques; returns the rows."""
+    w = Workload(64, 64, "raw", args.depth)
+    studies = []  # (technique, with label, without label, runs)
+    rows = []
+    c_uring = find_server(servers, C_URING)
+    if c_uring:
+        single = (f"{C_URING} single-shot", c_uring[1], [*c_uring[2], "--single-shot"], False)
+        runs = run_rounds([(C_URING, c_uring, {}), (single[0], single, {})], w, args.pairs,
+                          args, server_cpu, load_cpu, seconds=args.extra_seconds)
+        studies.append(("multishot recv (hand-written C io_uring server)", C_URING, single[0],
+                        runs))
+    corio_uring = find_server(servers, CORIO_URING)
+    if corio_uring:
+        without = f"{CORIO_URING} no registered ring fd"
+        runs = run_rounds([(CORIO_URING, corio_uring, {}),
+                           (without, corio_uring, {"env": {"CORIO_NO_REGISTERED_RING_FD": "1"}})],
+                          w, args.pairs, args, server_cpu, load_cpu, seconds=args.extra_seconds)
+        studies.append(("registered ring fd (corio io_uring; CORIO_NO_REGISTERED_RING_FD=1 "
+                        "turns it off)", CORIO_URING, without, runs))
+    if not studies:
+        return rows
+    print()
+    print(f"Techniques evaluated: the same server with and without one technique, {w.label()}, "
+          f"{args.extra_seconds:g} s per run, {args.pairs} round(s) (with/without alternating first). "
+          f"Ratio = with / without: below 1 the technique saves server CPU.")
+    print()
+    print("| technique | with | without | n | CPU µs/msg with | CPU µs/msg without "
+          "| ratio median | ratio range | msgs/s with | msgs/s without |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for what, a, b, runs in studies:
+        rows += [r for by_round in runs.values() for r in by_round.values()]
+        values = ratios(runs, a, b, "cpu_us_per_msg")
+        ra, rb = list(runs[a].values()), list(runs[b].values())
+        cells = (f"| {fmt(median_of(ra, 'cpu_us_per_msg'), '.2f')} "
+                 f"| {fmt(median_of(rb, 'cpu_us_per_msg'), '.2f')} ")
+        if values:
+            cells += (f"| {statistics.median(values):.3f} "
+                      f"| {min(values):.3f}–{max(values):.3f} ")
+        else:
+            cells += "| — | no data (a run failed) "
+        cells += (f"| {fmt(median_of(ra, 'msgs_per_s'), ',.0f')} "
+                  f"| {fmt(median_of(rb, 'msgs_per_s'), ',.0f')} |")
+        print(f"| {what} | {a} | {b} | {len(values)} " + cells)
+    sys.stdout.flush()
+    return rows
+
+
 # --- HTTP: corio_http_hello and nginx under wrk --------------------------------------------
 
 # name -> (executable or None for nginx, extra args)
@@ -994,7 +1279,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="echo: 64 connections, one round; HTTP: 64 connections; "
-                        "1 s runs (under a minute)")
+                        "1 s runs; idle bytes: corio only; latency, loops and techniques: "
+                        "0.5 s runs (under a minute)")
     parser.add_argument("--depth", type=int, default=8,
                         help="messages in flight per connection (the pipelined workloads use 16)")
     parser.add_argument("--seconds", type=float, help="measured seconds per run (5, quick: 1)")
@@ -1010,6 +1296,15 @@ def main():
     parser.add_argument("--no-perf", action="store_true", help="skip the perf cross-check")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP table")
     parser.add_argument("--no-tls", action="store_true", help="skip the TLS echo table")
+    parser.add_argument("--idle-conns", type=int,
+                        help="idle connections per server for the bytes-per-connection table "
+                        f"({IDLE_TARGET_CONNS}; quick: {QUICK_IDLE_CONNS})")
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle-connection table")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="skip the same-CPU low-load latency table")
+    parser.add_argument("--no-loops", action="store_true", help="skip 1 loop vs 2 loops")
+    parser.add_argument("--no-techniques", action="store_true",
+                        help="skip the techniques table (multishot recv, registered ring fd)")
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 1.0 if args.quick else 5.0  # --quick must finish within a minute
@@ -1018,6 +1313,16 @@ def main():
     if args.pairs is None:
         args.pairs = 1 if args.quick else 3
     args.pairs = max(1, args.pairs)
+    if args.idle_conns is None:
+        args.idle_conns = QUICK_IDLE_CONNS if args.quick else IDLE_TARGET_CONNS
+    # Latency pairs are cheap (4 servers, 1 connection): at least 3 rounds in a full run.
+    args.latency_rounds = args.pairs if args.quick else max(3, args.pairs)
+    # The sections after the echo table run shorter in --quick, to stay within a minute.
+    args.extra_seconds = min(args.seconds, 0.5) if args.quick else args.seconds
+    # 3 s of 1-connection round trips is ~300k samples: plenty for a p99, and it keeps the
+    # full run's 12 latency runs near 40 s.
+    args.latency_seconds = args.extra_seconds if args.quick else min(args.seconds, 3.0)
+    args.loops_backends = ("io_uring",) if args.quick else ("io_uring", "epoll")
 
     echo_load = os.path.join(BIN, "echo_load")
     if not os.access(echo_load, os.X_OK):
@@ -1055,6 +1360,14 @@ def main():
         perf_rows = [] if args.no_perf else run_perf_check(args, servers, server_cpu, load_cpu)
         print_echo_tables(args, runs, targets, perf_rows, servers)
         echo_rows = [r for rows in runs.values() for _, r in rows] + perf_rows
+    if not args.no_idle and servers:
+        echo_rows += run_idle(args, servers, server_cpu, load_cpu)
+    if not args.no_latency and servers:
+        echo_rows += run_latency(args, servers, server_cpu)
+    if not args.no_loops:
+        echo_rows += run_loops(args, server_cpu, load_cpu)
+    if not args.no_techniques and servers:
+        echo_rows += run_techniques(args, servers, server_cpu, load_cpu)
     http_rows = [] if args.no_http else run_http(args, server_cpu, load_cpu)
     tls_rows = [] if args.no_tls else run_tls(args, server_cpu, load_cpu)
     return 1 if any("error" in r for r in echo_rows + http_rows + tls_rows) else 0

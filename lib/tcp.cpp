@@ -250,6 +250,12 @@ struct tcp_listener::state {
   endpoint bound;
   std::vector<detail::io_op*> pending_accepts;
   event_loop* loop = nullptr;
+  // The last accept found a connection waiting: more may be queued behind it (a burst), so
+  // the next accept tries accept4() at once instead of waiting a loop turn for the backend.
+  // The first EAGAIN or error turns this off again, and every 64th accept of a streak goes
+  // through the backend anyway so that a flood of connects cannot starve the rest of the loop.
+  bool backlog_hot = false;
+  unsigned direct_accepts = 0;
 };
 
 namespace {
@@ -267,7 +273,22 @@ class accept_awaiter final : detail::io_handler, detail::ready_node {
       loop_->orphan(*op_);
     }
   }
-  bool await_ready() const noexcept { return false; }
+  /// A connection already queued is taken without suspending (see state::backlog_hot).
+  bool await_ready() noexcept {
+    if (!state_->backlog_hot || ++state_->direct_accepts % 64 == 0) return false;
+    ++event_loop::current().mutable_stats().syscalls;
+    int fd = ::accept4(state_->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      result_ = fd;
+      return true;
+    }
+    state_->backlog_hot = false;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) {
+      return false;  // nothing decided: wait through the backend as usual
+    }
+    result_ = -errno;  // EMFILE and friends: reported exactly as the backend would
+    return true;
+  }
   void await_suspend(std::coroutine_handle<> waiting) {
     waiting_ = waiting;
     loop_ = &event_loop::current();
@@ -283,6 +304,7 @@ class accept_awaiter final : detail::io_handler, detail::ready_node {
  private:
   void on_io_complete(detail::io_op& op) override {
     result_ = op.result;
+    state_->backlog_hot = op.result >= 0;
     std::erase(state_->pending_accepts, &op);
     loop_->release_op(&op);
     op_ = nullptr;
@@ -362,7 +384,10 @@ task<tcp_stream> tcp_listener::accept(stream_options options) {
     if (fd == -ECANCELED && s->fd < 0) {
       throw stream_closed_error("tcp_listener::accept: listener closed while accepting");
     }
-    throw error(std::string("tcp_listener::accept: ") + std::strerror(-fd), os_error(-fd));
+    // D1: name the errno too ("Too many open files (EMFILE)"), so a log line says which limit.
+    std::string text = std::string("tcp_listener::accept: ") + std::strerror(-fd);
+    if (const char* name = ::strerrorname_np(-fd)) text += std::string(" (") + name + ")";
+    throw error(text, os_error(-fd));
   }
   co_return tcp_stream(fd, options);
 }
