@@ -23,14 +23,6 @@
 #include "corio/corio.hpp"
 #include "support/backends.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CORIO_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CORIO_TEST_ASAN 1
-#endif
-#endif
-
 namespace {
 
 thread_local std::uint64_t allocations = 0;

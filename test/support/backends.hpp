@@ -9,7 +9,22 @@
 #include "corio/loop.hpp"
 #include "corio/timeout.hpp"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CORIO_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORIO_TEST_ASAN 1
+#endif
+#endif
+
 namespace corio::testing {
+
+/// True in an AddressSanitizer build (tests shorten their runs or skip allocation counts).
+#ifdef CORIO_TEST_ASAN
+inline constexpr bool under_asan = true;
+#else
+inline constexpr bool under_asan = false;
+#endif
 
 /// Fixture base for tests parametrized over the backend.
 class backend_test : public ::testing::TestWithParam<corio::backend> {
