@@ -18,7 +18,8 @@
 // reordered, also by withdrawn reads).
 //
 // On a mismatch the target prints the op log and aborts, so libFuzzer keeps the input.
-// Reproduce: build/fuzz/test/fuzz_stream_model <crash-file>.
+// Reproduce: build/fuzz/test/fuzz_stream_model <crash-file>; STREAM_MODEL_TRACE=1 prints
+// the op log of every input.
 // One event loop per backend lives for the whole process; each input uses new streams,
 // awaits or destroys every task it started, and leaves nothing on the loop.
 #include "support/stream_model.hpp"
@@ -199,7 +200,8 @@ class runner {
     return "?";
   }
 
-  prediction predict(const read_spec& r) const {
+  prediction predict(const read_spec& r) {
+    sync_idle_eof();
     switch (r.kind) {
       case read_spec::until:
         return m_.until(r.delimiter, r.max_bytes);
@@ -309,9 +311,26 @@ class runner {
     }
   }
 
+  /// S40: with no read pending the stream may still watch the transport and read the EOF
+  /// (corio may watch or not without a close callback). Allowed only once the peer closed and
+  /// everything it sent is buffered; from then on the model is closed as after a read's EOF.
+  void sync_idle_eof() {
+    if (m_.closed || !reader_.closed()) return;
+    if (!m_.peer_closes || reader_.error() != std::error_code() ||
+        reader_.buffered_bytes() != m_.rest.size()) {
+      fail("the stream closed by itself (error() " + reader_.error().message() + ", " +
+           std::to_string(reader_.buffered_bytes()) + " bytes buffered)" +
+           (m_.peer_closes ? "" : " although the peer is open"));
+    }
+    log_ += "    (EOF read while idle)\n";
+    m_.closed = true;
+    close_error_ = {};
+  }
+
   /// After every op: the buffer of a closed stream is exactly the model's rest, and an open
   /// one holds a prefix of it.
   void check_buffer() {
+    sync_idle_eof();
     std::size_t b = reader_.buffered_bytes();
     if (m_.closed ? b != m_.rest.size() : b > m_.rest.size()) {
       fail("buffered_bytes() = " + std::to_string(b) + " but the model has " +
@@ -381,7 +400,9 @@ class runner {
       static constexpr unsigned densities[] = {128, 40, 8, 0};
       data = generated(size, in_.byte(), densities[flags & 3]);
     }
-    if (m_.peer_closes || m_.closed || total_ + data.size() > max_total_bytes) {
+    // Tiny read chunks mean one receive per few bytes: keep their data small too.
+    const std::size_t cap = std::min(max_total_bytes, reader_.options().read_chunk_size * 1024);
+    if (m_.peer_closes || m_.closed || total_ + data.size() > cap) {
       log_ += "  (peer chunk of " + std::to_string(data.size()) + " skipped)\n";
       co_return;
     }
@@ -400,6 +421,8 @@ class runner {
   task<void> reader_write() {
     std::uint8_t b = in_.byte();
     std::size_t size = b < 200 ? 1 + b : 1 + in_.u16();
+    // The peer reads with the same (maybe tiny) read_chunk_size: keep it to ~1024 receives.
+    size = std::min(size, reader_.options().read_chunk_size * 1024);
     if (pipe_ || m_.peer_closes) {
       log_ += "  (write skipped)\n";
       co_return;
@@ -447,6 +470,7 @@ class runner {
   }
 
   task<void> local_close() {
+    sync_idle_eof();
     if (m_.closed) {
       log_ += "  close() [again]\n";
       reader_.close();  // S36: idempotent, error() unchanged
@@ -472,6 +496,7 @@ class runner {
   }
 
   task<void> step() {
+    sync_idle_eof();
     std::uint8_t op = in_.byte();
     std::uint8_t flags = op >> 4;
     switch (op & 15) {
@@ -602,6 +627,7 @@ class runner {
     if (o.kind != observed::value || !o.data.empty()) {
       fail("S27: a repeated read_until_close must complete with \"\": " + describe(o));
     }
+    if (std::getenv("STREAM_MODEL_TRACE") != nullptr) std::fprintf(stderr, "%s", log_.c_str());
     reader_.close();
     if (closer_) {
       try {
@@ -654,6 +680,24 @@ int open_fds() {
 }
 
 }  // namespace
+
+// The loops, their op pools and the frame allocator's pools live across inputs by design,
+// so an input's mallocs and frees rarely balance, and libFuzzer would then run a full
+// LeakSanitizer scan after almost every input (3x slower). Turn that per-input check off
+// unless the command line sets it; LeakSanitizer still checks the whole run at exit.
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  for (int i = 1; i < *argc; ++i) {
+    if (std::string_view((*argv)[i]).starts_with("-detect_leaks=")) return 0;
+  }
+  static std::vector<char*> args;
+  args.assign(*argv, *argv + *argc);
+  static char flag[] = "-detect_leaks=0";
+  args.push_back(flag);
+  args.push_back(nullptr);
+  *argc += 1;
+  *argv = args.data();
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static constexpr std::size_t chunk_sizes[8] = {0, 1, 2, 3, 7, 16, 100, 4096};
