@@ -1,9 +1,11 @@
 // libFuzzer: the real stream against the reference model (test/support/stream_model.hpp),
 // with fuzzer-chosen peer chunking and stream operations, on io_uring and on epoll.
 //
-// Input: byte 0 picks the backend (bit 0), the transport (bit 1: unix socket pair or pipe)
-// and read_chunk_size (bits 2-4); then a sequence of ops, each an opcode byte (low 4 bits:
-// the op, high 4 bits: flags) followed by its argument bytes; a missing byte reads as 0.
+// Input: byte 0 picks the backend (bit 0), the transport (bit 1: unix socket pair or pipe),
+// read_chunk_size (bits 2-4) and the fault-injecting backend (bit 5, followed by 2 bytes of
+// fault seed); then a sequence of ops, each an opcode byte (low 4 bits: the op, high 4 bits:
+// flags) followed by its argument bytes; a missing byte reads as 0.
+// test/fuzz/stream_model_seeds.py writes the seed corpus in this format.
 //
 // The peer queues its chunks on its own stream in call order (S4, S28) and so never blocks
 // the test; every byte it queued eventually becomes readable, and the model's `rest` is what
@@ -20,8 +22,9 @@
 // On a mismatch the target prints the op log and aborts, so libFuzzer keeps the input.
 // Reproduce: build/fuzz/test/fuzz_stream_model <crash-file>; STREAM_MODEL_TRACE=1 prints
 // the op log of every input.
-// One event loop per backend lives for the whole process; each input uses new streams,
-// awaits or destroys every task it started, and leaves nothing on the loop.
+// One event loop per backend lives for the whole process (inputs with faults get their own,
+// so that the fault schedule depends on the input only); each input uses new streams, awaits
+// or destroys every task it started, and leaves nothing on the loop (open fds are counted).
 #include "support/stream_model.hpp"
 
 #include <dirent.h>
@@ -35,8 +38,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "backend/fault_backend.hpp"
 #include "corio/corio.hpp"
 
 using namespace corio;
@@ -653,21 +658,42 @@ class runner {
   std::string log_;
 };
 
-event_loop& loop_for(bool epoll) {
+loop_options options_for(bool epoll) {
+  loop_options o;
+  o.backend = epoll ? backend::epoll : backend::io_uring;
+  return o;
+}
+
+/// A loop of the chosen backend (epoll if io_uring cannot be used here).
+std::unique_ptr<event_loop> make_loop(loop_options o) {
+  try {
+    return std::make_unique<event_loop>(o);
+  } catch (const backend_unavailable_error& e) {
+    static bool told = false;
+    if (!std::exchange(told, true)) {
+      std::fprintf(stderr, "stream_model: io_uring unavailable (%s); using epoll\n", e.what());
+    }
+    o.backend = backend::epoll;
+    return std::make_unique<event_loop>(o);
+  }
+}
+
+/// The loop of a backend, made once and reused by every input.
+event_loop& shared_loop(bool epoll) {
   static std::unique_ptr<event_loop> loops[2];
   auto& l = loops[epoll ? 1 : 0];
-  if (!l) {
-    loop_options o;
-    o.backend = epoll ? backend::epoll : backend::io_uring;
-    try {
-      l = std::make_unique<event_loop>(o);
-    } catch (const backend_unavailable_error& e) {
-      std::fprintf(stderr, "stream_model: io_uring unavailable (%s); using epoll\n", e.what());
-      o.backend = backend::epoll;
-      l = std::make_unique<event_loop>(o);
-    }
-  }
+  if (!l) l = make_loop(options_for(epoll));
   return *l;
+}
+
+void run_input(event_loop& loop, input_reader& in, bool pipe, const stream_options& options) {
+  try {
+    runner r(in, pipe);
+    loop.run(r.run(options));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stream_model: unexpected exception: %s\n", e.what());
+    std::abort();
+  }
 }
 
 int open_fds() {
@@ -705,14 +731,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::uint8_t config = in.byte();
   stream_options options;
   options.read_chunk_size = chunk_sizes[(config >> 2) & 7];
-  event_loop& loop = loop_for(config & 1);
-  try {
-    runner r(in, (config & 2) != 0);
-    loop.run(r.run(options));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "stream_model: unexpected exception: %s\n", e.what());
-    std::abort();
+  const bool epoll = config & 1, pipe = config & 2;
+  event_loop& loop = shared_loop(epoll);
+  if (config & 0x20) {
+    // Under lib/backend/fault_backend.hpp: reads and writes cut short (down to 1 byte),
+    // EAGAIN/EINTR retried, late completions, cancels forwarded late (a withdrawn read's
+    // receive completes after the cancel), 2 provided buffers on io_uring (real ENOBUFS); no
+    // hard errors, so the model must agree exactly. The schedule comes from the input (a
+    // fresh loop per input: its generator is seeded when the loop is made).
+    auto plan = std::make_shared<detail::fault_plan>();
+    plan->seed = in.byte();
+    plan->seed |= std::uint64_t{in.byte()} << 8;
+    loop_options o = options_for(epoll);
+    o.queue_depth = 64;
+    o.recv_buffer_count = 2;
+    detail::scoped_fault_plan install(plan);
+    auto faulty = make_loop(o);
+    run_input(*faulty, in, pipe, options);
+    if (plan->counts.errors != 0) {
+      std::fprintf(stderr, "stream_model: the fault plan injected hard errors\n");
+      std::abort();
+    }
+    return 0;
   }
+  run_input(loop, in, pipe, options);
   // No state leaks between inputs: every fd of the input is closed once its kernel ops ended.
   static int baseline = -1;
   static std::uint64_t runs = 0;

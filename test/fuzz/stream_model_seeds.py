@@ -2,8 +2,8 @@
 """Writes the seed corpus of the stream_model fuzz target (test/fuzz/corpus/stream_model/).
 
 Each seed is one small scenario in the target's input format (see test/fuzz/stream_model.cpp):
-byte 0 = backend (bit 0: epoll) | transport (bit 1: pipe) | read_chunk_size index << 2, then
-opcode bytes (low 4 bits: op, high 4 bits: flags) with their arguments.
+byte 0 = backend (bit 0: epoll) | transport (bit 1: pipe) | read_chunk_size index << 2
+| faults (bit 5, then 2 bytes of fault seed), then opcode bytes (low 4 bits: op, high 4 bits: flags) with their arguments.
 Run: python3 test/fuzz/stream_model_seeds.py [OUTDIR]
 """
 import os
@@ -23,8 +23,12 @@ DELIMS = ["\n", "\0", "x", "a", "\r\n", "\r\n\r\n", "ab", "\0x", "xx", "", "ax",
 PATTERNS = ["\\r?\\n", "a+x", "^[ab]*x", "\\r?\\n\\r?\\n", ""]
 
 
-def config(backend, transport, chunk):
-    return bytes([backend | transport | (CHUNK[chunk] << 2)])
+def config(backend, transport, chunk, fault_seed=None):
+    """fault_seed: run under the fault-injecting backend with this 16-bit schedule seed."""
+    if fault_seed is None:
+        return bytes([backend | transport | (CHUNK[chunk] << 2)])
+    return bytes([backend | transport | (CHUNK[chunk] << 2) | 0x20,
+                  fault_seed & 0xFF, fault_seed >> 8])
 
 
 def peer(text):
@@ -81,6 +85,13 @@ SEEDS = {
     read_bytes(32, True) + op(PEER_CLOSE) + until("xx"),
     "second_read": config(EPOLL, SOCKETPAIR, 2) + op(UNTIL_CLOSE) + until("\n") + peer("ab\n") +
     read_bytes(1) + op(CLOSE) + op(UNTIL_CLOSE),
+    "faults_uring_withdrawn": config(URING, SOCKETPAIR, 65536, 1234) + until("\r\n") +
+    peer("ab\r") + op(PAUSE, 3) + op(WITHDRAW, 1) + peer("\nxx") + until("\r\n") +
+    peer_generated(3000, 5, 1) + read_bytes(32, True, True) + op(WITHDRAW) + op(PEER_CLOSE) +
+    regex("\\r?\\n\\r?\\n"),
+    "faults_epoll_pipe": config(EPOLL, PIPE, 7, 99) + peer_generated(6000, 3, 0) +
+    until("\n") + op(WITHDRAW, 1) + peer("a\n") + read_bytes(20) + until("\n", 8) +
+    op(UNTIL_CLOSE),
 }
 
 
