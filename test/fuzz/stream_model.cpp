@@ -77,18 +77,23 @@ constexpr std::string_view tokens[] = {"\n", "\r\n", "\r\n\r\n", std::string_vie
                                        "ax", "aax",  "\r",       std::string_view("\0x", 2), "\n\n",
                                        "xx", "bab"};
 
-std::string generated(std::size_t size, std::uint64_t seed, unsigned density) {
-  std::string out;
-  out.reserve(size + 4);
+// Not instrumented: its per-byte branches and stores say nothing about the stream and,
+// instrumented, took a sixth of the run time.
+__attribute__((no_sanitize("coverage", "address"))) std::string generated(std::size_t size,
+                                                                          std::uint64_t seed,
+                                                                          unsigned density) {
+  std::string out(size + 4, 'a');  // room for a token that starts at size - 1
+  char* p = out.data();
   std::uint64_t state = seed * 0x9e3779b97f4a7c15ULL + 1;
-  while (out.size() < size) {
+  std::size_t i = 0;
+  while (i < size) {
     state ^= state << 13;
     state ^= state >> 7;
     state ^= state << 17;
     if ((state & 0xff) < density) {
-      out += tokens[(state >> 8) % std::size(tokens)];
+      for (char c : tokens[(state >> 8) % std::size(tokens)]) p[i++] = c;
     } else {
-      out += (state >> 20) & 1 ? 'a' : 'b';
+      p[i++] = (state >> 20) & 1 ? 'a' : 'b';
     }
   }
   out.resize(size);
