@@ -296,17 +296,19 @@ TEST_P(LoopTest, CallLater_RunsInDeadlineOrder_S61) {
     std::vector<int> order;
     auto start = clock_type::now();
     std::vector<double> when(4);
-    loop.call_later(30ms, [&] { order.push_back(30), when[3] = ms_since(start); });
-    loop.call_later(10ms, [&] { order.push_back(10), when[1] = ms_since(start); });
-    loop.call_later(20ms, [&] { order.push_back(20), when[2] = ms_since(start); });
+    // Deadlines 100 ms apart: under valgrind on a busy box, a few milliseconds can pass
+    // between two calls, which must not reorder deadlines that are meant to differ.
+    loop.call_later(300ms, [&] { order.push_back(300), when[3] = ms_since(start); });
+    loop.call_later(100ms, [&] { order.push_back(100), when[1] = ms_since(start); });
+    loop.call_later(200ms, [&] { order.push_back(200), when[2] = ms_since(start); });
     loop.call_later(1ms, [&] { order.push_back(1), when[0] = ms_since(start); });
     co_await until([&] { return order.size() == 4; });
-    EXPECT_GE(when[1], 10.0);
-    EXPECT_GE(when[2], 20.0);
-    EXPECT_GE(when[3], 30.0);
+    EXPECT_GE(when[1], 100.0);
+    EXPECT_GE(when[2], 200.0);
+    EXPECT_GE(when[3], 300.0);
     co_return order;
   };
-  EXPECT_EQ(run(body()), (std::vector<int>{1, 10, 20, 30}));
+  EXPECT_EQ(run(body()), (std::vector<int>{1, 100, 200, 300}));
 }
 
 TEST_P(LoopTest, CallLater_EqualDeadlinesRunFifo_S61) {
@@ -328,7 +330,8 @@ TEST_P(LoopTest, CallLater_ZeroDelayRunsAfterAlreadyQueuedCallbacks_S61) {
     std::vector<std::string> order;
     loop.post([&] { order.push_back("post-1"); });
     loop.call_later(0ns, [&] { order.push_back("timer-0"); });
-    loop.call_later(-5ms, [&] { order.push_back("timer-past"); });
+    // Far enough in the past that a slow call_later(0) above (valgrind) cannot overtake it.
+    loop.call_later(-500ms, [&] { order.push_back("timer-past"); });
     EXPECT_TRUE(order.empty()) << "call_later(0) ran inline";
     co_await until([&] { return order.size() == 3; });
     co_return order;
@@ -432,14 +435,15 @@ TEST_P(LoopTest, SleepFor_ZeroAndConcurrentSleepersWakeInDeadlineOrder_S65) {
       co_await corio::sleep_for(std::chrono::milliseconds(ms));
       order.push_back(ms);
     };
-    loop.spawn(sleeper(15));
-    loop.spawn(sleeper(5));
+    // 50 ms apart, so that a slow spawn (valgrind, a busy box) cannot reorder the deadlines.
+    loop.spawn(sleeper(150));
+    loop.spawn(sleeper(50));
     loop.spawn(sleeper(0));
-    loop.spawn(sleeper(10));
+    loop.spawn(sleeper(100));
     co_await until([&] { return order.size() == 4; });
     co_return order;
   };
-  EXPECT_EQ(run(body()), (std::vector<int>{0, 5, 10, 15}));
+  EXPECT_EQ(run(body()), (std::vector<int>{0, 50, 100, 150}));
 }
 
 // A turn that has work queued polls the backend without sleeping (io_uring once waited for a
