@@ -1529,6 +1529,30 @@ TEST_P(stream_test, Close_PendingOpsOutcomesInOrder_S37) {
   });
 }
 
+// B16: close() while a receive is in the kernel (io_uring) or waiting (epoll): the read fails
+// at once, the peer sees EOF (the socket is really closed: FIN sent, not kept open by the
+// pending receive), and a socket made right after, which may get the same fd number, works.
+TEST_P(stream_test, Close_WithReceivePendingSendsFinAndFreesTheFd_B16) {
+  each_transport([](transport t) -> task<void> {
+    const int fds_before = corio::testing::open_fd_count();
+    {
+      auto d = co_await connected(t);
+      auto pending = corio::start(d.b.read_until("\n"));
+      co_await turns();  // the receive is submitted and waiting for data
+      CO_ASSERT_TRUE(d.b.reading());
+      d.b.close();
+      auto e = co_await failure_of([&] { return std::move(pending); });
+      EXPECT_TRUE(e != nullptr) << "the pending read did not fail";
+      EXPECT_EQ(co_await d.a.read_until_close(), "");  // EOF: the FIN arrived
+      auto [x, y] = stream_pair();
+      co_await y.write("fresh\n");
+      EXPECT_EQ(co_await x.read_until("\n"), "fresh\n");
+    }
+    co_await turns();
+    EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
+  });
+}
+
 TEST_P(stream_test, CloseCallback_AfterContinuationsExactlyOnceNeverInsideClose_S38) {
   each_transport([](transport t) -> task<void> {
     for (bool remote : {false, true}) {
