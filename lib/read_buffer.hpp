@@ -34,6 +34,8 @@ class read_buffer {
     return {reinterpret_cast<std::byte*>(storage_ + end_), n};
   }
   void commit(std::size_t n) noexcept { end_ += n; }
+  /// True if prepare(n) needs no allocation (nor a move of the unread bytes).
+  bool has_room(std::size_t n) const noexcept { return capacity_ - end_ >= n; }
 
   /// Gives the storage back to the thread's pool when nothing is buffered: an idle stream
   /// then holds no receive memory (the next prepare() takes a block again).

@@ -111,6 +111,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   std::span<std::byte> prepare(std::size_t max) override { return buffer_.prepare(max); }
   void commit(std::size_t n) noexcept override { buffer_.commit(n); }
   void idle() noexcept override { buffer_.release_if_empty(); }
+  bool has_room(std::size_t n) const noexcept override { return buffer_.has_room(n); }
   void abandon(pending_op_base& op) noexcept override;
   void before_wait() override { flush(); }
 

@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <new>
 #include <unordered_map>
 #include <vector>
@@ -250,6 +252,22 @@ class epoll_backend final : public backend_base {
 
   void count_syscall() { ++loop_.mutable_stats().syscalls; }
 
+  /// The loop's receive scratch block, made on first use.
+  std::span<std::byte> scratch() {
+    if (!scratch_) scratch_ = std::make_unique<std::byte[]>(scratch_size);
+    return {scratch_.get(), scratch_size};
+  }
+
+  static void copy_to_sink(recv_sink& sink, std::span<const std::byte> bytes) {
+    while (!bytes.empty()) {
+      std::span<std::byte> space = sink.prepare(bytes.size());
+      std::size_t take = std::min(space.size(), bytes.size());
+      std::memcpy(space.data(), bytes.data(), take);
+      sink.commit(take);
+      bytes = bytes.subspan(take);
+    }
+  }
+
   /// Performs the op's syscall once. True if it is decided (result set), false on EAGAIN.
   bool attempt(io_op& op) {
     count_syscall();
@@ -261,19 +279,31 @@ class epoll_backend final : public backend_base {
           op.result = -ECANCELED;
           return true;
         }
+        // A sink without room receives into the scratch block (see recv_sink::has_room).
+        const bool via_scratch = op.length <= scratch_size && !op.sink->has_room(op.length);
         std::span<std::byte> space;
         try {
-          space = op.sink->prepare(op.length);
+          space = via_scratch ? scratch() : op.sink->prepare(op.length);
         } catch (const std::bad_alloc&) {
           // B13: the sink could not grow; the op completes with an error instead of staying
           // queued for an edge that may never come.
           op.result = -ENOMEM;
           return true;
         }
+        space = space.first(std::min(space.size(), op.length));
         r = op.kind == op_kind::recv ? ::recv(op.fd, space.data(), space.size(), op.flags)
                                      : ::read(op.fd, space.data(), space.size());
         if (r > 0) {
-          op.sink->commit(static_cast<std::size_t>(r));
+          if (via_scratch) {
+            try {
+              copy_to_sink(*op.sink, space.first(static_cast<std::size_t>(r)));
+            } catch (const std::bad_alloc&) {
+              op.result = -ENOMEM;  // B13: as above; the bytes are lost with the stream
+              return true;
+            }
+          } else {
+            op.sink->commit(static_cast<std::size_t>(r));
+          }
           if (static_cast<std::size_t>(r) < space.size()) note_drained(op);
         } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
           int saved = errno;
@@ -400,6 +430,8 @@ class epoll_backend final : public backend_base {
   }
 
   event_loop& loop_;
+  static constexpr std::size_t scratch_size = 64 << 10;  // the default read_chunk_size
+  std::unique_ptr<std::byte[]> scratch_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::unordered_map<int, fd_waiters> waiters_;

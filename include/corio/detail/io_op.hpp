@@ -52,6 +52,10 @@ class recv_sink {
   /// Nothing can arrive until the transport is ready again: memory kept only for the next
   /// receive may go back to a pool, so that an idle connection holds no receive buffer.
   virtual void idle() noexcept {}
+  /// True if prepare(n) would not allocate. Why: on epoll a receive into a sink without room
+  /// goes into the loop's scratch block and only the bytes received are copied, so a turn in
+  /// which many idle streams wake does not allocate (and free) a full receive chunk for each.
+  virtual bool has_room(std::size_t /*n*/) const noexcept { return true; }
 
  protected:
   ~recv_sink() = default;
