@@ -30,6 +30,7 @@
 #include "backend/fault_backend.hpp"
 #include "corio/corio.hpp"
 #include "support/backends.hpp"
+#include "support/observe.hpp"
 #include "support/stream_model.hpp"
 
 using namespace corio;
@@ -41,6 +42,8 @@ namespace {
 // stream_model fuzz target).
 using corio::testing::delimiters;
 using corio::testing::model;
+using corio::testing::observe;
+using corio::testing::observed;
 using corio::testing::pattern_spec;
 using corio::testing::patterns;
 using corio::testing::prediction;
@@ -141,48 +144,6 @@ case_plan make_plan(std::uint64_t seed) {
 }
 
 // ------------------------------------------------------------------ running a case
-
-/// What the stream did for one read.
-struct observed {
-  enum kind_t { value, closed, timeout, logic, other } kind = other;
-  std::string data;  // value (read_into: the bytes written into the span)
-  std::error_code code;
-  std::string what;
-};
-
-template <class T>
-task<observed> observe(task<T> op, bool expect_hang) {
-  observed o;
-  try {
-    // Why: not `T v = c ? co_await a : co_await b;` -- g++ 12 mishandles the temporaries of
-    // co_await inside ?: (the string ends up freed twice).
-    std::optional<T> v;
-    if (expect_hang) {
-      v.emplace(co_await with_timeout(2ms, std::move(op)));
-    } else {
-      v.emplace(co_await std::move(op));
-    }
-    o.kind = observed::value;
-    if constexpr (std::is_same_v<T, std::string>)
-      o.data = std::move(*v);
-    else
-      o.data = std::to_string(*v);
-  } catch (const stream_closed_error& e) {
-    o.kind = observed::closed;
-    o.code = e.code();
-    o.what = e.what();
-  } catch (const timeout_error& e) {
-    o.kind = observed::timeout;
-    o.what = e.what();
-  } catch (const std::logic_error& e) {
-    o.kind = observed::logic;
-    o.what = e.what();
-  } catch (const std::exception& e) {
-    o.kind = observed::other;
-    o.what = e.what();
-  }
-  co_return o;
-}
 
 task<void> peer_writer(tcp_stream& w, const case_plan& plan) {
   try {
@@ -379,7 +340,7 @@ class case_runner {
         co_return failed;
       }
     }
-    observed o = co_await observe(std::move(op), hang);
+    observed o = co_await observe(std::move(op), hang ? std::optional(2ms) : std::nullopt);
     if (s.reading()) {
       o.kind = observed::other;
       o.what = "reading() is still true after the read finished (S41)";
@@ -491,7 +452,7 @@ class case_runner {
       co_return fail("S16: the stream must be closed with error() unsatisfiable_read");
     }
     log_ += "  read_until_close() [after unsatisfiable]\n";
-    observed o = co_await observe(s.read_until_close(), false);
+    observed o = co_await observe(s.read_until_close(), std::nullopt);
     if (o.kind != observed::value) co_return fail("S27: read_until_close failed after S16");
     if (o.data.size() <= max_bytes ||
         std::string_view(m_.rest).substr(0, o.data.size()) != o.data) {
@@ -501,7 +462,7 @@ class case_runner {
     }
     t_.bytes += o.data.size();
     log_ += "  read_bytes(1) [closed, empty buffer]\n";
-    o = co_await observe(s.read_bytes(1), false);
+    o = co_await observe(s.read_bytes(1), std::nullopt);
     if (o.kind != observed::closed || o.code != unsat) {
       co_return fail(
           "S10: a read on the drained stream must fail with "
@@ -513,19 +474,19 @@ class case_runner {
   task<bool> finish(tcp_stream& s) {
     if (m_.peer_closes) {
       log_ += "  read_until_close() [final]\n";
-      observed o = co_await observe(s.read_until_close(), false);
+      observed o = co_await observe(s.read_until_close(), std::nullopt);
       if (!check(m_.until_close(), o)) co_return false;
       if (!s.closed() || s.error() != std::error_code()) {
         co_return fail("S26: after read_until_close the stream is closed with error() none");
       }
-      o = co_await observe(s.read_until_close(), false);  // S27: again, empty
+      o = co_await observe(s.read_until_close(), std::nullopt);  // S27: again, empty
       if (o.kind != observed::value || !o.data.empty()) {
         co_return fail("S27: a repeated read_until_close must complete with \"\"");
       }
     } else if (!m_.rest.empty()) {
       // Nothing was dropped, duplicated or reordered (S12), including by withdrawn reads.
       log_ += "  read_bytes(" + std::to_string(m_.rest.size()) + ") [final]\n";
-      observed o = co_await observe(s.read_bytes(m_.rest.size()), false);
+      observed o = co_await observe(s.read_bytes(m_.rest.size()), std::nullopt);
       if (!check(m_.bytes(m_.rest.size(), false), o)) co_return false;
     }
     co_return true;

@@ -1,9 +1,13 @@
 // lib/backend/backend.hpp - what every backend provides to the event loop.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 
 #include "corio/detail/io_op.hpp"
 #include "corio/loop.hpp"
@@ -12,6 +16,20 @@ namespace corio::detail {
 
 /// Delivers a completed op: to its handler, or (orphaned) back to the loop's pool.
 void deliver_completion(event_loop& loop, io_op& op);
+
+/// Copies received bytes into the op's sink (a backend that received them elsewhere: a
+/// provided or scratch buffer); an orphaned op (no sink) drops them. Throws std::bad_alloc
+/// if the sink cannot grow.
+inline void copy_to_sink(io_op& op, std::span<const std::byte> bytes) {
+  if (op.sink == nullptr) return;  // orphaned: nobody wants these bytes
+  while (!bytes.empty()) {
+    std::span<std::byte> space = op.sink->prepare(bytes.size());
+    std::size_t take = std::min(space.size(), bytes.size());
+    std::memcpy(space.data(), bytes.data(), take);
+    op.sink->commit(take);
+    bytes = bytes.subspan(take);
+  }
+}
 
 /// A backend completes io_ops; it knows nothing about streams.
 class backend_base {

@@ -258,16 +258,6 @@ class epoll_backend final : public backend_base {
     return {scratch_.get(), scratch_size};
   }
 
-  static void copy_to_sink(recv_sink& sink, std::span<const std::byte> bytes) {
-    while (!bytes.empty()) {
-      std::span<std::byte> space = sink.prepare(bytes.size());
-      std::size_t take = std::min(space.size(), bytes.size());
-      std::memcpy(space.data(), bytes.data(), take);
-      sink.commit(take);
-      bytes = bytes.subspan(take);
-    }
-  }
-
   /// Performs the op's syscall once. True if it is decided (result set), false on EAGAIN.
   bool attempt(io_op& op) {
     count_syscall();
@@ -296,7 +286,7 @@ class epoll_backend final : public backend_base {
         if (r > 0) {
           if (via_scratch) {
             try {
-              copy_to_sink(*op.sink, space.first(static_cast<std::size_t>(r)));
+              copy_to_sink(op, space.first(static_cast<std::size_t>(r)));
             } catch (const std::bad_alloc&) {
               op.result = -ENOMEM;  // B13: as above; the bytes are lost with the stream
               return true;

@@ -434,9 +434,12 @@ class uring_backend final : public backend_base {
     const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
     try {
       if (provided) {
-        if (res > 0) copy_to_sink(op, buffers_.get() + std::size_t(id) * buffer_size_, res);
+        if (res > 0)
+          copy_to_sink(
+              op, {buffers_.get() + std::size_t(id) * buffer_size_, static_cast<std::size_t>(res)});
       } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
-        copy_to_sink(op, static_cast<scratch&>(*op.pinned).bytes.get(), res);
+        copy_to_sink(
+            op, {static_cast<scratch&>(*op.pinned).bytes.get(), static_cast<std::size_t>(res)});
       }
     } catch (const std::bad_alloc&) {
       // B13: the sink could not grow; the op still completes (an error, not a lost op).
@@ -446,19 +449,6 @@ class uring_backend final : public backend_base {
     op.result = res;
     --in_flight_;
     deliver_completion(loop_, op);
-  }
-
-  static void copy_to_sink(io_op& op, const std::byte* data, int n) {
-    if (op.sink == nullptr) return;  // orphaned: nobody wants these bytes
-    std::size_t left = static_cast<std::size_t>(n);
-    while (left > 0) {
-      std::span<std::byte> space = op.sink->prepare(left);
-      std::size_t take = space.size() < left ? space.size() : left;
-      std::memcpy(space.data(), data, take);
-      op.sink->commit(take);
-      data += take;
-      left -= take;
-    }
   }
 
   struct scratch final : pinned_memory {

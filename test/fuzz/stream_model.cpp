@@ -43,11 +43,14 @@
 
 #include "backend/fault_backend.hpp"
 #include "corio/corio.hpp"
+#include "support/observe.hpp"
 
 using namespace corio;
 using namespace std::chrono_literals;
 using corio::testing::delimiters;
 using corio::testing::model;
+using corio::testing::observe;
+using corio::testing::observed;
 using corio::testing::pattern_spec;
 using corio::testing::patterns;
 using corio::testing::prediction;
@@ -98,38 +101,6 @@ __attribute__((no_sanitize("coverage", "address"))) std::string generated(std::s
   }
   out.resize(size);
   return out;
-}
-
-/// What a read produced.
-struct observed {
-  enum kind_t { value, closed, timeout, logic, other } kind = other;
-  std::string data;
-  std::error_code code;
-  std::string what;
-};
-
-template <class T>
-task<observed> observe(task<T> op, std::chrono::nanoseconds limit) {
-  observed o;
-  try {
-    T v = co_await with_timeout(limit, std::move(op));
-    o.kind = observed::value;
-    o.data = std::move(v);
-  } catch (const stream_closed_error& e) {
-    o.kind = observed::closed;
-    o.code = e.code();
-    o.what = e.what();
-  } catch (const timeout_error& e) {
-    o.kind = observed::timeout;
-    o.what = e.what();
-  } catch (const std::logic_error& e) {
-    o.kind = observed::logic;
-    o.what = e.what();
-  } catch (const std::exception& e) {
-    o.kind = observed::other;
-    o.what = e.what();
-  }
-  co_return o;
 }
 
 /// read_into as a string-valued task; checks that nothing past the count was written (S25).
