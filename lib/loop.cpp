@@ -86,12 +86,13 @@ void schedule(ready_node& node) noexcept {
 }
 
 void deliver_completion(event_loop& loop, io_op& op) {
-  op.in_flight = false;
+  if (!op.multishot) op.in_flight = false;  // a multishot op's backend says when it ends
   ++loop.mutable_stats().completions;
   if (op.handler != nullptr) {
     op.handler->on_io_complete(op);
     return;
   }
+  if (op.in_flight) return;  // an orphaned multishot op: its last completion comes later
   // Orphan: nobody waits. A connection accepted for nobody is closed, not leaked.
   if (op.kind == op_kind::accept && op.result >= 0) {
     loop.backend_impl().forget_fd(op.result);
@@ -415,11 +416,12 @@ void event_loop::release_op(detail::io_op* op) noexcept {
 void event_loop::submit(detail::io_op& op) {
   ++stats_.submissions;
   ++stats_.ops_by_kind[static_cast<std::size_t>(op.kind)];
+  const bool was_in_flight = op.in_flight;  // a multishot op may still be armed
   op.in_flight = true;
   try {
     backend_->submit(op);
   } catch (...) {
-    op.in_flight = false;  // B13: not taken (std::bad_alloc); the requester still owns it
+    op.in_flight = was_in_flight;  // B13: not taken (std::bad_alloc); the requester owns it
     throw;
   }
 }

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "corio/io.hpp"
+#include "backend/backend.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -352,25 +353,35 @@ void stream_core::try_read_progress() {
 }
 
 void stream_core::want_transport_read() {
-  if (closed_ || read_op_ != nullptr) return;
+  if (closed_ || read_requested_) return;
   std::size_t length = options_.read_chunk_size;
   if (read_.kind == read_kind::into) {
     // S24: never ask for more than the span still has room for.
     std::size_t room = read_.into.size() > buffer_.size() ? read_.into.size() - buffer_.size() : 1;
     length = std::min(length, room);
   }
-  io_op& op = *loop_.acquire_op();
-  op.kind = kind_ == stream::transport_kind::socket ? op_kind::recv : op_kind::read;
-  op.fd = fd_;
+  if (read_op_ == nullptr) {
+    io_op& op = *loop_.acquire_op();
+    op.kind = kind_ == stream::transport_kind::socket ? op_kind::recv : op_kind::read;
+    op.fd = fd_;
+    op.handler = this;
+    // Why: on io_uring one multishot receive then serves every read of the socket; the op
+    // stays with the stream until it closes (io_op::multishot).
+    op.multishot = op.kind == op_kind::recv && loop_.backend_impl().supports_multishot_recv();
+    read_op_ = &op;
+  }
+  io_op& op = *read_op_;
   op.length = length;
   op.sink = tls_ ? static_cast<recv_sink*>(&cipher_sink_) : this;
-  op.handler = this;
-  read_op_ = &op;
+  read_requested_ = true;
   try {
     loop_.submit(op);
-  } catch (...) {  // B13: not submitted (std::bad_alloc): no read in flight
-    read_op_ = nullptr;
-    loop_.release_op(&op);
+  } catch (...) {  // B13: not submitted (std::bad_alloc): no read requested
+    read_requested_ = false;
+    if (!op.in_flight) {
+      read_op_ = nullptr;
+      loop_.release_op(&op);
+    }
     throw;
   }
 }
@@ -571,8 +582,11 @@ void stream_core::fail_writes(const std::exception_ptr& error) noexcept {
 void stream_core::on_io_complete(io_op& op) {
   int result = op.result;
   if (&op == read_op_) {
-    read_op_ = nullptr;
-    loop_.release_op(&op);
+    read_requested_ = false;
+    if (!op.multishot) {  // a multishot op stays for the next read
+      read_op_ = nullptr;
+      loop_.release_op(&op);
+    }
     on_read_done(result);
   } else if (&op == write_op_) {
     write_op_ = nullptr;
@@ -617,13 +631,19 @@ void stream_core::release_transport() noexcept {
       loop_.cancel_now(*write_op_);
     }
   }
-  io_op* in_flight[] = {read_op_, write_op_};
-  if (fd_ >= 0) loop_.close_fd_after(fd_, in_flight);
+  // A multishot receive stays armed while the stream is idle. Ending it now (one
+  // synchronous cancel) lets the fd close at once, as it does when no receive is in flight,
+  // instead of a loop turn later; its completion then needs no fd.
+  const bool read_needs_fd = read_op_ != nullptr && !read_op_->multishot;
+  if (read_op_ != nullptr && read_op_->multishot) loop_.cancel_now(*read_op_);
+  io_op* need_fd[] = {read_needs_fd ? read_op_ : nullptr, write_op_};
+  if (fd_ >= 0) loop_.close_fd_after(fd_, need_fd);
   fd_ = -1;
-  for (io_op* op : in_flight) {
+  for (io_op* op : {read_op_, write_op_}) {
     if (op != nullptr) loop_.orphan(*op);
   }
   read_op_ = write_op_ = nullptr;
+  read_requested_ = false;
 }
 
 void stream_core::close(std::error_code reason) noexcept {
@@ -776,20 +796,6 @@ void stream_core::set_close_callback(std::function<void()> callback) {
   maybe_watch_idle();
 }
 
-int stream_core::release_fd() {
-  if (closed_) throw stream_closed_error("start_tls: stream is closed", error_);
-  if (read_.kind != read_kind::none || writing() || !buffer_.empty() || read_op_ || write_op_) {
-    throw std::logic_error(
-        "start_tls: stream is not idle (a read or write is pending or data is buffered, S52)");
-  }
-  int fd = fd_;
-  fd_ = -1;
-  released_ = true;
-  closed_ = true;
-  loop_.remove_turn_hook(*this);
-  return fd;
-}
-
 }  // namespace detail
 
 // ---------------------------------------------------------------- stream handle
@@ -885,6 +891,5 @@ const stream_options& stream::options() const noexcept {
   static const stream_options defaults{};
   return core_ ? core_->options() : defaults;
 }
-int stream::release_fd() { return require(core_, "release_fd").release_fd(); }
 
 }  // namespace corio

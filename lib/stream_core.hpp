@@ -56,8 +56,6 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   int fd() const noexcept { return fd_; }
   stream::transport_kind kind() const noexcept { return kind_; }
   event_loop& loop() const noexcept { return loop_; }
-  /// Hands the fd over; the core becomes closed without closing it.
-  int release_fd();
 
   // TLS (lib/stream_tls.cpp): the stream's bytes pass through `tls` from now on.
   /// Starts the handshake on an idle stream (S52); throws std::logic_error otherwise.
@@ -135,7 +133,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   read_buffer buffer_;
   read_request read_;
   std::unique_ptr<regex_matcher> regex_;  // per-stream cache of the last pattern
-  io_op* read_op_ = nullptr;              // the transport read in flight, if any
+  io_op* read_op_ = nullptr;              // the transport read op (kept if multishot)
+  bool read_requested_ = false;           // read_op_ was submitted and has not completed
 
   // Write queue: pieces not yet fully sent; the first `pieces_in_flight_` are being sent.
   piece_queue pieces_;

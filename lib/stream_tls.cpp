@@ -23,11 +23,16 @@ void stream_core::start_tls(std::unique_ptr<tls_session> tls) {
         "TLS is already on) (S52)");
   }
   tls_ = std::move(tls);
-  // A read already in flight (the idle watch) delivered into the plaintext buffer; cancel it
-  // so that every later byte goes through TLS.
-  if (read_op_ != nullptr) {
+  // Every later byte goes through TLS. A multishot receive (io_uring) copies into its sink
+  // only when it answers, so what it holds or gets from now on is ciphertext: it switches
+  // sink. A single-shot read in flight (the idle watch) would deliver into the plaintext
+  // buffer: it is cancelled.
+  if (read_op_ != nullptr && read_op_->multishot) {
+    read_op_->sink = &cipher_sink_;
+  } else if (read_op_ != nullptr) {
     loop_.orphan(*read_op_);
     read_op_ = nullptr;
+    read_requested_ = false;
   }
   if (tls_->handshake() == tls_session::status::failed) return fail_handshake();
   queue_tls_output();  // the ClientHello, for a client

@@ -120,8 +120,6 @@ class stream {
   enum class transport_kind { socket, pipe };
   stream(int fd, transport_kind kind, stream_options options);
   detail::stream_core& core() const noexcept { return *core_; }
-  /// Gives up the fd without closing it (for start_tls); requires an idle stream.
-  int release_fd();
   /// @endcond
 
  protected:

@@ -54,6 +54,8 @@ class backend_base {
   virtual void wake() noexcept = 0;
   /// Ops still in flight (including orphans).
   virtual std::size_t in_flight() const noexcept = 0;
+  /// True if a recv op marked `multishot` is kept armed between requests (io_op::multishot).
+  virtual bool supports_multishot_recv() const noexcept { return false; }
 };
 
 /// Creates the io_uring backend; throws backend_unavailable_error with the reason.

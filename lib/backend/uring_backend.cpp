@@ -5,9 +5,11 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -25,6 +27,25 @@ constexpr std::uint64_t wake_tag = 1;    // the eventfd read that post() complet
 constexpr std::uint64_t stage_operation = 0;
 constexpr std::uint64_t stage_poll_first = 2;  // waiting for readiness after -EAGAIN
 constexpr int buffer_group = 7;
+
+// io_op::multishot_state bits of a multishot receive.
+constexpr std::uint8_t ms_armed = 1;     // a multishot recv is live in the kernel
+constexpr std::uint8_t ms_wanted = 2;    // the requester asked and has not been answered
+constexpr std::uint8_t ms_stopping = 4;  // we asked the kernel to end the multishot
+constexpr std::uint8_t ms_queued = 8;    // on the serve list, answered at the next reap
+constexpr std::uint8_t ms_counted = 16;  // counted in in_flight_
+constexpr std::uint8_t ms_scratch = 32;  // a single-shot fallback recv (ring empty) is live
+constexpr int no_end = 1;                // io_op::multishot_end: no EOF or error kept
+
+/// Multishot recv (IORING_RECV_MULTISHOT) came with Linux 6.0.
+bool kernel_has_multishot_recv() noexcept {
+  utsname u{};
+  if (::uname(&u) != 0) return false;
+  int major = 0;
+  int minor = 0;
+  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 0);
+}
 
 std::string explain_setup_failure(int err) {
   std::string text =
@@ -70,6 +91,9 @@ class uring_backend final : public backend_base {
       require_opcodes();
       pending_.resize(std::min<std::size_t>(ring_.cq.ring_entries, 256));
       setup_buffer_ring(options);
+      const char* no_multishot = std::getenv("CORIO_NO_MULTISHOT");
+      multishot_ = buffer_ring_ != nullptr && kernel_has_multishot_recv() &&
+                   !(no_multishot && *no_multishot && *no_multishot != '0');
       wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
       if (wake_fd_ < 0) throw backend_unavailable_error("io_uring backend: eventfd failed");
       arm_wake();
@@ -84,12 +108,14 @@ class uring_backend final : public backend_base {
   corio::backend kind() const noexcept override { return corio::backend::io_uring; }
 
   void submit(io_op& op) override {
+    if (op.multishot && multishot_) return request_multishot(op);
     ++in_flight_;
     op.backend_tag = stage_operation;
     prepare(op);
   }
 
   void cancel(io_op& op) noexcept override {
+    if (op.multishot && multishot_) return serve(op);  // orphaned: drop what it holds, stop it
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(&op), 0);
     io_uring_sqe_set_data64(sqe, cancel_tag);
@@ -97,6 +123,10 @@ class uring_backend final : public backend_base {
   }
 
   void cancel_now(io_op& op) noexcept override {
+    if (op.multishot && multishot_) {
+      if (!(op.multishot_state & (ms_armed | ms_scratch))) return;  // the kernel has nothing
+      op.multishot_state |= ms_stopping;  // the final completion is still delivered later
+    }
     // Why: the SQE may still sit unsubmitted in the SQ (we batch), where a synchronous cancel
     // cannot see it; submit first so the kernel knows the request.
     flush_submissions();
@@ -113,7 +143,9 @@ class uring_backend final : public backend_base {
     if (rc == -EINVAL || rc == -EOPNOTSUPP) {
       // Older kernel: fall back to waiting for the completion itself.
       cancel(op);
-      while (op.in_flight) wait(std::chrono::milliseconds(10));
+      while (op.in_flight && (!op.multishot || (op.multishot_state & (ms_armed | ms_scratch)))) {
+        wait(std::chrono::milliseconds(10));
+      }
     }
   }
 
@@ -128,8 +160,13 @@ class uring_backend final : public backend_base {
       tsp = &ts;
     }
     io_uring_cqe* cqe = nullptr;
-    ++loop_.mutable_stats().syscalls;
     ++loop_.mutable_stats().waits;
+    if (serve_head_ != nullptr && io_uring_sq_ready(&ring_) == 0) {
+      // Held receive data answers requests without asking the kernel anything.
+      reap();
+      return;
+    }
+    ++loop_.mutable_stats().syscalls;
     int rc;
     if (timeout && timeout->count() <= 0) {
       // Why: waiting for 1 CQE with a zero timespec arms an hrtimer and sleeps until it fires,
@@ -148,7 +185,9 @@ class uring_backend final : public backend_base {
     reap();
   }
 
-  bool has_ready_completions() const noexcept override { return pending_head_ < pending_count_; }
+  bool has_ready_completions() const noexcept override {
+    return pending_head_ < pending_count_ || serve_head_ != nullptr;
+  }
 
   void wake() noexcept override {
     std::uint64_t one = 1;
@@ -156,6 +195,8 @@ class uring_backend final : public backend_base {
   }
 
   std::size_t in_flight() const noexcept override { return in_flight_; }
+
+  bool supports_multishot_recv() const noexcept override { return multishot_; }
 
  private:
   /// One io_uring_queue_init_params attempt with `flags` (the fault plan of a test may refuse
@@ -371,6 +412,7 @@ class uring_backend final : public backend_base {
       ++loop_.mutable_stats().cq_backlog;
     }
     loop_.mutable_stats().cq_overflow = IO_URING_READ_ONCE(*ring_.cq.koverflow);
+    serve_queued();
     // What is there now is delivered in this call; what handlers cause waits for the next.
     std::size_t budget = (pending_count_ - pending_head_) + io_uring_cq_ready(&ring_);
     while (budget > 0) {
@@ -405,6 +447,7 @@ class uring_backend final : public backend_base {
       return;
     }
     io_op& op = *reinterpret_cast<io_op*>(c.user_data);
+    if (op.multishot && multishot_) return on_multishot_completion(op, c);
     int res = c.res;
     // An orphan (its requester is gone) is never issued again: the memory it referred to
     // may be gone too. It completes as cancelled instead of retrying.
@@ -456,6 +499,240 @@ class uring_backend final : public backend_base {
     std::unique_ptr<std::byte[]> bytes;
   };
 
+  // ------------------------------------------------------------ multishot receive
+  // A stream keeps one recv op for the life of its socket and submits it again for each
+  // receive it wants. One multishot recv stays armed across those requests (no SQE, no
+  // re-poll per message). What arrives while no receive is wanted stays in its provided
+  // buffer ("held") and is copied into the stream only when the next receive asks, at most
+  // op.length bytes per answer, as a single-shot recv would have read: flow control (S45)
+  // and max_buffer_size hold as before, and held buffers stand in for the socket buffer.
+  // The multishot is stopped when a stream holds a receive's worth of data it does not
+  // want, or when held buffers take a quarter of the ring; if the ring runs empty anyway,
+  // a wanted receive falls back to one recv into scratch memory rather than spin on ENOBUFS.
+
+  void request_multishot(io_op& op) {
+    op.multishot_state |= ms_wanted;
+    if (op.held_count > 0 || op.multishot_end != no_end) {
+      enqueue(op);  // answered from the next reap, never from inside submit
+    } else {
+      if (op.sink != nullptr) op.sink->idle();  // nothing held: no memory needed until data
+      if (!(op.multishot_state & (ms_armed | ms_scratch))) arm_multishot(op);
+    }
+    sync_in_flight(op);
+  }
+
+  void arm_multishot(io_op& op) noexcept {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_recv_multishot(sqe, op.fd, nullptr, 0, static_cast<int>(op.flags));
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = buffer_group;
+    io_uring_sqe_set_data(sqe, &op);
+    op.multishot_state |= ms_armed;
+  }
+
+  /// Asks the kernel to end the multishot (or the scratch fallback recv) of `op`.
+  void stop_multishot(io_op& op) noexcept {
+    if (!(op.multishot_state & (ms_armed | ms_scratch)) || (op.multishot_state & ms_stopping)) {
+      return;
+    }
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(&op), 0);
+    io_uring_sqe_set_data64(sqe, cancel_tag);
+    op.multishot_state |= ms_stopping;
+  }
+
+  /// The ring ran empty while a receive was wanted: one plain recv into scratch memory.
+  void receive_into_scratch(io_op& op) {
+    std::size_t length = answer_limit(op);
+    try {
+      op.pinned = std::make_unique<scratch>(length);
+    } catch (const std::bad_alloc&) {
+      return answer(op, -ENOMEM);
+    }
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_recv(sqe, op.fd, static_cast<scratch&>(*op.pinned).bytes.get(), length,
+                       static_cast<int>(op.flags));
+    io_uring_sqe_set_data(sqe, &op);
+    op.multishot_state |= ms_scratch;
+    sync_in_flight(op);
+  }
+
+  std::size_t answer_limit(const io_op& op) const noexcept {
+    return op.length != 0 ? op.length : buffer_size_;
+  }
+
+  void on_multishot_completion(io_op& op, const completion& c) {
+    bool ring_empty = false;
+    if (op.multishot_state & ms_scratch) {
+      op.multishot_state &= ~(ms_scratch | ms_stopping);
+      int res = c.res;
+      if (res > 0) {
+        try {
+          copy_to_sink(op, {static_cast<scratch&>(*op.pinned).bytes.get(),
+                            static_cast<std::size_t>(res)});
+        } catch (const std::bad_alloc&) {
+          res = -ENOMEM;
+        }
+      }
+      op.pinned.reset();
+      if (res != -EAGAIN && res != -EINTR && res != -ENOBUFS && res != -ECANCELED &&
+          op.handler != nullptr) {
+        return answer(op, res);
+      }
+      return serve(op);
+    }
+    const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
+    if (!more) op.multishot_state &= ~ms_armed;
+    if (c.flags & IORING_CQE_F_BUFFER) {
+      const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+      if (c.res > 0 && op.handler != nullptr) {
+        hold(op, id, static_cast<std::uint32_t>(c.res));
+      } else {
+        recycle_buffer(id);
+      }
+    } else if (!more) {
+      if (c.res == -ENOBUFS) {
+        ring_empty = true;
+      } else if (c.res != -ECANCELED && c.res != -EINTR && c.res != -EAGAIN) {
+        op.multishot_end = c.res;  // EOF or an error, reported after the bytes held before it
+      }
+    }
+    if (!more) op.multishot_state &= ~ms_stopping;
+    serve(op, ring_empty);
+  }
+
+  void hold(io_op& op, std::uint16_t id, std::uint32_t length) {
+    if (op.held_count == op.held.size()) {
+      // Every slot is taken (completions that were already on their way when we stopped the
+      // multishot): the oldest goes into the stream now, which keeps the byte order.
+      io_op::held_buffer& oldest = op.held[0];
+      try {
+        copy_to_sink(op, {buffer_bytes(oldest.id) + oldest.offset, oldest.length - oldest.offset});
+      } catch (const std::bad_alloc&) {
+        op.multishot_end = -ENOMEM;
+      }
+      release_held(op, 1);
+    }
+    op.held[op.held_count++] = {0, length, id};
+    ++held_buffers_;
+  }
+
+  std::byte* buffer_bytes(std::uint16_t id) const noexcept {
+    return buffers_.get() + std::size_t(id) * buffer_size_;
+  }
+
+  /// Gives the first `n` held buffers back to the ring.
+  void release_held(io_op& op, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) recycle_buffer(op.held[i].id);
+    std::copy(op.held.begin() + n, op.held.begin() + op.held_count, op.held.begin());
+    op.held_count = static_cast<std::uint8_t>(op.held_count - n);
+    held_buffers_ -= n;
+  }
+
+  /// Copies held bytes into the sink, at most answer_limit(op); returns the count or -ENOMEM.
+  int deliver_held(io_op& op) noexcept {
+    std::size_t limit = answer_limit(op);
+    std::size_t copied = 0;
+    try {
+      while (op.held_count > 0 && copied < limit) {
+        io_op::held_buffer& first = op.held[0];
+        std::size_t take = std::min<std::size_t>(first.length - first.offset, limit - copied);
+        copy_to_sink(op, {buffer_bytes(first.id) + first.offset, take});
+        copied += take;
+        first.offset += static_cast<std::uint32_t>(take);
+        if (first.offset == first.length) release_held(op, 1);
+      }
+    } catch (const std::bad_alloc&) {
+      return -ENOMEM;
+    }
+    return static_cast<int>(copied);
+  }
+
+  /// Does whatever a multishot op needs now: answer a wanted receive from held bytes or a
+  /// kept EOF/error, arm the kernel, or stop it (flow control); an orphan is wound down.
+  void serve(io_op& op, bool ring_empty = false) {
+    if (op.handler == nullptr) {  // orphaned: nobody will read what it holds
+      release_held(op, op.held_count);
+      op.multishot_end = no_end;
+      stop_multishot(op);
+      if (!(op.multishot_state & (ms_armed | ms_scratch | ms_queued))) return answer(op, -ECANCELED);
+      return sync_in_flight(op);
+    }
+    if (op.multishot_state & ms_wanted) {
+      if (op.held_count > 0) return answer(op, deliver_held(op));
+      if (op.multishot_end != no_end) return answer(op, std::exchange(op.multishot_end, no_end));
+      if (!(op.multishot_state & (ms_armed | ms_scratch))) {
+        ++loop_.mutable_stats().submissions;
+        if (ring_empty) return receive_into_scratch(op);
+        arm_multishot(op);
+      }
+    } else if (op.held_count > 0) {
+      std::size_t held_bytes = 0;
+      for (std::size_t i = 0; i < op.held_count; ++i) {
+        held_bytes += op.held[i].length - op.held[i].offset;
+      }
+      if (held_bytes >= answer_limit(op) || held_buffers_ * 4 >= buffer_count_) stop_multishot(op);
+    }
+    sync_in_flight(op);
+  }
+
+  void answer(io_op& op, int result) {
+    op.multishot_state &= ~ms_wanted;
+    op.result = result;
+    sync_in_flight(op);
+    deliver_completion(loop_, op);  // may release an orphan: op is not touched after this
+  }
+
+  /// A multishot op is in flight while the kernel or this backend has anything for it.
+  void sync_in_flight(io_op& op) noexcept {
+    const bool live = (op.multishot_state & (ms_armed | ms_queued | ms_scratch)) ||
+                      op.held_count > 0 || op.multishot_end != no_end;
+    op.in_flight = live;
+    if (live && !(op.multishot_state & ms_counted)) {
+      op.multishot_state |= ms_counted;
+      ++in_flight_;
+    } else if (!live && (op.multishot_state & ms_counted)) {
+      op.multishot_state &= ~ms_counted;
+      --in_flight_;
+    }
+  }
+
+  void enqueue(io_op& op) noexcept {
+    if (op.multishot_state & ms_queued) return;
+    op.multishot_state |= ms_queued;
+    op.next_waiter = nullptr;
+    if (serve_tail_ != nullptr) {
+      serve_tail_->next_waiter = &op;
+    } else {
+      serve_head_ = &op;
+    }
+    serve_tail_ = &op;
+  }
+
+  /// Serves the ops queued before this call; what they queue waits for the next reap.
+  void serve_queued() {
+    io_op* list = std::exchange(serve_head_, nullptr);
+    serve_tail_ = nullptr;
+    while (list != nullptr) {
+      io_op& op = *list;
+      list = std::exchange(op.next_waiter, nullptr);
+      op.multishot_state &= ~ms_queued;
+      try {
+        serve(op);
+      } catch (...) {
+        // B13: a handler threw; the ops not yet served go back to the front of the list.
+        if (list != nullptr) {
+          io_op* last = list;
+          while (last->next_waiter != nullptr) last = last->next_waiter;
+          last->next_waiter = serve_head_;
+          if (serve_head_ == nullptr) serve_tail_ = last;
+          serve_head_ = list;
+        }
+        throw;
+      }
+    }
+  }
+
   event_loop& loop_;
   io_uring ring_{};
   int wake_fd_ = -1;
@@ -469,6 +746,10 @@ class uring_backend final : public backend_base {
   std::size_t pending_head_ = 0;
   std::size_t pending_count_ = 0;
   std::size_t in_flight_ = 0;
+  bool multishot_ = false;
+  std::size_t held_buffers_ = 0;  // provided buffers held for multishot ops, all streams
+  io_op* serve_head_ = nullptr;   // multishot ops to serve at the next reap (next_waiter)
+  io_op* serve_tail_ = nullptr;
 };
 
 }  // namespace

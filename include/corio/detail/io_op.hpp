@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -95,9 +96,25 @@ struct io_op {
   io_handler* handler = nullptr;
   std::unique_ptr<pinned_memory> pinned;
   deferred_close* close_after = nullptr;
+  /// recv: the requester keeps this op for the life of its transport and submits it again
+  /// for each receive it wants. A backend that can (io_uring) keeps one multishot receive
+  /// armed across those requests and holds what arrives between them; the op then stays
+  /// in_flight while the backend has anything for it, and is released only when orphaned.
+  bool multishot = false;
   // Backend-private fields.
-  io_op* next_waiter = nullptr;  ///< epoll: intrusive list of ops waiting on one fd
+  io_op* next_waiter = nullptr;  ///< epoll: ops waiting on one fd; io_uring: ops to serve
   std::uint64_t backend_tag = 0;
+  /// io_uring multishot receive: provided buffers that arrived while no receive was wanted,
+  /// in order (offset: bytes of the first one already delivered).
+  struct held_buffer {
+    std::uint32_t offset;
+    std::uint32_t length;
+    std::uint16_t id;
+  };
+  std::array<held_buffer, 4> held{};
+  std::uint8_t held_count = 0;
+  std::uint8_t multishot_state = 0;  ///< io_uring: armed / wanted / stopping / queued bits
+  int multishot_end = 1;             ///< io_uring: EOF (0) or -errno kept behind held bytes
 
   /// Prepares the op for reuse from the pool.
   void reset() noexcept {
@@ -116,8 +133,12 @@ struct io_op {
     handler = nullptr;
     pinned.reset();
     close_after = nullptr;
+    multishot = false;
     next_waiter = nullptr;
     backend_tag = 0;
+    held_count = 0;
+    multishot_state = 0;
+    multishot_end = 1;
   }
 };
 
