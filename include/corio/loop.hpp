@@ -48,7 +48,8 @@ struct loop_options {
 /// Counters a loop keeps; benchmarks print syscalls per message from them.
 struct loop_stats {
   std::uint64_t iterations = 0;    ///< loop turns
-  std::uint64_t submissions = 0;   ///< operations handed to the backend (SQEs on io_uring)
+  std::uint64_t submissions = 0;   ///< operations handed to the backend (SQEs on io_uring,
+                                   ///< but a multishot receive's later requests make none)
   std::uint64_t syscalls = 0;      ///< system calls the backend made (io_uring_enter, or
                                    ///< epoll_wait/epoll_ctl plus each non-blocking I/O call)
   std::uint64_t waits = 0;         ///< calls that could block waiting for events
@@ -65,6 +66,15 @@ struct loop_stats {
   /// io_uring: completions the kernel dropped (its koverflow counter). Must stay 0: a dropped
   /// completion is an operation that never finishes.
   std::uint64_t cq_overflow = 0;
+  /// io_uring: multishot receives armed. One serves all the reads of a stream; it is armed
+  /// again only after the kernel ended it (EOF, error, ring empty) or flow control stopped it.
+  std::uint64_t multishot_arms = 0;
+  /// io_uring: provided buffers that arrived while their stream wanted no data and were held
+  /// until a read asked for them (S45), instead of being copied into the stream.
+  std::uint64_t buffers_held = 0;
+  /// io_uring: receives served by one plain recv into scratch memory because every provided
+  /// buffer was taken (held by streams that were not reading).
+  std::uint64_t ring_empty_fallbacks = 0;
   std::array<std::uint64_t, detail::op_kind_count> ops_by_kind{};  ///< submissions by kind
 };
 

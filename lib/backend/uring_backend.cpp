@@ -528,6 +528,7 @@ class uring_backend final : public backend_base {
     sqe->buf_group = buffer_group;
     io_uring_sqe_set_data(sqe, &op);
     op.multishot_state |= ms_armed;
+    ++loop_.mutable_stats().multishot_arms;
   }
 
   /// Asks the kernel to end the multishot (or the scratch fallback recv) of `op`.
@@ -554,6 +555,7 @@ class uring_backend final : public backend_base {
                        static_cast<int>(op.flags));
     io_uring_sqe_set_data(sqe, &op);
     op.multishot_state |= ms_scratch;
+    ++loop_.mutable_stats().ring_empty_fallbacks;
     sync_in_flight(op);
   }
 
@@ -614,6 +616,7 @@ class uring_backend final : public backend_base {
       release_held(op, 1);
     }
     op.held[op.held_count++] = {0, length, id};
+    if (!(op.multishot_state & ms_wanted)) ++loop_.mutable_stats().buffers_held;
     ++held_buffers_;
   }
 
