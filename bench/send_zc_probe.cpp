@@ -80,7 +80,7 @@ struct options {
   double warmup = 0.2;
   int inflight = 4;
   int buffers = 0;  // 0: as many as inflight
-  int send_flags = MSG_WAITALL;
+  int send_flags = MSG_WAITALL | MSG_NOSIGNAL;
   int sender_cpu = -2;  // -2: default (1 if available), -1: not pinned
   int receiver_cpu = -2;
 };
@@ -426,7 +426,7 @@ options parse(int argc, char** argv) {
     } else if (a == "--inflight") {
       opt.inflight = std::atoi(value());
     } else if (a == "--no-waitall") {
-      opt.send_flags = 0;
+      opt.send_flags = MSG_NOSIGNAL;
     } else if (a == "--buffers") {
       opt.buffers = std::atoi(value());
     } else if (a == "--sender-cpu") {
