@@ -39,6 +39,10 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
    requests/s and p99 latency from wrk, server CPU us per request (schedstat, the whole
    process tree) and, for corio, syscalls per request from its --stats-file.
 9. TLS echo beside plaintext (corio_echo, tls_load).
+10. SEND_ZC vs SEND for large writes (bench/send_zc_probe, full run only, about 35 s): 4 KiB
+   to 1 MiB writes over one loopback connection with io_uring SEND and SEND_ZC in paired
+   rounds, 1 send in flight (corio's shape) and 4; GB/s, sender/receiver/total CPU per byte,
+   and the paired ratios zc / send.
 Prints markdown tables on stdout; progress goes to stderr.
 
 Everything is bounded in time, and every server is killed at the end, even on errors.
@@ -949,6 +953,116 @@ def run_techniques(args, servers, server_cpu, load_cpu):
     return rows
 
 
+# --- SEND_ZC vs SEND for large writes (bench/send_zc_probe) --------------------------------
+
+SEND_ZC_SIZES = (4096, 65536, 262144, 1048576)
+SEND_ZC_MODES = ("send", "zc")
+# (label, send_zc_probe arguments). corio keeps one send in flight per stream and does not
+# set MSG_WAITALL; with SEND_ZC its next send could use other buffers while the kernel still
+# holds the last ones, hence 4 buffers for 1 send in flight.
+SEND_ZC_SHAPES = (
+    ("1 in flight, 4 buffers", ["--inflight", "1", "--buffers", "4", "--no-waitall"]),
+    ("4 in flight, MSG_WAITALL", ["--inflight", "4"]),
+)
+SEND_ZC_SECONDS = 0.5  # per run: 2 shapes x 4 sizes x 2 modes x 3 rounds x ~0.7 s = ~34 s
+SEND_ZC_WARMUP = 0.15
+SEND_ZC_ADOPT = 0.9  # SEND_ZC would pay with >= 10 % less total CPU per byte
+
+
+def run_send_zc_one(mode, size, shape_args, args, sender_cpu, receiver_cpu):
+    """One send_zc_probe run; returns a row (dict)."""
+    row = {"workload": f"{size} B writes", "server": f"send_zc_probe {mode}"}
+    argv = [os.path.join(BIN, "send_zc_probe"), "--mode", mode, "--size", str(size),
+            *shape_args, "--seconds", str(args.send_zc_seconds), "--warmup", str(SEND_ZC_WARMUP),
+            "--sender-cpu", str(-1 if sender_cpu is None else sender_cpu),
+            "--receiver-cpu", str(-1 if receiver_cpu is None else receiver_cpu)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=args.send_zc_seconds + SEND_ZC_WARMUP + 20)
+    except subprocess.TimeoutExpired:
+        row["error"] = "send_zc_probe timed out"
+        return row
+    result = parse_result(done.stdout)
+    if done.returncode != 0 or result is None:
+        row["error"] = (done.stderr.strip() or done.stdout.strip() or "no result")[-200:]
+    else:
+        row.update(result)
+    return row
+
+
+def run_send_zc(args, server_cpu, load_cpu):
+    """IORING_OP_SEND_ZC against IORING_OP_SEND for large writes over loopback TCP, paired
+    rounds per write size and shape (send and zc back to back, the order reversed every other
+    round); returns the rows."""
+    if not os.access(os.path.join(BIN, "send_zc_probe"), os.X_OK):
+        log("send_zc_probe not built; SEND_ZC table skipped")
+        return []
+    rounds = args.send_zc_rounds
+    cases = [(shape, size) for shape, _ in SEND_ZC_SHAPES for size in SEND_ZC_SIZES]
+    runs = {case: {mode: {} for mode in SEND_ZC_MODES} for case in cases}
+    for rnd in range(rounds):
+        for shape, shape_args in SEND_ZC_SHAPES:
+            for size in SEND_ZC_SIZES:
+                order = SEND_ZC_MODES if rnd % 2 == 0 else SEND_ZC_MODES[::-1]
+                for mode in order:
+                    row = run_send_zc_one(mode, size, shape_args, args, server_cpu, load_cpu)
+                    runs[(shape, size)][mode][rnd] = row
+                    log(f"send_zc {shape:<24} {size:>8} B {mode:<4} round {rnd + 1} " +
+                        (f"ERROR {row['error']}" if "error" in row else
+                         f"{row['gb_per_s']:6.2f} GB/s, CPU ns/B sender "
+                         f"{row['sender_ns_per_byte']:.3f} receiver "
+                         f"{row['receiver_ns_per_byte']:.3f} total {row['total_ns_per_byte']:.3f}"))
+    print()
+    print(f"SEND_ZC vs SEND, large writes (bench/send_zc_probe: one loopback TCP connection; "
+          f"the sender writes with io_uring SEND or SEND_ZC — a SEND_ZC buffer is reused only "
+          f"after its notification CQE — and a receiver thread drains it with recv() into "
+          f"1 MiB). Shapes: 1 send in flight without MSG_WAITALL, cycling over 4 buffers (what "
+          f"corio's one-sendmsg-per-stream write path would do), and 4 sends in flight with "
+          f"MSG_WAITALL. {args.send_zc_seconds:g} s per run, {rounds} round(s), send and zc "
+          f"back to back, the order reversed every other round; sender on CPU {server_cpu}, "
+          f"receiver on CPU {load_cpu}. CPU: time on CPU of the sender and receiver threads "
+          f"(schedstat) over the bytes received; on loopback the sender's send also runs the "
+          f"receiving side of TCP. zc copied: share of notifications in which the kernel "
+          f"reported it had copied the data after all (IORING_SEND_ZC_REPORT_USAGE).")
+    print()
+    print("| shape | write size | mode | runs | GB/s | sender CPU ns/B | receiver CPU ns/B "
+          "| total CPU ns/B | zc copied |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for shape, size in cases:
+        for mode in SEND_ZC_MODES:
+            rs = list(runs[(shape, size)][mode].values())
+            rows += rs
+            if not good(rs):
+                print(f"| {shape} | {size:,} | {mode} | {len(rs)} | error: "
+                      f"{rs[-1]['error'].splitlines()[-1]} | | | | |")
+                continue
+            copied = median_of(rs, "zc_copied")
+            print(f"| {shape} | {size:,} | {mode} | {len(good(rs))} "
+                  f"| {fmt(median_of(rs, 'gb_per_s'), '.2f')} "
+                  f"| {fmt(median_of(rs, 'sender_ns_per_byte'), '.3f')} "
+                  f"| {fmt(median_of(rs, 'receiver_ns_per_byte'), '.3f')} "
+                  f"| {fmt(median_of(rs, 'total_ns_per_byte'), '.3f')} "
+                  f"| {'—' if copied is None or copied < 0 else f'{copied:.0%}'} |")
+    print()
+    print(f"Paired ratios zc / send. The goal ≤ {SEND_ZC_ADOPT:g} on total CPU per byte is the "
+          f"bar for SEND_ZC in corio (≥ 10 % less CPU); a size that meets it, at sizes that "
+          f"miss it, would call for a size window.")
+    print()
+    print("| ratio | shape, write size | goal | n | median | range | met? |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for shape, size in cases:
+        label = f"{shape}, {size:,} B"
+        r = runs[(shape, size)]
+        print(ratio_line("zc / send total CPU per byte", label,
+                         ratios(r, "zc", "send", "total_ns_per_byte"), "<=", SEND_ZC_ADOPT,
+                         digits=".3f"))
+        print(ratio_line("zc / send GB/s", label, ratios(r, "zc", "send", "gb_per_s"),
+                         digits=".3f"))
+    sys.stdout.flush()
+    return rows
+
+
 # --- HTTP: corio_http_hello and nginx under wrk --------------------------------------------
 
 # name -> (executable or None for nginx, extra args)
@@ -1305,6 +1419,8 @@ def main():
     parser.add_argument("--no-loops", action="store_true", help="skip 1 loop vs 2 loops")
     parser.add_argument("--no-techniques", action="store_true",
                         help="skip the techniques table (multishot recv, registered ring fd)")
+    parser.add_argument("--no-send-zc", action="store_true",
+                        help="skip SEND_ZC vs SEND (large writes; never run with --quick)")
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 1.0 if args.quick else 5.0  # --quick must finish within a minute
@@ -1323,6 +1439,10 @@ def main():
     # full run's 12 latency runs near 40 s.
     args.latency_seconds = args.extra_seconds if args.quick else min(args.seconds, 3.0)
     args.loops_backends = ("io_uring",) if args.quick else ("io_uring", "epoll")
+    # SEND_ZC vs SEND: 2 shapes x 4 sizes x 2 modes x rounds runs of at most 0.5 s (about
+    # 34 s at 3 rounds).
+    args.send_zc_rounds = max(3, args.pairs)
+    args.send_zc_seconds = min(args.seconds, SEND_ZC_SECONDS)
 
     echo_load = os.path.join(BIN, "echo_load")
     if not os.access(echo_load, os.X_OK):
@@ -1368,6 +1488,8 @@ def main():
         echo_rows += run_loops(args, server_cpu, load_cpu)
     if not args.no_techniques and servers:
         echo_rows += run_techniques(args, servers, server_cpu, load_cpu)
+    if not args.no_send_zc and not args.quick:
+        echo_rows += run_send_zc(args, server_cpu, load_cpu)
     http_rows = [] if args.no_http else run_http(args, server_cpu, load_cpu)
     tls_rows = [] if args.no_tls else run_tls(args, server_cpu, load_cpu)
     return 1 if any("error" in r for r in echo_rows + http_rows + tls_rows) else 0
