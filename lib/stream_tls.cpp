@@ -23,6 +23,9 @@ void stream_core::start_tls(std::unique_ptr<tls_session> tls) {
         "TLS is already on) (S52)");
   }
   tls_ = std::move(tls);
+  // Write waiters count plaintext bytes since the stream began, plain ones included: the
+  // checkpoints must continue that count (a STARTTLS reply awaited after a plain write).
+  plain_encrypted_ = bytes_queued_;
   // Every later byte goes through TLS. A multishot receive (io_uring) copies into its sink
   // only when it answers, so what it holds or gets from now on is ciphertext: it switches
   // sink. A single-shot read in flight (the idle watch) would deliver into the plaintext
