@@ -371,6 +371,34 @@ TEST_P(Tls, Handshake_StartTlsBothSidesAndReversedRoles_S52_S53) {
   }());
 }
 
+// STARTTLS where the client's ClientHello arrives before the server calls start_tls: bytes
+// that came in after the last plain read are ciphertext and reach the handshake (on io_uring
+// the stream's multishot receive holds them and switches to the TLS side), none is lost.
+TEST_P(Tls, StartTls_ClientHelloArrivedBeforeStartTls_ReachesTheHandshake_S52) {
+  const bool uring = GetParam() == backend::io_uring;
+  run([uring]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto connected = tcp_stream::connect("127.0.0.1", listener.port());
+    tcp_stream accepted = co_await listener.accept();
+    tcp_stream plain = co_await std::move(connected);
+    co_await plain.write("STARTTLS\n");
+    EXPECT_EQ(co_await accepted.read_until("\n"), "STARTTLS\n");
+    auto client_task = std::move(plain).start_tls(client_ctx, "localhost");  // ClientHello
+    co_await sleep_for(20ms);  // the ClientHello is here before the server turns TLS on
+    EXPECT_EQ(accepted.buffered_bytes(), 0u);
+    const loop_stats& st = event_loop::current().stats();
+    if (uring && st.multishot_arms > 0) EXPECT_GE(st.buffers_held, 1u);  // held, not lost
+    auto server_task = std::move(accepted).start_tls(server_ctx);
+    tls_stream client = co_await std::move(client_task);
+    tls_stream server = co_await std::move(server_task);
+    // The count of bytes sent goes on from the plain write: an awaited TLS write completes.
+    co_await client.write("secret\n");
+    EXPECT_EQ(co_await server.read_until("\n"), "secret\n");
+  }());
+}
+
 TEST_P(Tls, StartTls_KeepsOptionsAndCloseCallback_S52) {
   run([]() -> task<void> {
     auto server_ctx = server_context();

@@ -544,7 +544,7 @@ class uring_backend final : public backend_base {
 
   /// The ring ran empty while a receive was wanted: one plain recv into scratch memory.
   void receive_into_scratch(io_op& op) {
-    std::size_t length = answer_limit(op);
+    std::size_t length = std::min(answer_limit(op), buffer_size_);  // as from the ring
     try {
       op.pinned = std::make_unique<scratch>(length);
     } catch (const std::bad_alloc&) {

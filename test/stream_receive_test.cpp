@@ -1,0 +1,202 @@
+// The receive path under the stream rules (stream-semantics.md S24, S35, S45, §17.5.6): what
+// arrives while no read wants it is not read ahead into the stream, a read takes at most what
+// one transport read would, EOF and errors come after the bytes sent before them, and closing
+// a stream frees its fd at once and every receive buffer it held.
+//
+// On io_uring one multishot receive serves all the reads of a stream (loop_stats counts its
+// arms, the buffers it held between reads and the plain receives made when the provided
+// buffer ring ran empty); on epoll the same tests check the same observable behaviour.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "corio/corio.hpp"
+#include "support/backends.hpp"
+
+using namespace corio;
+using namespace std::chrono_literals;
+
+namespace {
+
+class StreamReceive : public corio::testing::backend_test {
+ protected:
+  bool uring() const { return GetParam() == backend::io_uring; }
+
+  /// Runs `work` on a loop with a small provided-buffer ring (io_uring: 4 buffers of 4 KiB),
+  /// so that a few streams that do not read can take every buffer.
+  template <class T>
+  T run_small_ring(task<T> work) {
+    loop_options o = options();
+    o.recv_buffer_count = 4;
+    o.recv_buffer_size = 4096;
+    event_loop loop(o);
+    return loop.run(with_timeout(20s, std::move(work)));
+  }
+};
+
+std::string pattern(std::size_t n, std::size_t seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + seed) % 26);
+  return s;
+}
+
+/// True if this loop keeps a multishot receive per stream (io_uring on Linux 6.0+).
+bool multishot_in_use() { return event_loop::current().stats().multishot_arms > 0; }
+
+TEST_P(StreamReceive, ManyReads_OneReceiveArmedPerStream) {
+  constexpr int round_trips = 500;
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    const std::string line = "ping\n";
+    for (int i = 0; i < round_trips; ++i) {
+      co_await a.write(line);
+      EXPECT_EQ(co_await b.read_until("\n"), line);
+      co_await b.write(line);
+      EXPECT_EQ(co_await a.read_until("\n"), line);
+    }
+    const loop_stats& st = event_loop::current().stats();
+    std::printf("[ receive  ] %s: %d round trips, %llu multishot arms, %llu recv requests\n",
+                to_string(GetParam()), round_trips, (unsigned long long)st.multishot_arms,
+                (unsigned long long)st.ops_by_kind[0]);
+    if (uring() && multishot_in_use()) {
+      EXPECT_EQ(st.multishot_arms, 2u) << "one multishot receive per stream serves every read";
+    } else {
+      EXPECT_EQ(st.multishot_arms, 0u);
+    }
+  }());
+}
+
+TEST_P(StreamReceive, DataArrivingBetweenReads_IsNotReadAhead_S45) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    co_await a.write("x");
+    EXPECT_EQ(co_await b.read_bytes(1), "x");  // b's receive is now armed (io_uring)
+    const std::string data = pattern(3000, 1);
+    co_await a.write(data);
+    co_await sleep_for(20ms);  // the bytes reach b's side while no read wants them
+    EXPECT_EQ(b.buffered_bytes(), 0u) << "S45: nothing is read ahead into the stream";
+    EXPECT_EQ(co_await b.read_bytes(data.size()), data);
+    EXPECT_EQ(b.buffered_bytes(), 0u);
+    if (uring() && multishot_in_use()) {
+      EXPECT_GE(event_loop::current().stats().buffers_held, 1u);
+    }
+  }());
+}
+
+TEST_P(StreamReceive, ReadIntoSmallSpans_TakeNoMoreThanTheirRoom_S24) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    co_await a.write("x");
+    EXPECT_EQ(co_await b.read_bytes(1), "x");
+    const std::string data = pattern(10'000, 2);
+    co_await a.write(data);
+    co_await sleep_for(20ms);
+    std::string got;
+    std::vector<std::byte> span(100);
+    while (got.size() < data.size()) {
+      std::size_t n = co_await b.read_into(span);
+      EXPECT_EQ(n, span.size());
+      EXPECT_EQ(b.buffered_bytes(), 0u) << "S24: a read_into asks for no more than its room";
+      got.append(reinterpret_cast<const char*>(span.data()), n);
+    }
+    EXPECT_EQ(got, data);
+  }());
+}
+
+TEST_P(StreamReceive, EofBehindDataThatArrivedBetweenReads_ComesAfterTheBytes_S35) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    co_await a.write("x");
+    EXPECT_EQ(co_await b.read_bytes(1), "x");
+    co_await a.write("tail of the stream");
+    a.close();
+    co_await sleep_for(20ms);  // data and FIN both arrived; b reads nothing meanwhile
+    EXPECT_FALSE(b.closed()) << "EOF is noticed by a read, after the bytes before it";
+    EXPECT_EQ(co_await b.read_bytes(4), "tail");
+    EXPECT_EQ(co_await b.read_until_close(), " of the stream");
+    EXPECT_TRUE(b.closed());
+  }());
+}
+
+TEST_P(StreamReceive, StreamsThatDoNotRead_DoNotStallTheOthers_RingEmpty) {
+  constexpr int holders = 6;
+  constexpr int talkers = 2;
+  run_small_ring([&]() -> task<void> {
+    std::vector<std::pair<tcp_stream, tcp_stream>> pairs;
+    for (int i = 0; i < holders + talkers; ++i) {
+      pairs.push_back(stream_pair());
+      co_await pairs.back().first.write("x");
+      EXPECT_EQ(co_await pairs.back().second.read_bytes(1), "x");
+    }
+    // Each holder's peer sends 8 KiB that nobody reads yet: on io_uring they fill the ring.
+    for (int i = 0; i < holders; ++i) co_await pairs[i].first.write(pattern(8192, i));
+    co_await sleep_for(20ms);
+    for (int i = holders; i < holders + talkers; ++i) {
+      auto& [a, b] = pairs[i];
+      for (int k = 0; k < 50; ++k) {
+        std::string msg = pattern(100, k);
+        co_await a.write(msg);
+        EXPECT_EQ(co_await b.read_bytes(msg.size()), msg);
+      }
+    }
+    for (int i = 0; i < holders; ++i) {
+      EXPECT_EQ(co_await pairs[i].second.read_bytes(8192), pattern(8192, i));
+    }
+    const loop_stats& st = event_loop::current().stats();
+    std::printf("[ receive  ] %s: ring of 4: %llu buffers held, %llu ring-empty receives\n",
+                to_string(GetParam()), (unsigned long long)st.buffers_held,
+                (unsigned long long)st.ring_empty_fallbacks);
+    if (uring() && multishot_in_use()) {
+      EXPECT_GE(st.ring_empty_fallbacks, 1u) << "the talkers were served while the ring was empty";
+    }
+  }());
+}
+
+TEST_P(StreamReceive, ClosingStreamsThatHoldData_FreesFdsAndReceiveBuffers) {
+  const int fds_before_loop = corio::testing::open_fd_count();
+  run_small_ring([&]() -> task<void> {
+    const int fds_before = corio::testing::open_fd_count();
+    for (int round = 0; round < 3; ++round) {
+      std::vector<std::pair<tcp_stream, tcp_stream>> pairs;
+      for (int i = 0; i < 4; ++i) {
+        pairs.push_back(stream_pair());
+        co_await pairs.back().first.write("x");
+        EXPECT_EQ(co_await pairs.back().second.read_bytes(1), "x");
+        co_await pairs.back().first.write(pattern(6000, i));
+      }
+      co_await sleep_for(10ms);  // every buffer of the ring is held by a stream
+      pairs.clear();
+      EXPECT_EQ(corio::testing::open_fd_count(), fds_before)
+          << "closing a stream closes its fd at once (round " << round << ")";
+    }
+    // Had the closed streams kept their buffers, this receive could only use the fallback.
+    const std::uint64_t fallbacks = event_loop::current().stats().ring_empty_fallbacks;
+    auto [a, b] = stream_pair();
+    const std::string data = pattern(12'000, 9);
+    co_await a.write(data);
+    EXPECT_EQ(co_await b.read_bytes(data.size()), data);
+    EXPECT_EQ(event_loop::current().stats().ring_empty_fallbacks, fallbacks);
+  }());
+  EXPECT_EQ(corio::testing::open_fd_count(), fds_before_loop);
+}
+
+TEST_P(StreamReceive, ClosingAnIdleStreamAfterReads_ClosesItsFdAtOnce) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    co_await a.write("x");
+    EXPECT_EQ(co_await b.read_bytes(1), "x");
+    const int open = corio::testing::open_fd_count();
+    b.close();
+    EXPECT_EQ(corio::testing::open_fd_count(), open - 1);
+    EXPECT_EQ(co_await a.read_until_close(), "");  // and the peer sees the FIN
+  }());
+}
+
+CORIO_INSTANTIATE_BACKENDS(StreamReceive);
+
+}  // namespace
