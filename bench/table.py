@@ -919,6 +919,13 @@ def run_techniques(args, servers, server_cpu, load_cpu):
                         runs))
     corio_uring = find_server(servers, CORIO_URING)
     if corio_uring:
+        without = f"{CORIO_URING} single-shot recv"
+        runs = run_rounds([(CORIO_URING, corio_uring, {}),
+                           (without, corio_uring, {"env": {"CORIO_NO_MULTISHOT": "1"}})],
+                          w, args.pairs, args, server_cpu, load_cpu, seconds=args.extra_seconds)
+        studies.append(("multishot recv (corio io_uring; CORIO_NO_MULTISHOT=1 turns it off)",
+                        CORIO_URING, without, runs))
+    if corio_uring:
         without = f"{CORIO_URING} no registered ring fd"
         runs = run_rounds([(CORIO_URING, corio_uring, {}),
                            (without, corio_uring, {"env": {"CORIO_NO_REGISTERED_RING_FD": "1"}})],
