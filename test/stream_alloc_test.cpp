@@ -215,6 +215,36 @@ TEST_P(StreamAlloc, ManyStreamsWakingInOneTurn_TakeNoReceiveChunkEach) {
   EXPECT_EQ(large, 0u);
 }
 
+// A server that writes back what it reads, moving the result into write() (the idiom of
+// docs/examples/echo_server.cpp), allocates nothing per line: a read's result reuses a sent
+// write's string. Both ends echo here, so in steady state no string is made or destroyed.
+TEST_P(StreamAlloc, EchoingReadResultsBack_NoAllocationPerLine) {
+  double per = run([]() -> task<double> {
+    auto [a, b] = stream_pair();
+    a.write(line);
+    auto bounce = [&](int n) -> task<void> {
+      for (int i = 0; i < n; ++i) {
+        std::string got = co_await b.read_until("\n");
+        b.write(std::move(got));
+        std::string back = co_await a.read_until("\n");
+        if (back != line) ADD_FAILURE() << "a line came back different";
+        a.write(std::move(back));
+      }
+    };
+    co_await bounce(warm_up);
+    allocations = 0;
+    counting = true;
+    co_await bounce(iterations);
+    counting = false;
+    co_return static_cast<double>(allocations) / iterations;
+  }());
+  std::printf("[ alloc    ] %s: %.3f allocations per echoed line (both ends echo)\n",
+              to_string(GetParam()), per);
+  if (!corio::testing::under_asan) {
+    EXPECT_EQ(per, 0.0);
+  }
+}
+
 CORIO_INSTANTIATE_BACKENDS(StreamAlloc);
 
 }  // namespace

@@ -720,6 +720,24 @@ TEST_P(stream_test, ReadUntil_DelimiterLongerThanReadChunkSize_S14) {
   });
 }
 
+// The search finds the leftmost complete delimiter even where its first byte repeats just
+// before it, for short delimiters (memchr of the first byte, then a compare) and long ones
+// (memmem), in one chunk and a byte at a time.
+TEST_P(stream_test, ReadUntil_DelimiterAfterRepeatsOfItsFirstByte_S14) {
+  each_transport([](transport t) -> task<void> {
+    for (std::size_t chunk : {std::size_t{1}, std::size_t{64}}) {
+      auto p = co_await with_raw_peer(t, with_chunk(chunk));
+      p.peer.send("x\r\r\r\ny" "aaaaab" "zabababaabac" "12345678912345678X123456789!");
+      EXPECT_EQ(co_await p.s.read_until("\r\n"), "x\r\r\r\n");
+      EXPECT_EQ(co_await p.s.read_until("aab"), "yaaaaab");
+      EXPECT_EQ(co_await p.s.read_until("ababaab"), "zabababaab");  // overlapping prefixes
+      EXPECT_EQ(co_await p.s.read_until("ac"), "ac");
+      EXPECT_EQ(co_await p.s.read_until("123456789!"), "12345678912345678X123456789!");
+      EXPECT_EQ(p.s.buffered_bytes(), 0u);
+    }
+  });
+}
+
 TEST_P(stream_test, ReadUntil_OneSegmentPerCallLeftmostFirst_S14) {
   each_transport([](transport t) -> task<void> {
     auto d = co_await connected(t);
