@@ -5,6 +5,7 @@
 #include <coroutine>
 #include <exception>
 #include <new>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -80,6 +81,75 @@ class task_promise<void> final : public task_promise_base {
   void take() { rethrow_if_failed(); }
 };
 
+/// The value of a task decided at the call (S7), held in the task itself so that a read
+/// served from the buffer allocates no operation state. Moving it leaves the source empty.
+template <class T>
+class ready_value {
+ public:
+  ready_value() = default;
+  ready_value(ready_value&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    *this = std::move(other);
+  }
+  ready_value& operator=(ready_value&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    if (this != &other) {
+      value_.reset();
+      if (other.value_) {
+        value_.emplace(std::move(*other.value_));
+        other.value_.reset();
+      }
+    }
+    return *this;
+  }
+  template <class U>
+  void set(U&& value) {
+    value_.emplace(std::forward<U>(value));
+  }
+  bool has() const noexcept { return value_.has_value(); }
+  void reset() noexcept { value_.reset(); }
+  T take() {
+    T out = std::move(*value_);
+    value_.reset();
+    return out;
+  }
+
+ private:
+  std::optional<T> value_;
+};
+template <class T>
+class ready_value<T&> {
+ public:
+  ready_value() = default;
+  ready_value(ready_value&& other) noexcept : value_(std::exchange(other.value_, nullptr)) {}
+  ready_value& operator=(ready_value&& other) noexcept {
+    value_ = std::exchange(other.value_, nullptr);
+    return *this;
+  }
+  void set(T& value) noexcept { value_ = std::addressof(value); }
+  bool has() const noexcept { return value_ != nullptr; }
+  void reset() noexcept { value_ = nullptr; }
+  T& take() noexcept { return *std::exchange(value_, nullptr); }
+
+ private:
+  T* value_ = nullptr;
+};
+template <>
+class ready_value<void> {
+ public:
+  ready_value() = default;
+  ready_value(ready_value&& other) noexcept : done_(std::exchange(other.done_, false)) {}
+  ready_value& operator=(ready_value&& other) noexcept {
+    done_ = std::exchange(other.done_, false);
+    return *this;
+  }
+  void set() noexcept { done_ = true; }
+  bool has() const noexcept { return done_; }
+  void reset() noexcept { done_ = false; }
+  void take() noexcept { done_ = false; }
+
+ private:
+  bool done_ = false;
+};
+
 }  // namespace detail
 
 /// A unit of asynchronous work producing a T (or void, or a reference).
@@ -108,13 +178,15 @@ class task {
   /// Takes over `other`'s coroutine or operation; `other` becomes empty.
   task(task&& other) noexcept
       : coroutine_(std::exchange(other.coroutine_, nullptr)),
-        op_(std::exchange(other.op_, nullptr)) {}
+        op_(std::exchange(other.op_, nullptr)),
+        ready_(std::move(other.ready_)) {}
   /// Destroys this task's work (see the class notes), then takes over `other`'s.
   task& operator=(task&& other) noexcept {
     if (this != &other) {
       reset();
       coroutine_ = std::exchange(other.coroutine_, nullptr);
       op_ = std::exchange(other.op_, nullptr);
+      ready_ = std::move(other.ready_);
     }
     return *this;
   }
@@ -124,10 +196,10 @@ class task {
   ~task() { reset(); }
 
   /// True if the task refers to work (a coroutine or an operation).
-  explicit operator bool() const noexcept { return coroutine_ || op_; }
+  explicit operator bool() const noexcept { return coroutine_ || op_ || ready_.has(); }
 
   /// True if awaiting would not suspend: an operation that is already decided.
-  bool is_ready() const noexcept { return op_ != nullptr && op_->decided(); }
+  bool is_ready() const noexcept { return ready_.has() || (op_ != nullptr && op_->decided()); }
 
   /// Awaits the task: starts a lazy coroutine, or waits for a started operation; completes
   /// with its value or rethrows its exception. Does not suspend if the result is already
@@ -140,6 +212,13 @@ class task {
   static task from_op(detail::pending_op<T>* op) noexcept {
     task t;
     t.op_ = op;
+    return t;
+  }
+  /// A task already complete with `value` (or, for task<void>, with no arguments).
+  template <class... U>
+  static task ready(U&&... value) {
+    task t;
+    t.ready_.set(std::forward<U>(value)...);
     return t;
   }
   /// Releases ownership of the coroutine frame (used by the event loop to drive it).
@@ -156,11 +235,12 @@ class task {
   void reset() noexcept {
     if (coroutine_) std::exchange(coroutine_, nullptr).destroy();
     if (op_) std::exchange(op_, nullptr)->abandon_by_task();
+    ready_.reset();
   }
 
   struct awaiter {
     task* self;
-    bool await_ready() const noexcept { return self->op_ != nullptr && self->op_->decided(); }
+    bool await_ready() const noexcept { return self->is_ready(); }
     std::coroutine_handle<> await_suspend(std::coroutine_handle<> waiting) noexcept {
       if (self->coroutine_) {
         self->coroutine_.promise().set_continuation(waiting);
@@ -171,6 +251,7 @@ class task {
       return std::noop_coroutine();
     }
     T await_resume() {
+      if (self->ready_.has()) return self->ready_.take();
       if (self->coroutine_) return self->coroutine_.promise().take();
       return self->op_->take();
     }
@@ -178,6 +259,7 @@ class task {
 
   std::coroutine_handle<promise_type> coroutine_;
   detail::pending_op<T>* op_ = nullptr;
+  detail::ready_value<T> ready_;  // decided at the call: no operation state allocated
 };
 
 namespace detail {
@@ -193,15 +275,9 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 /// A task that is already complete with `value` (awaiting it does not suspend).
 template <class T, class U>
 task<T> make_ready_task(U&& value) {
-  auto* op = new pending_op<T>();
-  op->complete(std::forward<U>(value));
-  return task<T>::from_op(op);
+  return task<T>::ready(std::forward<U>(value));
 }
-inline task<void> make_ready_task() {
-  auto* op = new pending_op<void>();
-  op->complete();
-  return task<void>::from_op(op);
-}
+inline task<void> make_ready_task() { return task<void>::ready(); }
 /// A task that already failed with `error`.
 template <class T>
 task<T> make_failed_task(std::exception_ptr error) {
