@@ -71,30 +71,68 @@ struct pinned_pieces final : pinned_memory {
   piece_queue pieces;
 };
 
-// Sent pieces kept for reuse by write(string_view), shared by the streams of a thread (so an
-// idle stream holds none): at most this many, of at most this capacity.
-constexpr std::size_t max_spare_pieces = 64;
-constexpr std::size_t max_recycled_piece_capacity = 4096;
+/// Strings of sent writes kept for reuse, shared by the streams of a thread (so an idle
+/// stream holds none): write(string_view) copies into one, and a read's result takes one of
+/// about its size, so a server that writes back what it reads (read, then
+/// write(std::move(result))) allocates nothing per message. Bounded in count, in bytes and in
+/// the capacity of each, so that a burst does not pin memory.
+class spare_strings {
+ public:
+  static spare_strings& local() noexcept {
+    thread_local spare_strings spares;
+    return spares;
+  }
+  /// A spare whose capacity is at least n and at most about twice n (so that a result kept
+  /// for long does not pin a much larger block), or an empty string.
+  std::string take_fitting(std::size_t n) noexcept {
+    if (strings_.empty() || strings_.back().capacity() < n ||
+        strings_.back().capacity() > 2 * n + 64) {
+      return {};
+    }
+    return take_back();
+  }
+  /// Any spare, or an empty string.
+  std::string take_any() noexcept { return strings_.empty() ? std::string() : take_back(); }
+  /// Keeps `piece`'s memory if there is room (leaves it empty then).
+  void give(std::string& piece) noexcept {
+    static const std::size_t inline_capacity = std::string().capacity();  // SSO: none to keep
+    const std::size_t capacity = piece.capacity();
+    if (capacity <= inline_capacity || capacity > max_capacity || strings_.size() >= max_count ||
+        bytes_ + capacity > max_bytes) {
+      return;
+    }
+    try {
+      strings_.reserve(max_count);  // allocates once per thread
+      piece.clear();
+      strings_.push_back(std::move(piece));
+      bytes_ += capacity;
+    } catch (...) {
+    }
+  }
 
-std::vector<std::string>& spare_pieces() {
-  thread_local std::vector<std::string> spares;
-  return spares;
-}
+ private:
+  static constexpr std::size_t max_count = 1024;      // lines in flight on a busy loop
+  static constexpr std::size_t max_bytes = 1 << 20;   // all spares together
+  static constexpr std::size_t max_capacity = 4096;   // each
 
-/// Removes the first n bytes of `buffer` as a read's result. Why a spare piece: a server that
-/// writes back what it reads (read, then write(std::move(result))) hands the same strings
-/// round, so it allocates nothing per message. Only a spare of about the right capacity is
-/// taken, so that a result kept for long does not pin a much larger block.
-std::string take_result(read_buffer& buffer, std::size_t n) {
-  std::vector<std::string>& spares = spare_pieces();
-  if (!spares.empty() && spares.back().capacity() >= n && spares.back().capacity() <= 2 * n + 64) {
-    std::string out = std::move(spares.back());
-    spares.pop_back();
-    out.assign(buffer.data(), n);
-    buffer.consume(n);
+  std::string take_back() noexcept {
+    std::string out = std::move(strings_.back());
+    strings_.pop_back();
+    bytes_ -= out.capacity();
     return out;
   }
-  return buffer.take(n);
+
+  std::vector<std::string> strings_;
+  std::size_t bytes_ = 0;
+};
+
+/// Removes the first n bytes of `buffer` as a read's result, in a spare string if one fits.
+std::string take_result(read_buffer& buffer, std::size_t n) {
+  std::string out = spare_strings::local().take_fitting(n);
+  if (out.capacity() < n) return buffer.take(n);
+  out.assign(buffer.data(), n);
+  buffer.consume(n);
+  return out;
 }
 
 /// Where `delimiter` (2 bytes or more) first occurs in [from, end), or nullptr. Why not
@@ -141,9 +179,17 @@ void stream_core::begin_read(read_kind kind, const char* name) {
     throw std::logic_error(std::string(name) + ": already reading (another read is pending on " +
                            "this stream; only one read at a time, S8)");
   }
-  read_ = {};
+  // Field by field rather than read_ = {}: the delimiter string keeps its memory (read_until
+  // assigns it; no other read looks at it).
   read_.kind = kind;
+  read_.max_bytes = 0;
+  read_.count = 0;
+  read_.partial = false;
+  read_.into = {};
+  read_.scan_from = 0;
   read_.name = name;
+  read_.string_op = nullptr;
+  read_.count_op = nullptr;
 }
 
 void stream_core::abandon_read() noexcept {
@@ -483,11 +529,7 @@ task<void> stream_core::write(std::string_view data) {
     return wait_for_queued();
   }
   // Copy into a recycled string: no allocation once its capacity suffices.
-  std::string copy;
-  if (std::vector<std::string>& spares = spare_pieces(); !spares.empty()) {
-    copy = std::move(spares.back());
-    spares.pop_back();
-  }
+  std::string copy = spare_strings::local().take_any();
   copy.assign(data);
   return write(std::move(copy));
 }
@@ -579,18 +621,7 @@ void stream_core::on_write_done(int result) {
 }
 
 void stream_core::recycle_piece(std::string& piece) noexcept {
-  static const std::size_t inline_capacity = std::string().capacity();  // SSO: nothing to keep
-  std::vector<std::string>& spares = spare_pieces();
-  if (piece.capacity() <= inline_capacity || piece.capacity() > max_recycled_piece_capacity ||
-      spares.size() >= max_spare_pieces) {
-    return;
-  }
-  try {
-    spares.reserve(max_spare_pieces);  // allocates once per thread
-    piece.clear();
-    spares.push_back(std::move(piece));
-  } catch (...) {
-  }
+  spare_strings::local().give(piece);
 }
 
 void stream_core::complete_writes() noexcept {
@@ -643,6 +674,13 @@ void stream_core::abandon(pending_op_base& op) noexcept {
   }
   if (&op == read_.string_op || &op == read_.count_op) {
     clear_read();  // S13: withdrawn; every byte stays buffered
+    op.detach_owner();
+    return;
+  }
+  // Why the back first: a write whose task is discarded at once (the usual fire-and-forget
+  // write, S28) is the newest waiter; the scan below is for a task dropped later.
+  if (!write_waiters_.empty() && write_waiters_.back().op == &op) {
+    write_waiters_.back().op = nullptr;
     op.detach_owner();
     return;
   }
