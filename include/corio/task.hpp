@@ -81,14 +81,23 @@ class task_promise<void> final : public task_promise_base {
   void take() { rethrow_if_failed(); }
 };
 
+// g++ 12 at -O2 reports the optional below as "maybe used uninitialized" when a moved-from
+// task is destroyed after inlining (a known false positive of -Wmaybe-uninitialized with
+// std::optional); the engaged flag guards every access.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 /// The value of a task decided at the call (S7), held in the task itself so that a read
 /// served from the buffer allocates no operation state. Moving it leaves the source empty.
 template <class T>
 class ready_value {
  public:
   ready_value() = default;
-  ready_value(ready_value&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
-    *this = std::move(other);
+  ready_value(ready_value&& other) noexcept(std::is_nothrow_move_constructible_v<T>)
+      : value_(std::move(other.value_)) {
+    other.value_.reset();
   }
   ready_value& operator=(ready_value&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
     if (this != &other) {
@@ -261,6 +270,10 @@ class task {
   detail::pending_op<T>* op_ = nullptr;
   detail::ready_value<T> ready_;  // decided at the call: no operation state allocated
 };
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace detail {
 
