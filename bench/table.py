@@ -30,8 +30,8 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
 6. 1 loop vs 2 loops: bench/corio_echo_mt (run_per_core, SO_REUSEPORT) with --loops 1 and 2,
    raw 64 B x 64 connections, msgs/s and server CPU per message (all loop threads).
 7. Techniques: paired with/without runs of one technique at raw 64 B x 64 connections:
-   multishot recv (peer_uring_echo vs peer_uring_echo --single-shot) and corio's registered
-   ring fd (corio_echo vs corio_echo with CORIO_NO_REGISTERED_RING_FD=1); server CPU ratios.
+   multishot recv on the C server (peer_uring_echo vs peer_uring_echo --single-shot) and in
+   corio (corio_echo vs corio_echo with CORIO_NO_MULTISHOT=1); server CPU ratios.
 8. HTTP: for every HTTP workload (1, 64, 1000 connections; quick: 64) and every HTTP server
    (corio_http_hello on io_uring and on epoll, and nginx with one worker answering
    `return 200 "Hello, World!"` when nginx is installed), starts the server pinned to one CPU
@@ -925,13 +925,6 @@ def run_techniques(args, servers, server_cpu, load_cpu):
                           w, args.pairs, args, server_cpu, load_cpu, seconds=args.extra_seconds)
         studies.append(("multishot recv (corio io_uring; CORIO_NO_MULTISHOT=1 turns it off)",
                         CORIO_URING, without, runs))
-    if corio_uring:
-        without = f"{CORIO_URING} no registered ring fd"
-        runs = run_rounds([(CORIO_URING, corio_uring, {}),
-                           (without, corio_uring, {"env": {"CORIO_NO_REGISTERED_RING_FD": "1"}})],
-                          w, args.pairs, args, server_cpu, load_cpu, seconds=args.extra_seconds)
-        studies.append(("registered ring fd (corio io_uring; CORIO_NO_REGISTERED_RING_FD=1 "
-                        "turns it off)", CORIO_URING, without, runs))
     if not studies:
         return rows
     print()
@@ -1425,7 +1418,7 @@ def main():
                         help="skip the same-CPU low-load latency table")
     parser.add_argument("--no-loops", action="store_true", help="skip 1 loop vs 2 loops")
     parser.add_argument("--no-techniques", action="store_true",
-                        help="skip the techniques table (multishot recv, registered ring fd)")
+                        help="skip the techniques table (multishot recv on the C server and in corio)")
     parser.add_argument("--no-send-zc", action="store_true",
                         help="skip SEND_ZC vs SEND (large writes; never run with --quick)")
     args = parser.parse_args()

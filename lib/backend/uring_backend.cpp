@@ -80,7 +80,6 @@ class uring_backend final : public backend_base {
       if (rc == -EINVAL) rc = setup_ring(depth, params, 0);
     }
     if (rc < 0) throw backend_unavailable_error(explain_setup_failure(-rc));
-    register_ring_fd();
     try {
       // B14: a forked child must not inherit the ring's mappings (it would share the parent's
       // SQ/CQ memory); it builds its own loop instead.
@@ -223,18 +222,6 @@ class uring_backend final : public backend_base {
       }
     }
     io_uring_free_probe(probe);
-  }
-
-  // Why: a registered ring fd (Linux 5.18+) lets io_uring_enter skip the fdget/fdput of the
-  // ring on every call. The slot is per thread, which the loop already is (one per thread).
-  // CORIO_NO_REGISTERED_RING_FD=1 skips it, so bench/table.py can pair with and without.
-  // Failure (an older kernel) only costs that saving.
-  void register_ring_fd() noexcept {
-    if (const char* off = std::getenv("CORIO_NO_REGISTERED_RING_FD"); off && *off && *off != '0') {
-      return;
-    }
-    ++loop_.mutable_stats().syscalls;
-    (void)io_uring_register_ring_fd(&ring_);
   }
 
   void setup_buffer_ring(const loop_options& options) {
