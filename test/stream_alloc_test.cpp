@@ -220,7 +220,9 @@ TEST_P(StreamAlloc, ManyStreamsWakingInOneTurn_TakeNoReceiveChunkEach) {
 // write's string. Both ends echo here, so in steady state no string is made or destroyed.
 TEST_P(StreamAlloc, EchoingReadResultsBack_NoAllocationPerLine) {
   double per = run([]() -> task<double> {
-    auto [a, b] = stream_pair();
+    auto streams = stream_pair();
+    tcp_stream& a = streams.first;
+    tcp_stream& b = streams.second;
     a.write(line);
     auto bounce = [&](int n) -> task<void> {
       for (int i = 0; i < n; ++i) {
