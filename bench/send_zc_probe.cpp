@@ -96,9 +96,12 @@ struct options {
 
 const char* mode_name(send_mode m) {
   switch (m) {
-    case send_mode::send: return "send";
-    case send_mode::zc: return "zc";
-    case send_mode::zcfixed: return "zcfixed";
+    case send_mode::send:
+      return "send";
+    case send_mode::zc:
+      return "zc";
+    case send_mode::zcfixed:
+      return "zcfixed";
   }
   return "?";
 }
@@ -216,9 +219,9 @@ void receiver_main(int fd, int cpu, shared_state& st) {
 
 struct slot {
   char* buf = nullptr;
-  std::size_t off = 0;     // bytes of the current message already sent
-  bool pending = false;    // a send CQE is still to come
-  int notifs = 0;          // notifications still to come (SEND_ZC)
+  std::size_t off = 0;   // bytes of the current message already sent
+  bool pending = false;  // a send CQE is still to come
+  int notifs = 0;        // notifications still to come (SEND_ZC)
 };
 
 void sender_main(int fd, int cpu, const options& opt, std::size_t size, shared_state& st) {
@@ -293,8 +296,7 @@ void sender_main(int fd, int cpu, const options& opt, std::size_t size, shared_s
       if (cqe->flags & IORING_CQE_F_NOTIF) {
         --s.notifs;  // the kernel is done with the buffer
         ++st.notifs;
-        if (static_cast<std::uint32_t>(cqe->res) & IORING_NOTIF_USAGE_ZC_COPIED)
-          ++st.notifs_copied;
+        if (static_cast<std::uint32_t>(cqe->res) & IORING_NOTIF_USAGE_ZC_COPIED) ++st.notifs_copied;
         continue;
       }
       s.pending = false;
@@ -339,8 +341,8 @@ int run_size(const options& opt, std::size_t size) {
                   thread_cpu_ns(st.receiver_tid.load()), pids_cpu_ns(softirqd)};
   };
   auto sleep_for = [](double s) {
-    timespec ts{static_cast<time_t>(s), static_cast<long>((s - static_cast<double>(
-                                                               static_cast<time_t>(s))) * 1e9)};
+    timespec ts{static_cast<time_t>(s),
+                static_cast<long>((s - static_cast<double>(static_cast<time_t>(s))) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
   };
@@ -369,18 +371,19 @@ int run_size(const options& opt, std::size_t size) {
   double copied = opt.mode == send_mode::send || st.notifs == 0
                       ? -1.0
                       : static_cast<double>(st.notifs_copied) / static_cast<double>(st.notifs);
-  std::printf("%-7s size %8zu inflight %d buffers %zu: %6.2f GB/s  CPU ns/byte sender %.4f receiver %.4f "
-              "total %.4f (ksoftirqd %.4f)%s\n",
-              mode_name(opt.mode), size, opt.inflight,
-              static_cast<std::size_t>(std::max(opt.buffers, opt.inflight)), bytes / secs / 1e9, snd, rcv, snd + rcv,
-              sirq,
-              copied < 0 ? "" : (copied > 0.5 ? "  [kernel copied: zc_copied]" : "  [zero copy]"));
-  std::printf("result: size=%zu inflight=%d buffers=%zu gb_per_s=%.6f sender_ns_per_byte=%.6f "
-              "receiver_ns_per_byte=%.6f total_ns_per_byte=%.6f ksoftirqd_ns_per_byte=%.6f "
-              "zc_copied=%.4f bytes=%.0f seconds=%.4f\n",
-              size, opt.inflight, static_cast<std::size_t>(std::max(opt.buffers, opt.inflight)),
-              bytes / secs / 1e9, snd, rcv, snd + rcv, sirq, copied, bytes,
-              secs);
+  std::printf(
+      "%-7s size %8zu inflight %d buffers %zu: %6.2f GB/s  CPU ns/byte sender %.4f receiver %.4f "
+      "total %.4f (ksoftirqd %.4f)%s\n",
+      mode_name(opt.mode), size, opt.inflight,
+      static_cast<std::size_t>(std::max(opt.buffers, opt.inflight)), bytes / secs / 1e9, snd, rcv,
+      snd + rcv, sirq,
+      copied < 0 ? "" : (copied > 0.5 ? "  [kernel copied: zc_copied]" : "  [zero copy]"));
+  std::printf(
+      "result: size=%zu inflight=%d buffers=%zu gb_per_s=%.6f sender_ns_per_byte=%.6f "
+      "receiver_ns_per_byte=%.6f total_ns_per_byte=%.6f ksoftirqd_ns_per_byte=%.6f "
+      "zc_copied=%.4f bytes=%.0f seconds=%.4f\n",
+      size, opt.inflight, static_cast<std::size_t>(std::max(opt.buffers, opt.inflight)),
+      bytes / secs / 1e9, snd, rcv, snd + rcv, sirq, copied, bytes, secs);
   std::fflush(stdout);
   return 0;
 }
@@ -394,8 +397,7 @@ std::vector<std::size_t> parse_sizes(const char* text) {
     std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     char* end = nullptr;
     unsigned long long v = std::strtoull(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || v == 0 || v > (1ULL << 30))
-      die("bad --size: " + item);
+    if (item.empty() || *end != '\0' || v == 0 || v > (1ULL << 30)) die("bad --size: " + item);
     out.push_back(static_cast<std::size_t>(v));
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -413,10 +415,14 @@ options parse(int argc, char** argv) {
     };
     if (a == "--mode") {
       std::string m = value();
-      if (m == "send") opt.mode = send_mode::send;
-      else if (m == "zc") opt.mode = send_mode::zc;
-      else if (m == "zcfixed") opt.mode = send_mode::zcfixed;
-      else die("bad --mode: " + m + " (send, zc or zcfixed)");
+      if (m == "send")
+        opt.mode = send_mode::send;
+      else if (m == "zc")
+        opt.mode = send_mode::zc;
+      else if (m == "zcfixed")
+        opt.mode = send_mode::zcfixed;
+      else
+        die("bad --mode: " + m + " (send, zc or zcfixed)");
     } else if (a == "--size") {
       opt.sizes = parse_sizes(value());
     } else if (a == "--seconds") {
@@ -434,10 +440,11 @@ options parse(int argc, char** argv) {
     } else if (a == "--receiver-cpu") {
       opt.receiver_cpu = std::atoi(value());
     } else if (a == "-h" || a == "--help") {
-      std::printf("usage: send_zc_probe [--mode send|zc|zcfixed] [--size N[,N...]] "
-                  "[--seconds S] [--warmup S] [--inflight K] [--buffers B] [--no-waitall] "
-                  "[--sender-cpu C] "
-                  "[--receiver-cpu C]\n");
+      std::printf(
+          "usage: send_zc_probe [--mode send|zc|zcfixed] [--size N[,N...]] "
+          "[--seconds S] [--warmup S] [--inflight K] [--buffers B] [--no-waitall] "
+          "[--sender-cpu C] "
+          "[--receiver-cpu C]\n");
       std::exit(0);
     } else {
       die("unknown option " + a);
@@ -448,8 +455,8 @@ options parse(int argc, char** argv) {
     die("--seconds > 0, --warmup >= 0, 1 <= --inflight <= 16, 0 <= --buffers <= 64");
   cpu_set_t set;
   CPU_ZERO(&set);
-  bool two = sched_getaffinity(0, sizeof set, &set) == 0 && CPU_ISSET(0, &set) &&
-             CPU_ISSET(1, &set);
+  bool two =
+      sched_getaffinity(0, sizeof set, &set) == 0 && CPU_ISSET(0, &set) && CPU_ISSET(1, &set);
   if (opt.sender_cpu == -2) opt.sender_cpu = two ? 1 : -1;
   if (opt.receiver_cpu == -2) opt.receiver_cpu = two ? 0 : -1;
   return opt;

@@ -727,7 +727,11 @@ TEST_P(stream_test, ReadUntil_DelimiterAfterRepeatsOfItsFirstByte_S14) {
   each_transport([](transport t) -> task<void> {
     for (std::size_t chunk : {std::size_t{1}, std::size_t{64}}) {
       auto p = co_await with_raw_peer(t, with_chunk(chunk));
-      p.peer.send("x\r\r\r\ny" "aaaaab" "zabababaabac" "12345678912345678X123456789!");
+      p.peer.send(
+          "x\r\r\r\ny"
+          "aaaaab"
+          "zabababaabac"
+          "12345678912345678X123456789!");
       EXPECT_EQ(co_await p.s.read_until("\r\n"), "x\r\r\r\n");
       EXPECT_EQ(co_await p.s.read_until("aab"), "yaaaaab");
       EXPECT_EQ(co_await p.s.read_until("ababaab"), "zabababaab");  // overlapping prefixes
