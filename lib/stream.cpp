@@ -13,8 +13,8 @@
 #include <new>
 #include <stdexcept>
 
-#include "corio/io.hpp"
 #include "backend/backend.hpp"
+#include "corio/io.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -111,9 +111,9 @@ class spare_strings {
   }
 
  private:
-  static constexpr std::size_t max_count = 1024;      // lines in flight on a busy loop
-  static constexpr std::size_t max_bytes = 1 << 20;   // all spares together
-  static constexpr std::size_t max_capacity = 4096;   // each
+  static constexpr std::size_t max_count = 1024;     // lines in flight on a busy loop
+  static constexpr std::size_t max_bytes = 1 << 20;  // all spares together
+  static constexpr std::size_t max_capacity = 4096;  // each
 
   std::string take_back() noexcept {
     std::string out = std::move(strings_.back());
@@ -135,16 +135,16 @@ std::string take_result(read_buffer& buffer, std::size_t n) {
   return out;
 }
 
-/// Where `delimiter` (2 bytes or more) first occurs in [from, end), or nullptr. Why not
-/// memmem for short ones: glibc's memmem pays a setup per call that was 11 % of server CPU
-/// on pipelined 64-byte lines; memchr for the first byte and a compare is a few cycles. The
-/// worst case (the first byte everywhere) costs n * size, so long delimiters use memmem.
+/// Where a non-empty `delimiter` first occurs in [from, end), or nullptr. Why not memmem for
+/// short ones: glibc's memmem pays a setup per call that was 11 % of server CPU on pipelined
+/// 64-byte lines; memchr for the first byte and a compare is a few cycles. The worst case
+/// (the first byte everywhere) costs n * size, so long delimiters use memmem.
 const char* find_delimiter(const char* from, const char* end, std::string_view delimiter) {
   const std::size_t size = delimiter.size();
   if (static_cast<std::size_t>(end - from) < size) return nullptr;
   if (size > 8) {
-    return static_cast<const char*>(::memmem(from, static_cast<std::size_t>(end - from),
-                                             delimiter.data(), size));
+    return static_cast<const char*>(
+        ::memmem(from, static_cast<std::size_t>(end - from), delimiter.data(), size));
   }
   const char* last_start = end - size;  // the last place a match can begin
   while (from <= last_start) {
@@ -229,12 +229,8 @@ stream_core::verdict stream_core::evaluate(std::size_t& consume) {
       std::size_t found = std::string_view::npos;
       if (delim.empty()) {
         found = 0;
-      } else if (delim.size() == 1) {
-        const void* hit =
-            std::memchr(data.data() + read_.scan_from, delim[0], size - read_.scan_from);
-        if (hit != nullptr) found = static_cast<const char*>(hit) - data.data();
-      } else if (const char* hit = find_delimiter(data.data() + read_.scan_from,
-                                                  data.data() + size, delim)) {
+      } else if (const char* hit =
+                     find_delimiter(data.data() + read_.scan_from, data.data() + size, delim)) {
         found = static_cast<std::size_t>(hit - data.data());
       }
       if (found != std::string_view::npos) {
@@ -620,9 +616,7 @@ void stream_core::on_write_done(int result) {
   flush();  // B4: keep going after a short send
 }
 
-void stream_core::recycle_piece(std::string& piece) noexcept {
-  spare_strings::local().give(piece);
-}
+void stream_core::recycle_piece(std::string& piece) noexcept { spare_strings::local().give(piece); }
 
 void stream_core::complete_writes() noexcept {
   while (!write_waiters_.empty() && write_waiters_.front().until <= bytes_sent_) {
@@ -710,9 +704,12 @@ void stream_core::release_transport() noexcept {
   // A multishot receive stays armed while the stream is idle. Ending it now (one
   // synchronous cancel) lets the fd close at once, as it does when no receive is in flight,
   // instead of a loop turn later; its completion then needs no fd.
-  const bool read_needs_fd = read_op_ != nullptr && !read_op_->multishot;
-  if (read_op_ != nullptr && read_op_->multishot) loop_.cancel_now(*read_op_);
-  io_op* need_fd[] = {read_needs_fd ? read_op_ : nullptr, write_op_};
+  io_op* read_needing_fd = read_op_;
+  if (read_op_ != nullptr && read_op_->multishot) {
+    loop_.cancel_now(*read_op_);
+    read_needing_fd = nullptr;
+  }
+  io_op* need_fd[] = {read_needing_fd, write_op_};
   if (fd_ >= 0) loop_.close_fd_after(fd_, need_fd);
   fd_ = -1;
   for (io_op* op : {read_op_, write_op_}) {

@@ -172,4 +172,22 @@ TEST(Task, ReadyOpTaskDoesNotSuspend) {
   EXPECT_EQ(loop.run(check()), 5);
 }
 
+// A value decided at the call lives in the task itself (no operation state): moving the
+// task moves the value and leaves the source empty; the value is delivered exactly once.
+TEST(Task, ReadyValueMovesWithTheTaskAndLeavesTheSourceEmpty) {
+  auto check = []() -> task<std::string> {
+    task<std::string> first = task<std::string>::ready(std::string(40, 'v'));
+    task<std::string> second = std::move(first);
+    EXPECT_FALSE(first);  // NOLINT(bugprone-use-after-move): the moved-from state is the point
+    EXPECT_TRUE(second);
+    EXPECT_TRUE(second.is_ready());
+    task<void> done = task<void>::ready();
+    EXPECT_TRUE(done.is_ready());
+    co_await std::move(done);
+    co_return co_await std::move(second);
+  };
+  event_loop loop(epoll_options());
+  EXPECT_EQ(loop.run(check()), std::string(40, 'v'));
+}
+
 }  // namespace

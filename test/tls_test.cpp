@@ -72,6 +72,22 @@ task<tls_pair> connect_pair(tls_context& server_ctx, tls_context& client_ctx,
   co_return tls_pair{std::move(client), std::move(server)};
 }
 
+/// A plain TCP connection on which the connector sent "STARTTLS\n" and the acceptor read it:
+/// both ends idle, ready for start_tls (S52).
+struct plain_pair {
+  tcp_stream connector;
+  tcp_stream acceptor;
+};
+task<plain_pair> after_starttls_line() {
+  auto listener = tcp_listener::bind("127.0.0.1", 0);
+  auto connected = tcp_stream::connect("127.0.0.1", listener.port());
+  tcp_stream acceptor = co_await listener.accept();
+  tcp_stream connector = co_await std::move(connected);
+  co_await connector.write("STARTTLS\n");
+  EXPECT_EQ(co_await acceptor.read_until("\n"), "STARTTLS\n");
+  co_return plain_pair{std::move(connector), std::move(acceptor)};
+}
+
 /// How an awaited task ended.
 struct outcome {
   bool failed = false;
@@ -351,13 +367,10 @@ TEST_P(Tls, Handshake_StartTlsBothSidesAndReversedRoles_S52_S53) {
   run([]() -> task<void> {
     auto server_ctx = server_context();
     auto client_ctx = client_context();
-    auto listener = tcp_listener::bind("127.0.0.1", 0);
     // Plain first, then TLS on both ends with start_tls: the TCP acceptor is the TLS client.
-    auto connected = tcp_stream::connect("127.0.0.1", listener.port());
-    tcp_stream accepted = co_await listener.accept();
-    tcp_stream connector = co_await std::move(connected);
-    co_await connector.write("STARTTLS\n");
-    EXPECT_EQ(co_await accepted.read_until("\n"), "STARTTLS\n");
+    plain_pair plain = co_await after_starttls_line();
+    tcp_stream& connector = plain.connector;
+    tcp_stream& accepted = plain.acceptor;
     auto tls_server_task = std::move(connector).start_tls(server_ctx);
     auto tls_client_task = std::move(accepted).start_tls(client_ctx, "127.0.0.1");
     EXPECT_FALSE(connector);  // S52: the plain stream is empty afterwards
@@ -379,13 +392,9 @@ TEST_P(Tls, StartTls_ClientHelloArrivedBeforeStartTls_ReachesTheHandshake_S52) {
   run([uring]() -> task<void> {
     auto server_ctx = server_context();
     auto client_ctx = client_context();
-    auto listener = tcp_listener::bind("127.0.0.1", 0);
-    auto connected = tcp_stream::connect("127.0.0.1", listener.port());
-    tcp_stream accepted = co_await listener.accept();
-    tcp_stream plain = co_await std::move(connected);
-    co_await plain.write("STARTTLS\n");
-    EXPECT_EQ(co_await accepted.read_until("\n"), "STARTTLS\n");
-    auto client_task = std::move(plain).start_tls(client_ctx, "localhost");  // ClientHello
+    plain_pair plain = co_await after_starttls_line();
+    tcp_stream& accepted = plain.acceptor;
+    auto client_task = std::move(plain.connector).start_tls(client_ctx, "localhost");  // hello
     co_await sleep_for(20ms);  // the ClientHello is here before the server turns TLS on
     EXPECT_EQ(accepted.buffered_bytes(), 0u);
     const loop_stats& st = event_loop::current().stats();

@@ -40,11 +40,8 @@ constexpr int no_end = 1;                // io_op::multishot_end: no EOF or erro
 /// Multishot recv (IORING_RECV_MULTISHOT) came with Linux 6.0.
 bool kernel_has_multishot_recv() noexcept {
   utsname u{};
-  if (::uname(&u) != 0) return false;
   int major = 0;
-  int minor = 0;
-  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
-  return major > 6 || (major == 6 && minor >= 0);
+  return ::uname(&u) == 0 && std::sscanf(u.release, "%d", &major) == 1 && major >= 6;
 }
 
 std::string explain_setup_failure(int err) {
@@ -107,14 +104,14 @@ class uring_backend final : public backend_base {
   corio::backend kind() const noexcept override { return corio::backend::io_uring; }
 
   void submit(io_op& op) override {
-    if (op.multishot && multishot_) return request_multishot(op);
+    if (op.multishot) return request_multishot(op);
     ++in_flight_;
     op.backend_tag = stage_operation;
     prepare(op);
   }
 
   void cancel(io_op& op) noexcept override {
-    if (op.multishot && multishot_) return serve(op);  // orphaned: drop what it holds, stop it
+    if (op.multishot) return serve(op);  // orphaned: drop what it holds, stop it
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(&op), 0);
     io_uring_sqe_set_data64(sqe, cancel_tag);
@@ -122,7 +119,7 @@ class uring_backend final : public backend_base {
   }
 
   void cancel_now(io_op& op) noexcept override {
-    if (op.multishot && multishot_) {
+    if (op.multishot) {
       if (!(op.multishot_state & (ms_armed | ms_scratch))) return;  // the kernel has nothing
       op.multishot_state |= ms_stopping;  // the final completion is still delivered later
     }
@@ -253,7 +250,7 @@ class uring_backend final : public backend_base {
     buffers_.reset(new std::byte[std::size_t(entries) * buffer_size_]);
     io_uring_buf_ring_init(buffer_ring_);
     for (unsigned i = 0; i < entries; ++i) {
-      io_uring_buf_ring_add(buffer_ring_, buffers_.get() + std::size_t(i) * buffer_size_,
+      io_uring_buf_ring_add(buffer_ring_, buffer_bytes(static_cast<std::uint16_t>(i)),
                             static_cast<unsigned>(buffer_size_), static_cast<unsigned short>(i),
                             io_uring_buf_ring_mask(entries), static_cast<int>(i));
     }
@@ -261,8 +258,7 @@ class uring_backend final : public backend_base {
   }
 
   void recycle_buffer(unsigned short id) {
-    io_uring_buf_ring_add(buffer_ring_, buffers_.get() + std::size_t(id) * buffer_size_,
-                          static_cast<unsigned>(buffer_size_), id,
+    io_uring_buf_ring_add(buffer_ring_, buffer_bytes(id), static_cast<unsigned>(buffer_size_), id,
                           io_uring_buf_ring_mask(buffer_count_), 0);
     io_uring_buf_ring_advance(buffer_ring_, 1);
   }
@@ -441,7 +437,7 @@ class uring_backend final : public backend_base {
       return;
     }
     io_op& op = *reinterpret_cast<io_op*>(c.user_data);
-    if (op.multishot && multishot_) return on_multishot_completion(op, c);
+    if (op.multishot) return on_multishot_completion(op, c);
     int res = c.res;
     // An orphan (its requester is gone) is never issued again: the memory it referred to
     // may be gone too. It completes as cancelled instead of retrying.
@@ -471,9 +467,7 @@ class uring_backend final : public backend_base {
     const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
     try {
       if (provided) {
-        if (res > 0)
-          copy_to_sink(
-              op, {buffers_.get() + std::size_t(id) * buffer_size_, static_cast<std::size_t>(res)});
+        if (res > 0) copy_to_sink(op, {buffer_bytes(id), static_cast<std::size_t>(res)});
       } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
         copy_to_sink(
             op, {static_cast<scratch&>(*op.pinned).bytes.get(), static_cast<std::size_t>(res)});
@@ -564,8 +558,8 @@ class uring_backend final : public backend_base {
       int res = c.res;
       if (res > 0) {
         try {
-          copy_to_sink(op, {static_cast<scratch&>(*op.pinned).bytes.get(),
-                            static_cast<std::size_t>(res)});
+          copy_to_sink(
+              op, {static_cast<scratch&>(*op.pinned).bytes.get(), static_cast<std::size_t>(res)});
         } catch (const std::bad_alloc&) {
           res = -ENOMEM;
         }
@@ -578,7 +572,7 @@ class uring_backend final : public backend_base {
       return serve(op);
     }
     const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
-    if (!more) op.multishot_state &= ~ms_armed;
+    if (!more) op.multishot_state &= ~(ms_armed | ms_stopping);  // the multishot has ended
     if (c.flags & IORING_CQE_F_BUFFER) {
       const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
       if (c.res > 0 && op.handler != nullptr) {
@@ -593,7 +587,6 @@ class uring_backend final : public backend_base {
         op.multishot_end = c.res;  // EOF or an error, reported after the bytes held before it
       }
     }
-    if (!more) op.multishot_state &= ~ms_stopping;
     serve(op, ring_empty);
   }
 
@@ -652,7 +645,9 @@ class uring_backend final : public backend_base {
       release_held(op, op.held_count);
       op.multishot_end = no_end;
       stop_multishot(op);
-      if (!(op.multishot_state & (ms_armed | ms_scratch | ms_queued))) return answer(op, -ECANCELED);
+      if (!(op.multishot_state & (ms_armed | ms_scratch | ms_queued))) {
+        return answer(op, -ECANCELED);
+      }
       return sync_in_flight(op);
     }
     if (op.multishot_state & ms_wanted) {
