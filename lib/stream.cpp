@@ -503,15 +503,19 @@ task<void> stream_core::wait_for_queued() {
   if (bytes_queued_ == bytes_sent_) return make_ready_task();  // S30: nothing pending
   // The gathered send leaves at the end of this turn, even if no waiter can be made below.
   loop_.add_turn_hook(*this);
-  auto* op = new pending_op<void>();
-  try {
-    write_waiters_.push_back({bytes_queued_, op});
-  } catch (...) {  // B13: std::bad_alloc reaches the caller; the op must not leak
-    delete op;
-    throw;
-  }
+  auto* op = new write_wait();
+  op->until = bytes_queued_;
+  op->previous = waiters_tail_;
+  (waiters_tail_ != nullptr ? waiters_tail_->next : waiters_head_) = op;
+  waiters_tail_ = op;
   op->attach_owner(this);
   return task<void>::from_op(op);
+}
+
+void stream_core::unlink_waiter(write_wait& waiter) noexcept {
+  (waiter.previous != nullptr ? waiter.previous->next : waiters_head_) = waiter.next;
+  (waiter.next != nullptr ? waiter.next->previous : waiters_tail_) = waiter.previous;
+  waiter.next = waiter.previous = nullptr;
 }
 
 task<void> stream_core::write(std::string_view data) {
@@ -554,7 +558,8 @@ void stream_core::flush() {
 }
 
 void stream_core::submit_pieces() {
-  io_op& op = *loop_.acquire_op();
+  io_op& op = idle_send_op_ != nullptr ? *std::exchange(idle_send_op_, nullptr)
+                                       : *loop_.acquire_op();
   try {
     fill_and_submit(op);
   } catch (...) {
@@ -570,6 +575,7 @@ void stream_core::fill_and_submit(io_op& op) {
   op.handler = this;
   if (kind_ == stream::transport_kind::socket) {
     op.kind = op_kind::sendmsg;
+    op.iov.clear();  // a kept op still lists the pieces of its last send
     std::size_t total = 0;
     std::size_t count = 0;
     for (const std::string& piece : pieces_) {
@@ -619,24 +625,19 @@ void stream_core::on_write_done(int result) {
 void stream_core::recycle_piece(std::string& piece) noexcept { spare_strings::local().give(piece); }
 
 void stream_core::complete_writes() noexcept {
-  while (!write_waiters_.empty() && write_waiters_.front().until <= bytes_sent_) {
-    pending_op<void>* op = write_waiters_.front().op;
-    write_waiters_.pop_front();
-    if (op != nullptr) {
-      op->complete();
-      op->detach_owner();
-    }
+  while (waiters_head_ != nullptr && waiters_head_->until <= bytes_sent_) {
+    write_wait* op = waiters_head_;
+    unlink_waiter(*op);
+    op->complete();
+    op->detach_owner();
   }
 }
 
 void stream_core::fail_writes(const std::exception_ptr& error) noexcept {
-  while (!write_waiters_.empty()) {
-    pending_op<void>* op = write_waiters_.front().op;
-    write_waiters_.pop_front();
-    if (op != nullptr) {
-      op->fail(error);
-      op->detach_owner();
-    }
+  while (write_wait* op = waiters_head_) {
+    unlink_waiter(*op);
+    op->fail(error);
+    op->detach_owner();
   }
 }
 
@@ -645,15 +646,13 @@ void stream_core::fail_writes(const std::exception_ptr& error) noexcept {
 void stream_core::on_io_complete(io_op& op) {
   int result = op.result;
   if (&op == read_op_) {
+    // The op stays with the stream for its next read (a multishot one stays armed): a read
+    // per message then takes no op from the pool and resets none.
     read_requested_ = false;
-    if (!op.multishot) {  // a multishot op stays for the next read
-      read_op_ = nullptr;
-      loop_.release_op(&op);
-    }
     on_read_done(result);
   } else if (&op == write_op_) {
     write_op_ = nullptr;
-    loop_.release_op(&op);
+    idle_send_op_ = &op;  // kept for the next send, as the read op is
     on_write_done(result);
   } else {
     loop_.release_op(&op);
@@ -671,20 +670,9 @@ void stream_core::abandon(pending_op_base& op) noexcept {
     op.detach_owner();
     return;
   }
-  // Why the back first: a write whose task is discarded at once (the usual fire-and-forget
-  // write, S28) is the newest waiter; the scan below is for a task dropped later.
-  if (!write_waiters_.empty() && write_waiters_.back().op == &op) {
-    write_waiters_.back().op = nullptr;
-    op.detach_owner();
-    return;
-  }
-  for (write_waiter& waiter : write_waiters_) {
-    if (waiter.op == &op) {
-      waiter.op = nullptr;  // S28: the bytes still go out; only the waiting stops
-      op.detach_owner();
-      return;
-    }
-  }
+  // Every other op a stream hands out is a write's (wait_for_queued).
+  unlink_waiter(static_cast<write_wait&>(op));  // S28: the bytes still go out; only the
+  op.detach_owner();                            // waiting stops
 }
 
 // ---------------------------------------------------------------- closing
@@ -715,7 +703,8 @@ void stream_core::release_transport() noexcept {
   for (io_op* op : {read_op_, write_op_}) {
     if (op != nullptr) loop_.orphan(*op);
   }
-  read_op_ = write_op_ = nullptr;
+  if (idle_send_op_ != nullptr) loop_.release_op(idle_send_op_);
+  read_op_ = write_op_ = idle_send_op_ = nullptr;
   read_requested_ = false;
 }
 
@@ -784,7 +773,7 @@ void stream_core::close(std::error_code reason) noexcept {
     waiter->detach_owner();
   }
   // Why the check: the error (two strings) is built only when a write waits for it.
-  if (!write_waiters_.empty()) fail_writes(closed_error("write"));
+  if (waiters_head_ != nullptr) fail_writes(closed_error("write"));
   pieces_.clear();  // S36: unsent data is discarded
   plain_pending_.clear();
   front_offset_ = 0;

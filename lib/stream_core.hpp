@@ -133,7 +133,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   read_buffer buffer_;
   read_request read_;
   std::unique_ptr<regex_matcher> regex_;  // per-stream cache of the last pattern
-  io_op* read_op_ = nullptr;              // the transport read op (kept if multishot)
+  io_op* read_op_ = nullptr;              // the transport read op, kept for the next read
   bool read_requested_ = false;           // read_op_ was submitted and has not completed
 
   // Write queue: pieces not yet fully sent; the first `pieces_in_flight_` are being sent.
@@ -142,12 +142,18 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   std::size_t pieces_in_flight_ = 0;
   std::uint64_t bytes_queued_ = 0;  // cumulative, for O(1) write completion bookkeeping
   std::uint64_t bytes_sent_ = 0;
-  struct write_waiter {
-    std::uint64_t until;
-    pending_op<void>* op;
+  /// A write's op, linked into the stream's FIFO of waiting writes: a write allocates this op
+  /// and no queue node. Unlinked when it completes, fails, or its task is dropped (S28).
+  struct write_wait final : pending_op<void> {
+    std::uint64_t until = 0;  // done once bytes_sent_ reaches this
+    write_wait* next = nullptr;
+    write_wait* previous = nullptr;
   };
-  stable_queue<write_waiter> write_waiters_;
-  io_op* write_op_ = nullptr;
+  write_wait* waiters_head_ = nullptr;
+  write_wait* waiters_tail_ = nullptr;
+  void unlink_waiter(write_wait& waiter) noexcept;
+  io_op* write_op_ = nullptr;       // the send in flight
+  io_op* idle_send_op_ = nullptr;  // the op of the last send, kept for the next one
 
   bool closed_ = false;
   bool released_ = false;

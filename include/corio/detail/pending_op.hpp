@@ -132,8 +132,9 @@ class pending_op final : public pending_op_base {
   result_storage<T> value_;
 };
 
+// Not final: a stream's write op derives from it to link itself into the stream's waiters.
 template <>
-class pending_op<void> final : public pending_op_base {
+class pending_op<void> : public pending_op_base {
  public:
   void complete() noexcept { finish(); }
   void take() { rethrow_if_failed(); }
