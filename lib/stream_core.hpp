@@ -97,6 +97,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
 
   void flush();
   void require_write_room(std::size_t size) const;  // S31, throws stream_buffer_full_error
+  /// Appends a small write to the last piece not yet handed to the kernel; false if it cannot.
+  bool merge_into_last_piece(std::string_view data);
   task<void> wait_for_queued();  // a task completing once everything queued so far is sent
   void send_queued_now() noexcept;
   void submit_pieces();
