@@ -110,7 +110,7 @@ class spare_strings {
       return;
     }
     try {
-      list.reserve(max_count);  // allocates once per thread
+      if (list.capacity() < max_count) list.reserve(max_count);  // once per thread
       piece.clear();
       list.push_back(std::move(piece));
       bytes_ += capacity;
@@ -160,7 +160,9 @@ const char* find_delimiter(const char* from, const char* end, std::string_view d
     auto* hit = static_cast<const char*>(
         std::memchr(from, delimiter[0], static_cast<std::size_t>(last_start - from) + 1));
     if (hit == nullptr) return nullptr;
-    if (std::memcmp(hit + 1, delimiter.data() + 1, size - 1) == 0) return hit;
+    std::size_t i = 1;  // at most 7 bytes: a loop, not a call to memcmp
+    while (i < size && hit[i] == delimiter[i]) ++i;
+    if (i == size) return hit;
     from = hit + 1;
   }
   return nullptr;
