@@ -439,7 +439,10 @@ TEST_P(Limits, AllocationFailureLosesNoTimerOrPostedCallback_B13) {
   }
   std::printf("[ B13      ] %s: timer + post survive a failure at each of %d allocation points\n",
               to_string(GetParam()), points);
-  EXPECT_GE(points, 2);
+  // The due timer's callback node is always allocated; the timer's own map node comes from
+  // the thread's recycling pool, which serves it without operator new once warm (the ASan
+  // build, which does not recycle, sweeps that point too).
+  EXPECT_GE(points, 1);
 }
 
 // ---- B14 -----------------------------------------------------------------------------------

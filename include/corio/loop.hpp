@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "corio/detail/frame_allocator.hpp"
 #include "corio/detail/io_op.hpp"
 #include "corio/detail/ready_queue.hpp"
 #include "corio/errors.hpp"
@@ -201,7 +202,9 @@ class event_loop {
     std::function<void()> callback;
     detail::ready_node* node = nullptr;
   };
-  std::map<timer_handle::key, timer_entry> timers_;
+  std::map<timer_handle::key, timer_entry, std::less<>,
+           detail::pool_allocator<std::pair<const timer_handle::key, timer_entry>>>
+      timers_;
   std::uint64_t timer_sequence_ = 0;
   detail::root_promise* roots_ = nullptr;
   std::function<void(std::exception_ptr)> exception_handler_;

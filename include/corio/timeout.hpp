@@ -166,6 +166,16 @@ class timeout_awaiter final : ready_node {
   std::exception_ptr failure_;
 };
 
+/// with_timeout's coroutine, for inner work that is not decided yet.
+template <class T>
+task<T> timed(std::chrono::nanoseconds limit, task<T> inner) {
+  co_return co_await timeout_awaiter<T>(limit, std::move(inner));
+}
+template <>
+inline task<void> timed(std::chrono::nanoseconds limit, task<void> inner) {
+  co_await timeout_awaiter<void>(limit, std::move(inner));
+}
+
 }  // namespace detail
 
 /// Completes after `delay`, through the loop's timers (S65). Destroying the task cancels it.
@@ -180,12 +190,10 @@ inline task<void> sleep_for(std::chrono::nanoseconds delay) {
 /// cancels a low-level operation.
 template <class T>
 task<T> with_timeout(std::chrono::nanoseconds limit, task<T> inner) {
-  co_return co_await detail::timeout_awaiter<T>(limit, std::move(inner));
-}
-/// As with_timeout above, for work that produces no value.
-template <>
-inline task<void> with_timeout(std::chrono::nanoseconds limit, task<void> inner) {
-  co_await detail::timeout_awaiter<void>(limit, std::move(inner));
+  // Decided at the call (a read served from the buffer): nothing to time, so no timer and no
+  // coroutine frame; the task itself carries the value or the error.
+  if (inner.is_ready()) return inner;
+  return detail::timed(limit, std::move(inner));
 }
 
 }  // namespace corio

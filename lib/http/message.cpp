@@ -190,21 +190,33 @@ std::string_view reason_phrase(int status) noexcept {
 
 namespace detail {
 
+namespace {
+task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body);
+}  // namespace
+
+// Not a coroutine: a body with no framing, or whose bytes are buffered already, gives a task
+// decided at the call, which the server's with_timeout awaits without a timer.
 task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t max_body) {
   switch (framing.kind) {
     case body_kind::none:
-      co_return std::string();
+      return corio::detail::make_ready_task<std::string>(std::string());
     case body_kind::length:
       if (framing.length > max_body) {
-        throw protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
-                                      " bytes exceeds max_body_bytes=" + std::to_string(max_body));
+        return corio::detail::make_failed_task<std::string>(std::make_exception_ptr(
+            protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
+                                    " bytes exceeds max_body_bytes=" + std::to_string(max_body))));
       }
-      co_return co_await s.read_bytes(static_cast<std::size_t>(framing.length));
+      return s.read_bytes(static_cast<std::size_t>(framing.length));
     case body_kind::until_close:
-      co_return co_await s.read_until_close();
+      return s.read_until_close();
     case body_kind::chunked:
       break;
   }
+  return read_chunked_body(s, max_body);
+}
+
+namespace {
+task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
   // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers.
   // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
   // lines are read with twice the limit they may have, and the limit is checked here.
@@ -233,6 +245,7 @@ task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t 
   }
   co_return body;
 }
+}  // namespace
 
 }  // namespace detail
 }  // namespace corio::http

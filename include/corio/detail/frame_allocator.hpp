@@ -31,4 +31,17 @@ struct pooled {
   }
 };
 
+/// A standard allocator over the same pool, for the nodes of containers on hot paths (the
+/// loop's timers: one per with_timeout that waits).
+template <class T>
+struct pool_allocator {
+  using value_type = T;
+  pool_allocator() noexcept = default;
+  template <class U>
+  pool_allocator(const pool_allocator<U>& /*other*/) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(pooled_allocate(n * sizeof(T))); }
+  void deallocate(T* block, std::size_t n) noexcept { pooled_deallocate(block, n * sizeof(T)); }
+  friend bool operator==(const pool_allocator&, const pool_allocator&) noexcept { return true; }
+};
+
 }  // namespace corio::detail
