@@ -2,7 +2,6 @@
 #include "corio/http/message.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 
 #include "corio/stream.hpp"
@@ -12,12 +11,12 @@
 namespace corio::http {
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
+  // ASCII case folding (RFC 9110 field names and tokens), not the locale's: std::tolower is
+  // a call per byte and would also fold bytes above 0x7f in some locales.
+  auto fold = [](char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
+    if (fold(a[i]) != fold(b[i])) return false;
   }
   return true;
 }

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
-#include <list>
+#include <vector>
 
 #include "corio/loop.hpp"
 #include "corio/tcp.hpp"
@@ -22,7 +22,14 @@ struct server::state {
   std::size_t active = 0;
   std::uint64_t served = 0;
   tcp_listener* listener = nullptr;
-  std::list<corio::stream*> idle;  // connections waiting for their next request
+  /// A connection waiting for its next request, linked into `idle` while it waits (the node
+  /// lives in the connection's coroutine frame: marking a connection idle allocates nothing).
+  struct idle_entry {
+    corio::stream* stream = nullptr;
+    idle_entry* previous = nullptr;
+    idle_entry* next = nullptr;
+  };
+  idle_entry* idle = nullptr;  // connections waiting for their next request
 };
 
 namespace {
@@ -95,10 +102,18 @@ std::size_t header_hard_limit(const server_options& o) {
 
 /// Marks a connection idle while it waits for a request, so that shutdown can close it.
 struct idle_guard {
-  std::list<corio::stream*>& list;
-  std::list<corio::stream*>::iterator it;
-  idle_guard(std::list<corio::stream*>& l, corio::stream* s) : list(l), it(l.insert(l.end(), s)) {}
-  ~idle_guard() { list.erase(it); }
+  server::state& st;
+  server::state::idle_entry entry;
+  idle_guard(server::state& state, corio::stream* s) : st(state), entry{s, nullptr, state.idle} {
+    if (st.idle != nullptr) st.idle->previous = &entry;
+    st.idle = &entry;
+  }
+  idle_guard(const idle_guard&) = delete;
+  idle_guard& operator=(const idle_guard&) = delete;
+  ~idle_guard() {
+    (entry.previous != nullptr ? entry.previous->next : st.idle) = entry.next;
+    if (entry.next != nullptr) entry.next->previous = entry.previous;
+  }
 };
 
 }  // namespace
@@ -116,7 +131,11 @@ std::uint64_t server::requests_served() const noexcept { return state_->served; 
 void server::shutdown() {
   state_->stopping = true;
   if (state_->listener != nullptr) state_->listener->close();
-  for (corio::stream* s : std::list<corio::stream*>(state_->idle)) s->close();
+  // Closing wakes each waiting connection a turn later, so the list stays as it is while
+  // this walks it; the copy guards against a close callback that ends a connection at once.
+  std::vector<corio::stream*> idle;
+  for (auto* e = state_->idle; e != nullptr; e = e->next) idle.push_back(e->stream);
+  for (corio::stream* s : idle) s->close();
 }
 
 task<void> server::serve(tcp_listener& listener) {
@@ -176,7 +195,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
     while (!st.stopping) {
       // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
       if (s.buffered_bytes() == 0) {
-        idle_guard idle(st.idle, &s);
+        idle_guard idle(st, &s);
         try {
           co_await with_timeout(o.idle_timeout, s.read_until(""));
         } catch (const timeout_error&) {
