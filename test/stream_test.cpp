@@ -637,6 +637,24 @@ TEST_P(stream_test, MixedReads_NeverReorderDuplicateOrDrop_S12) {
   }
 }
 
+TEST_P(stream_test, WithTimeout_ReadServedFromBufferPassesThroughWithoutATimer_S7) {
+  // A read served from the buffer is decided at the call (S7): with_timeout hands that task
+  // back as it is. No timer is armed, so even a zero limit cannot expire, and nothing is
+  // allocated.
+  each_transport([](transport t) -> task<void> {
+    auto p = co_await with_raw_peer(t);
+    p.peer.send("one\ntwo\n");
+    std::string first = co_await p.s.read_until("\n");
+    EXPECT_EQ(p.s.buffered_bytes(), 4u);
+    const auto blocks_before = corio::detail::pool_stats().live_blocks;
+    task<std::string> timed = with_timeout(std::chrono::nanoseconds(0), p.s.read_until("\n"));
+    EXPECT_TRUE(timed.is_ready());
+    EXPECT_EQ(corio::detail::pool_stats().live_blocks, blocks_before);
+    std::string second = co_await std::move(timed);
+    EXPECT_EQ(first + second, "one\ntwo\n");
+  });
+}
+
 TEST_P(stream_test, WithdrawnRead_ConsumesNothingAndStreamStaysUsable_S13) {
   each_transport([](transport t) -> task<void> {
     auto p = co_await with_raw_peer(t);
