@@ -15,6 +15,7 @@
 
 #include "backend/backend.hpp"
 #include "corio/io.hpp"
+#include "spare_strings.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -25,7 +26,7 @@ namespace {
 // larger request is split by us instead of being truncated silently (scenario A7).
 constexpr std::size_t max_bytes_per_send = 0x7ffff000;
 constexpr std::size_t max_pieces_per_send = IOV_MAX;
-constexpr std::size_t merge_small_write_limit = 2048;
+constexpr std::size_t merge_small_write_limit = spare_strings::wide_capacity;
 
 std::string printable(std::string_view bytes) {
   std::string out;
@@ -69,70 +70,6 @@ stream_options effective(stream_options o) {
 /// The unsent write queue, kept alive for an orphaned sendmsg (io_uring rule 1).
 struct pinned_pieces final : pinned_memory {
   piece_queue pieces;
-};
-
-/// Strings of sent writes kept for reuse, shared by the streams of a thread (so an idle
-/// stream holds none): write(string_view) copies into one, and a read's result takes one of
-/// about its size, so a server that writes back what it reads (read, then
-/// write(std::move(result))) allocates nothing per message. Bounded in count, in bytes and in
-/// the capacity of each, so that a burst does not pin memory.
-class spare_strings {
- public:
-  static spare_strings& local() noexcept {
-    thread_local spare_strings spares;
-    return spares;
-  }
-  /// A spare whose capacity is at least n and at most about twice n (so that a result kept
-  /// for long does not pin a much larger block), or an empty string.
-  std::string take_fitting(std::size_t n) noexcept {
-    if (strings_.empty() || strings_.back().capacity() < n ||
-        strings_.back().capacity() > 2 * n + 64) {
-      return {};
-    }
-    return take_back(strings_);
-  }
-  /// Any spare, or an empty string.
-  std::string take_any() noexcept {
-    if (!strings_.empty()) return take_back(strings_);
-    return wide_.empty() ? std::string() : take_back(wide_);
-  }
-  /// A spare that can hold a whole merged piece (merge_small_write_limit bytes), or an empty
-  /// string. Kept apart so that the small results taken and given for each line do not hide
-  /// them.
-  std::string take_wide() noexcept { return wide_.empty() ? std::string() : take_back(wide_); }
-  /// Keeps `piece`'s memory if there is room (leaves it empty then).
-  void give(std::string& piece) noexcept {
-    static const std::size_t inline_capacity = std::string().capacity();  // SSO: none to keep
-    const std::size_t capacity = piece.capacity();
-    std::vector<std::string>& list = capacity >= merge_small_write_limit ? wide_ : strings_;
-    if (capacity <= inline_capacity || capacity > max_capacity || list.size() >= max_count ||
-        bytes_ + capacity > max_bytes) {
-      return;
-    }
-    try {
-      if (list.capacity() < max_count) list.reserve(max_count);  // once per thread
-      piece.clear();
-      list.push_back(std::move(piece));
-      bytes_ += capacity;
-    } catch (...) {
-    }
-  }
-
- private:
-  static constexpr std::size_t max_count = 1024;     // lines in flight on a busy loop
-  static constexpr std::size_t max_bytes = 1 << 20;  // all spares together
-  static constexpr std::size_t max_capacity = 4096;  // each
-
-  std::string take_back(std::vector<std::string>& list) noexcept {
-    std::string out = std::move(list.back());
-    list.pop_back();
-    bytes_ -= out.capacity();
-    return out;
-  }
-
-  std::vector<std::string> strings_;
-  std::vector<std::string> wide_;  // capacity >= merge_small_write_limit
-  std::size_t bytes_ = 0;
 };
 
 /// Removes the first n bytes of `buffer` as a read's result, in a spare string if one fits.
