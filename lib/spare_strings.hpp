@@ -30,8 +30,9 @@ class spare_strings {
     }
     return take_back(list);
   }
-  /// Any spare, or an empty string.
-  std::string take_any() noexcept {
+  /// A spare to copy n bytes into (a wide one first when n needs it), or an empty string.
+  std::string take_for_copy(std::size_t n) noexcept {
+    if (n >= wide_capacity / 2 && !wide_.empty()) return take_back(wide_);
     if (!strings_.empty()) return take_back(strings_);
     return wide_.empty() ? std::string() : take_back(wide_);
   }

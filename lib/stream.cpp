@@ -491,7 +491,7 @@ task<void> stream_core::write(std::string_view data) {
   require_write_room(data.size());
   if (merge_into_last_piece(data)) return wait_for_queued();
   // Copy into a recycled string: no allocation once its capacity suffices.
-  std::string copy = spare_strings::local().take_any();
+  std::string copy = spare_strings::local().take_for_copy(data.size());
   copy.assign(data);
   return write(std::move(copy));
 }
