@@ -526,8 +526,8 @@ void stream_core::flush() {
 }
 
 void stream_core::submit_pieces() {
-  io_op& op = idle_send_op_ != nullptr ? *std::exchange(idle_send_op_, nullptr)
-                                       : *loop_.acquire_op();
+  io_op& op =
+      idle_send_op_ != nullptr ? *std::exchange(idle_send_op_, nullptr) : *loop_.acquire_op();
   try {
     fill_and_submit(op);
   } catch (...) {

@@ -279,8 +279,8 @@ TEST_P(StreamAlloc, EchoingLargeChunksBack_NoAllocationPerChunk) {
     counting = false;
     co_return static_cast<double>(allocations) / iterations;
   }());
-  std::printf("[ alloc    ] %s: %.3f allocations per echoed 32 KiB chunk\n",
-              to_string(GetParam()), per);
+  std::printf("[ alloc    ] %s: %.3f allocations per echoed 32 KiB chunk\n", to_string(GetParam()),
+              per);
   if (!corio::testing::under_asan) {
     EXPECT_EQ(per, 0.0);
   }
