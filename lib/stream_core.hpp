@@ -154,8 +154,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   write_wait* waiters_head_ = nullptr;
   write_wait* waiters_tail_ = nullptr;
   void unlink_waiter(write_wait& waiter) noexcept;
-  io_op* write_op_ = nullptr;      // the send in flight
-  io_op* idle_send_op_ = nullptr;  // the op of the last send, kept for the next one
+  io_op* write_op_ = nullptr;  // the send in flight
 
   bool closed_ = false;
   bool released_ = false;

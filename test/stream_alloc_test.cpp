@@ -123,6 +123,31 @@ std::string pattern_chunk(std::size_t n) {
   return out;
 }
 
+/// Both ends write back what they read (`read` reads one message); the allocations per round
+/// trip once warm.
+template <class Read>
+task<double> allocations_per_echo(std::string message, Read read) {
+  auto streams = stream_pair();
+  tcp_stream& a = streams.first;
+  tcp_stream& b = streams.second;
+  a.write(std::string_view(message));
+  auto bounce = [&](int n) -> task<void> {
+    for (int i = 0; i < n; ++i) {
+      std::string got = co_await read(b);
+      b.write(std::move(got));
+      std::string back = co_await read(a);
+      if (back != message) ADD_FAILURE() << "a message came back different";
+      a.write(std::move(back));
+    }
+  };
+  co_await bounce(warm_up);
+  allocations = 0;
+  counting = true;
+  co_await bounce(iterations);
+  counting = false;
+  co_return static_cast<double>(allocations) / iterations;
+}
+
 class StreamAlloc : public corio::testing::backend_test {
  protected:
   void expect_one_per_iteration(double per_iteration, const char* transport) {
@@ -192,7 +217,10 @@ TEST_P(StreamAlloc, IdleStreams_HoldNoBuffersAfterTraffic) {
   }());
   std::printf("[ alloc    ] %s: %lld bytes of heap per idle stream after traffic\n",
               to_string(GetParam()), static_cast<long long>(per_stream));
-  EXPECT_LE(per_stream, 2048) << "an idle stream keeps buffers it does not need";
+  // 1.5 KiB: an idle stream that kept one more io_op (368 bytes) than it needs fails here.
+  // Under ASan nothing is recycled, so only the 2 KiB bound is checked.
+  EXPECT_LE(per_stream, corio::testing::under_asan ? 2048 : 1536)
+      << "an idle stream keeps buffers or ops it does not need";
 }
 
 // Many idle streams woken by small messages in one loop turn take memory for what arrived,
@@ -225,27 +253,8 @@ TEST_P(StreamAlloc, ManyStreamsWakingInOneTurn_TakeNoReceiveChunkEach) {
 // docs/examples/echo_server.cpp), allocates nothing per line: a read's result reuses a sent
 // write's string. Both ends echo here, so in steady state no string is made or destroyed.
 TEST_P(StreamAlloc, EchoingReadResultsBack_NoAllocationPerLine) {
-  double per = run([]() -> task<double> {
-    auto streams = stream_pair();
-    tcp_stream& a = streams.first;
-    tcp_stream& b = streams.second;
-    a.write(line);
-    auto bounce = [&](int n) -> task<void> {
-      for (int i = 0; i < n; ++i) {
-        std::string got = co_await b.read_until("\n");
-        b.write(std::move(got));
-        std::string back = co_await a.read_until("\n");
-        if (back != line) ADD_FAILURE() << "a line came back different";
-        a.write(std::move(back));
-      }
-    };
-    co_await bounce(warm_up);
-    allocations = 0;
-    counting = true;
-    co_await bounce(iterations);
-    counting = false;
-    co_return static_cast<double>(allocations) / iterations;
-  }());
+  double per = run(
+      allocations_per_echo(line, [](tcp_stream& s) { return s.read_until("\n"); }));
   std::printf("[ alloc    ] %s: %.3f allocations per echoed line (both ends echo)\n",
               to_string(GetParam()), per);
   if (!corio::testing::under_asan) {
@@ -256,31 +265,11 @@ TEST_P(StreamAlloc, EchoingReadResultsBack_NoAllocationPerLine) {
 TEST_P(StreamAlloc, EchoingLargeChunksBack_NoAllocationPerChunk) {
   // Results of up to a whole read chunk are reused too: a 32 KiB string allocated and freed
   // per read made glibc grow and trim its heap (two page faults per read on a raw echo).
-  double per = run([]() -> task<double> {
-    auto streams = stream_pair();
-    tcp_stream& a = streams.first;
-    tcp_stream& b = streams.second;
-    constexpr std::size_t chunk_size = 32 << 10;
-    const std::string chunk = pattern_chunk(chunk_size);
-    a.write(std::string_view(chunk));
-    auto bounce = [&](int n) -> task<void> {
-      for (int i = 0; i < n; ++i) {
-        std::string got = co_await b.read_bytes(chunk_size);
-        b.write(std::move(got));
-        std::string back = co_await a.read_bytes(chunk_size);
-        if (back != chunk) ADD_FAILURE() << "a chunk came back different";
-        a.write(std::move(back));
-      }
-    };
-    co_await bounce(warm_up);
-    allocations = 0;
-    counting = true;
-    co_await bounce(iterations);
-    counting = false;
-    co_return static_cast<double>(allocations) / iterations;
-  }());
-  std::printf("[ alloc    ] %s: %.3f allocations per echoed 32 KiB chunk\n", to_string(GetParam()),
-              per);
+  constexpr std::size_t chunk_size = 32 << 10;
+  double per = run(allocations_per_echo(
+      pattern_chunk(chunk_size), [](tcp_stream& s) { return s.read_bytes(chunk_size); }));
+  std::printf("[ alloc    ] %s: %.3f allocations per echoed 32 KiB chunk\n",
+              to_string(GetParam()), per);
   if (!corio::testing::under_asan) {
     EXPECT_EQ(per, 0.0);
   }
