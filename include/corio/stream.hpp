@@ -83,7 +83,8 @@ class stream {
   /// Throws stream_buffer_full_error past max_write_buffer_size (S31) and
   /// stream_closed_error on a closed stream (S32). Destroying the task only stops the waiting.
   task<void> write(std::string_view data);
-  /// As write(string_view), taking the string without copying it.
+  /// As write(string_view), taking the string without copying it (a small one may still be
+  /// appended to the previous unsent write, so that one turn's replies leave contiguously).
   task<void> write(std::string&& data);
   /// Overload so that string literals pick the view overload.
   task<void> write(const char* data) { return write(std::string_view(data)); }

@@ -187,7 +187,8 @@ inline task<void> sleep_for(std::chrono::nanoseconds delay) {
 /// passes through; otherwise the inner work is destroyed at its current suspension point
 /// and timeout_error is thrown. Destroying the inner work withdraws a pending stream read
 /// with no byte lost (S13, D9), abandons a write's wait without un-sending it (S28), and
-/// cancels a low-level operation.
+/// cancels a low-level operation. A task already decided at the call (a read served from the
+/// buffer, S7) is returned as it is: no timer is set, and even a zero limit cannot expire.
 template <class T>
 task<T> with_timeout(std::chrono::nanoseconds limit, task<T> inner) {
   // Decided at the call (a read served from the buffer): nothing to time, so no timer and no
