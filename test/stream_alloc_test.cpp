@@ -253,8 +253,7 @@ TEST_P(StreamAlloc, ManyStreamsWakingInOneTurn_TakeNoReceiveChunkEach) {
 // docs/examples/echo_server.cpp), allocates nothing per line: a read's result reuses a sent
 // write's string. Both ends echo here, so in steady state no string is made or destroyed.
 TEST_P(StreamAlloc, EchoingReadResultsBack_NoAllocationPerLine) {
-  double per = run(
-      allocations_per_echo(line, [](tcp_stream& s) { return s.read_until("\n"); }));
+  double per = run(allocations_per_echo(line, [](tcp_stream& s) { return s.read_until("\n"); }));
   std::printf("[ alloc    ] %s: %.3f allocations per echoed line (both ends echo)\n",
               to_string(GetParam()), per);
   if (!corio::testing::under_asan) {
@@ -266,10 +265,10 @@ TEST_P(StreamAlloc, EchoingLargeChunksBack_NoAllocationPerChunk) {
   // Results of up to a whole read chunk are reused too: a 32 KiB string allocated and freed
   // per read made glibc grow and trim its heap (two page faults per read on a raw echo).
   constexpr std::size_t chunk_size = 32 << 10;
-  double per = run(allocations_per_echo(
-      pattern_chunk(chunk_size), [](tcp_stream& s) { return s.read_bytes(chunk_size); }));
-  std::printf("[ alloc    ] %s: %.3f allocations per echoed 32 KiB chunk\n",
-              to_string(GetParam()), per);
+  double per = run(allocations_per_echo(pattern_chunk(chunk_size),
+                                        [](tcp_stream& s) { return s.read_bytes(chunk_size); }));
+  std::printf("[ alloc    ] %s: %.3f allocations per echoed 32 KiB chunk\n", to_string(GetParam()),
+              per);
   if (!corio::testing::under_asan) {
     EXPECT_EQ(per, 0.0);
   }
