@@ -99,10 +99,14 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void require_write_room(std::size_t size) const;  // S31, throws stream_buffer_full_error
   /// Appends a small write to the last piece not yet handed to the kernel; false if it cannot.
   bool merge_into_last_piece(std::string_view data);
+  /// Queues `data` as a piece of its own (the checks of write() done).
+  task<void> queue_piece(std::string&& data);
   task<void> wait_for_queued();  // a task completing once everything queued so far is sent
   void send_queued_now() noexcept;
   void submit_pieces();
   void complete_writes() noexcept;
+  struct write_wait;  // below, with the write queue
+  void unlink_waiter(write_wait& waiter) noexcept;
   void recycle_piece(std::string& piece) noexcept;
   void fail_writes(const std::exception_ptr& error) noexcept;
 
@@ -153,7 +157,6 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   };
   write_wait* waiters_head_ = nullptr;
   write_wait* waiters_tail_ = nullptr;
-  void unlink_waiter(write_wait& waiter) noexcept;
   io_op* write_op_ = nullptr;  // the send in flight
 
   bool closed_ = false;

@@ -598,6 +598,38 @@ TEST_P(Http, GracefulShutdownFinishesTheRequestInFlight) {
   }(server));
 }
 
+TEST_P(Http, ShutdownClosesEveryIdleConnection) {
+  // Idle connections are linked into a list while they wait. Three of them go idle, two
+  // leave the list for a second request and join it again; shutdown must still find and
+  // close all three.
+  http::server server(echo_handler, small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::uint16_t port = listener.port();
+    bool served = false;
+    event_loop::current().spawn(serve_and_flag(server, listener, served));
+    std::vector<tcp_stream> clients;
+    for (int i = 0; i < 3; ++i) clients.push_back(co_await tcp_stream::connect("127.0.0.1", port));
+    for (tcp_stream& c : clients) {
+      c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+    }
+    // Leave from the middle, then let the neighbour leave and come back: a link left stale
+    // by the first removal would cut the list there.
+    for (int i : {1, 0}) {
+      clients[i].write("GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response again = co_await read_response(clients[i]);
+      EXPECT_EQ(again.body, "GET /again ");
+    }
+    EXPECT_EQ(server.active_connections(), 3u);
+    server.shutdown();
+    for (tcp_stream& c : clients) EXPECT_TRUE(co_await closes_within(c, 200ms));
+    while (!served) co_await sleep_for(1ms);
+    EXPECT_EQ(server.active_connections(), 0u);
+  }(server));
+}
+
 // --- responses -------------------------------------------------------------------------------
 
 TEST_P(Http, HeadHasContentLengthButNoBody) {

@@ -190,31 +190,6 @@ std::string_view reason_phrase(int status) noexcept {
 namespace detail {
 
 namespace {
-task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body);
-}  // namespace
-
-// Not a coroutine: a body with no framing, or whose bytes are buffered already, gives a task
-// decided at the call, which the server's with_timeout awaits without a timer.
-task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t max_body) {
-  switch (framing.kind) {
-    case body_kind::none:
-      return corio::detail::make_ready_task<std::string>(std::string());
-    case body_kind::length:
-      if (framing.length > max_body) {
-        return corio::detail::make_failed_task<std::string>(std::make_exception_ptr(
-            protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
-                                    " bytes exceeds max_body_bytes=" + std::to_string(max_body))));
-      }
-      return s.read_bytes(static_cast<std::size_t>(framing.length));
-    case body_kind::until_close:
-      return s.read_until_close();
-    case body_kind::chunked:
-      break;
-  }
-  return read_chunked_body(s, max_body);
-}
-
-namespace {
 task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
   // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers.
   // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
@@ -245,6 +220,27 @@ task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
   co_return body;
 }
 }  // namespace
+
+// Not a coroutine: a body with no framing, or whose bytes are buffered already, gives a task
+// decided at the call, which the server's with_timeout awaits without a timer.
+task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t max_body) {
+  switch (framing.kind) {
+    case body_kind::none:
+      return corio::detail::make_ready_task<std::string>(std::string());
+    case body_kind::length:
+      if (framing.length > max_body) {
+        return corio::detail::make_failed_task<std::string>(std::make_exception_ptr(
+            protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
+                                    " bytes exceeds max_body_bytes=" + std::to_string(max_body))));
+      }
+      return s.read_bytes(static_cast<std::size_t>(framing.length));
+    case body_kind::until_close:
+      return s.read_until_close();
+    case body_kind::chunked:
+      break;
+  }
+  return read_chunked_body(s, max_body);
+}
 
 }  // namespace detail
 }  // namespace corio::http
