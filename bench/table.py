@@ -562,6 +562,30 @@ def target_rows(runs, targets):
     return out
 
 
+# The hand-written server that does a corio backend's job with nothing around it.
+HAND_WRITTEN = {CORIO_URING: C_URING, CORIO_EPOLL: C_EPOLL}
+
+
+def ceiling_rows(runs, targets):
+    """For each paired CPU target between corio and another server: the same paired ratio with
+    corio replaced by its backend's C server (rounds in which both ran)."""
+    out = []
+    for t in targets:
+        if not isinstance(t, Ratio) or t.metric != "cpu" or t.a not in HAND_WRITTEN:
+            continue
+        a = HAND_WRITTEN[t.a]
+        b = HAND_WRITTEN.get(t.b, t.b)
+        if b in (C_URING, C_EPOLL) and t.b == b:
+            continue  # corio / its own C server: the ceiling is 1 by definition
+        for w in t.workloads:
+            values = paired_ratios(runs, Ratio(a, b, (w,), "cpu", t.goal, t.limit), w)
+            if values:
+                out.append({"what": f"{a} / {b}", "instead": f"{t.a} / {t.b}",
+                            "workload": w.label(), "goal": t.goal, "limit": t.limit,
+                            "values": values})
+    return out
+
+
 def fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
@@ -627,6 +651,22 @@ def print_echo_tables(args, runs, targets, perf_rows, servers):
                 verdict += " (range crosses the goal)"
             print(head + f"| {len(values)} | {statistics.median(values):{digits}} "
                   f"| {lo:{digits}}–{hi:{digits}} | {verdict} |")
+
+    ceilings = ceiling_rows(runs, targets)
+    if ceilings:
+        print()
+        print("Ceilings: the same CPU ratios with each corio server replaced by the hand-written "
+              "C server of its backend, from the same rounds. A library that costs exactly what "
+              "its C server costs would score this; a goal that asks for less than this asks "
+              "corio to beat the hand-written server.")
+        print()
+        print("| ratio | in place of | workload | goal | n | median | range |")
+        print("|---|---|---|---|---:|---:|---:|")
+        for r in ceilings:
+            values = r["values"]
+            print(f"| {r['what']} | {r['instead']} | {r['workload']} | {r['goal']} "
+                  f"{r['limit']:g} | {len(values)} | {statistics.median(values):.2f} "
+                  f"| {min(values):.2f}–{max(values):.2f} |")
 
     if perf_rows:
         print()
