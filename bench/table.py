@@ -140,6 +140,16 @@ def cpu_ns(pid):
     return total
 
 
+def user_system_ticks(pid):
+    """(user, system) clock ticks of pid, all threads (/proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]), int(fields[12])  # utime, stime (fields 14 and 15)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stop(proc, grace=3.0):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -316,7 +326,7 @@ def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False, env=N
                     "--conns", str(workload.conns), "--depth", str(workload.depth),
                     "--size", str(workload.size), "--seconds", str(seconds),
                     "--warmup", str(args.warmup), "--mode", workload.mode]
-            cpu_before = cpu_ns(proc.pid)
+            cpu_before, ticks_before = cpu_ns(proc.pid), user_system_ticks(proc.pid)
             try:
                 done = subprocess.run(load, capture_output=True, text=True,
                                       timeout=seconds + args.warmup + 30,
@@ -324,7 +334,7 @@ def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False, env=N
             except subprocess.TimeoutExpired:
                 row["error"] = "echo_load timed out"
                 return row
-            cpu_after = cpu_ns(proc.pid)
+            cpu_after, ticks_after = cpu_ns(proc.pid), user_system_ticks(proc.pid)
             if perf is not None:
                 row["perf_syscalls"] = perf_finish(perf, perf_out)
             if proc.poll() is not None:
@@ -340,6 +350,12 @@ def run_one(server, workload, args, server_cpu, load_cpu, with_perf=False, env=N
         row.update(result)
         if cpu_before is not None and cpu_after is not None:
             row["cpu_us_per_msg"] = (cpu_after - cpu_before) / 1000.0 / total
+            if ticks_before is not None and ticks_after is not None:
+                # The tick counts split schedstat's precise total into user and kernel time.
+                user = ticks_after[0] - ticks_before[0]
+                system = ticks_after[1] - ticks_before[1]
+                if user + system > 0:
+                    row["user_us_per_msg"] = row["cpu_us_per_msg"] * user / (user + system)
         if stats_path:
             stats = read_stats(stats_path)
             if "syscalls" in stats:
@@ -686,12 +702,13 @@ def print_echo_tables(args, runs, targets, perf_rows, servers):
                       f"{fmt(r.get('perf_syscalls_per_msg'), '.4f')} |")
 
     print()
-    print("Echo details (medians over each workload's runs; syscalls and sends per message "
-          "from corio's loop_stats):")
+    print("Echo details (medians over each workload's runs; user µs/msg: the part of the "
+          "server's CPU spent outside the kernel, from /proc/PID/stat; syscalls and sends per "
+          "message from corio's loop_stats):")
     print()
     print("| workload | server | runs | msgs/s | p50 µs | p99 µs | server CPU µs/msg "
-          "| syscalls/msg | sends/msg |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| user µs/msg | syscalls/msg | sends/msg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for w in workloads:
         for name in names:
             rows = [r for _, r in runs.get((w, name), [])]
@@ -699,13 +716,14 @@ def print_echo_tables(args, runs, targets, perf_rows, servers):
                 continue
             if not good(rows):
                 print(f"| {w.label()} | {name} | {len(rows)} | error: "
-                      f"{rows[-1]['error'].splitlines()[-1]} | | | | | |")
+                      f"{rows[-1]['error'].splitlines()[-1]} | | | | | | |")
                 continue
             print(f"| {w.label()} | {name} | {len(good(rows))} "
                   f"| {fmt(median_of(rows, 'msgs_per_s'), ',.0f')} "
                   f"| {fmt(median_of(rows, 'p50_us'), '.0f')} "
                   f"| {fmt(median_of(rows, 'p99_us'), '.0f')} "
                   f"| {fmt(median_of(rows, 'cpu_us_per_msg'), '.2f')} "
+                  f"| {fmt(median_of(rows, 'user_us_per_msg'), '.3f')} "
                   f"| {fmt(median_of(rows, 'syscalls_per_msg'), '.3f')} "
                   f"| {fmt(median_of(rows, 'sends_per_msg'), '.3f')} |")
     sys.stdout.flush()
