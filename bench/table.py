@@ -37,7 +37,9 @@ Builds nothing: uses the executables in build/release/bench/ (bench/run.sh build
    `return 200 "Hello, World!"` when nginx is installed), starts the server pinned to one CPU
    and runs `wrk --latency` (one thread) pinned to another against GET /, and collects
    requests/s and p99 latency from wrk, server CPU us per request (schedstat, the whole
-   process tree) and, for corio, syscalls per request from its --stats-file.
+   process tree) and, for corio, syscalls per request from its --stats-file. At 64 and 1000
+   connections the servers run in --pairs rounds (order alternating) and the table gives
+   medians and the paired ratios corio / nginx requests/s.
 9. TLS echo beside plaintext (corio_echo, tls_load).
 10. SEND_ZC vs SEND for large writes (bench/send_zc_probe, full run only, about 35 s): 4 KiB
    to 1 MiB writes over one loopback connection with io_uring SEND and SEND_ZC in paired
@@ -1342,23 +1344,65 @@ def run_http(args, server_cpu, load_cpu):
         servers = [s for s in servers if s[0] in wanted or s[1] in wanted
                    or (s[1] is None and "nginx" in wanted)]
     connections = (64,) if args.quick else (1, 64, 1000)
-    rows = []
+    # Like the echo targets: at 64 and 1000 connections every round runs each server once,
+    # in an order reversed every other round, and corio / nginx is a paired ratio per round
+    # (one run each, minutes apart, differed by up to 20 % on this kind of machine).
+    paired = (64, 1000)
+    rows, rounds_of = [], {}
     for conns in connections:
-        for server in servers:
-            row = run_http_one(server, conns, args, server_cpu, load_cpu)
-            rows.append(row)
-            if "error" in row:
-                log(f"{row['workload']:<24} {row['server']:<16} ERROR {row['error']}")
-            else:
-                log(f"{row['workload']:<24} {row['server']:<16} {row['rps']:>12,.0f} req/s  "
-                    f"p99 {row.get('p99_us') or 0:.0f} µs")
+        rounds = args.pairs if conns in paired else 1
+        for rnd in range(rounds):
+            for server in (servers if rnd % 2 == 0 else servers[::-1]):
+                row = run_http_one(server, conns, args, server_cpu, load_cpu)
+                rows.append(row)
+                rounds_of.setdefault((row["workload"], row["server"]), {})[rnd] = row
+                if "error" in row:
+                    log(f"{row['workload']:<24} {row['server']:<16} #{rnd} ERROR {row['error']}")
+                else:
+                    log(f"{row['workload']:<24} {row['server']:<16} #{rnd} "
+                        f"{row['rps']:>12,.0f} req/s  p99 {row.get('p99_us') or 0:.0f} µs")
     if rows:
         print()
         print(f"HTTP/1.1 hello world (GET / -> 13-byte body), loopback, keep-alive, server and "
-              f"wrk (1 thread) pinned to different CPUs, {args.seconds:g} s per run:")
+              f"wrk (1 thread) pinned to different CPUs, {args.seconds:g} s per run; at "
+              f"{' and '.join(str(c) for c in paired if c in connections)} connections the "
+              f"median of {args.pairs} run(s) in alternating order, else one run:")
         print()
-        print_http_table(rows)
+        print_http_table(median_rows(rows))
+        nginx = next((s[0] for s in servers if s[1] is None), None)
+        corio = [s[0] for s in servers if s[1] is not None]
+        if nginx and corio:
+            print()
+            print("HTTP target: corio requests/s over nginx's in the same round; goal ≥ 1.")
+            print()
+            print("| target | workload | goal | n | median | range | met? |")
+            print("|---|---|---|---:|---:|---:|---|")
+            for conns in (c for c in paired if c in connections):
+                workload = f"GET / {conns}c"
+                for name in corio:
+                    print(ratio_line(f"{name} / {nginx} requests/s", workload,
+                                     ratios({name: rounds_of.get((workload, name), {}),
+                                             nginx: rounds_of.get((workload, nginx), {})},
+                                            name, nginx, "rps"), ">=", 1.0))
     return rows
+
+
+def median_rows(rows):
+    """One row per (workload, server): the median of each figure over its error-free runs."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["workload"], r["server"]), []).append(r)
+    out = []
+    for (workload, server), group in groups.items():
+        ok = good(group)
+        if not ok:
+            out.append(group[-1])
+            continue
+        row = {"workload": workload, "server": server}
+        for key in ("rps", "p50_us", "p99_us", "cpu_us_per_req", "syscalls_per_req"):
+            row[key] = median_of(ok, key)
+        out.append(row)
+    return out
 
 
 def make_tls_cert(tmp):
