@@ -390,7 +390,7 @@ def log_row(row, rnd=None):
                  f"perf {row['perf_syscalls_per_msg']:.3f}")
     log(f"{where} {row['msgs_per_s']:>11,.0f} msgs/s"
         # Three decimals: ratios across runs are recomputed from these lines.
-        f"  CPU {row.get('cpu_us_per_msg', 0):6.3f} µs/msg (user {row.get('user_us_per_msg', 0):.3f})"
+        f"  CPU {row.get('cpu_us_per_msg', 0):6.3f} µs/msg (user {fmt(row.get('user_us_per_msg'), '.3f')})"
         f"  p50 {row['p50_us']:.0f} µs  p99 {row['p99_us']:.0f} µs"
         f"  load CPU {row['load_cpu_pct']:.0f}%{extra}")
 
@@ -593,10 +593,9 @@ def ceiling_rows(runs, targets):
     for t in targets:
         if not isinstance(t, Ratio) or t.metric != "cpu" or t.a not in HAND_WRITTEN:
             continue
-        a = HAND_WRITTEN[t.a]
-        b = HAND_WRITTEN.get(t.b, t.b)
-        if b in (C_URING, C_EPOLL) and t.b == b:
+        if t.b in HAND_WRITTEN.values():
             continue  # corio / its own C server: the ceiling is 1 by definition
+        a, b = HAND_WRITTEN[t.a], HAND_WRITTEN.get(t.b, t.b)
         for w in t.workloads:
             values = paired_ratios(runs, Ratio(a, b, (w,), "cpu", t.goal, t.limit), w)
             if values:
@@ -1365,10 +1364,13 @@ def run_http(args, server_cpu, load_cpu):
                         f"{row['rps']:>12,.0f} req/s  p99 {row.get('p99_us') or 0:.0f} µs")
     if rows:
         print()
+        runs_note = ("one run each" if args.pairs == 1 else
+                     f"at {' and '.join(str(c) for c in paired if c in connections)} "
+                     f"connections the median of {args.pairs} runs in alternating order, "
+                     f"else one run")
         print(f"HTTP/1.1 hello world (GET / -> 13-byte body), loopback, keep-alive, server and "
-              f"wrk (1 thread) pinned to different CPUs, {args.seconds:g} s per run; at "
-              f"{' and '.join(str(c) for c in paired if c in connections)} connections the "
-              f"median of {args.pairs} run(s) in alternating order, else one run:")
+              f"wrk (1 thread) pinned to different CPUs, {args.seconds:g} s per run; "
+              f"{runs_note}:")
         print()
         print_http_table(median_rows(rows))
         nginx = next((s[0] for s in servers if s[1] is None), None)
