@@ -10,18 +10,23 @@
 #include <utility>
 
 #include "buffer_pool.hpp"
+#include "spare_strings.hpp"
 
 namespace corio::detail {
 
 /// Bytes received but not yet read: [start_, end_) of one allocation. Receives go straight
 /// into the spare space at the tail; consuming advances start_; the unread tail is moved to
 /// the front only when space is needed (amortised, architecture.md "Performance design").
+///
+/// The allocation is a pool block, or a string (adopt): bytes received elsewhere (a provided
+/// or scratch buffer) that a pending read will take whole are copied into a string of their
+/// size, which then becomes the read's result without another copy.
 class read_buffer {
  public:
   read_buffer() noexcept = default;
   read_buffer(const read_buffer&) = delete;
   read_buffer& operator=(const read_buffer&) = delete;
-  ~read_buffer() { release_buffer(storage_, capacity_); }
+  ~read_buffer() { drop_storage(); }
 
   std::size_t size() const noexcept { return end_ - start_; }
   bool empty() const noexcept { return end_ == start_; }
@@ -34,6 +39,18 @@ class read_buffer {
     return {reinterpret_cast<std::byte*>(storage_ + end_), n};
   }
   void commit(std::size_t n) noexcept { end_ += n; }
+  /// Makes the (empty) buffer hold a copy of `bytes` in a string of their size, so that a
+  /// take() of all of them moves that string instead of copying again.
+  void adopt(std::span<const std::byte> bytes) {
+    std::string adopted = spare_strings::local().take_fitting(bytes.size());
+    adopted.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    drop_storage();
+    owned_ = std::move(adopted);
+    storage_ = owned_.data();
+    capacity_ = end_ = owned_.size();
+    start_ = 0;
+    in_string_ = true;
+  }
   /// True if prepare(n) needs no allocation (nor a move of the unread bytes).
   bool has_room(std::size_t n) const noexcept { return capacity_ - end_ >= n; }
 
@@ -41,38 +58,27 @@ class read_buffer {
   /// then holds no receive memory (the next prepare() takes a block again).
   void release_if_empty() noexcept {
     if (!empty() || storage_ == nullptr) return;
-    release_buffer(std::exchange(storage_, nullptr), std::exchange(capacity_, 0));
+    drop_storage();
     start_ = end_ = 0;
   }
 
-  /// Removes and returns the first n bytes.
+  /// Removes and returns the first n bytes: the adopted string when they are exactly its
+  /// bytes, else a copy (in a spare string if one fits).
   std::string take(std::size_t n) {
-    std::string out(data(), n);
+    if (in_string_ && start_ == 0 && n == end_ && n == owned_.size() && n > 0) {
+      std::string out = std::move(owned_);
+      drop_storage();  // owned_ is empty now: nothing goes to the spares
+      start_ = end_ = 0;
+      return out;
+    }
+    std::string out = spare_strings::local().take_fitting(n);
+    out.assign(data(), n);
     consume(n);
     return out;
   }
   void consume(std::size_t n) noexcept {
     start_ += n;
     if (start_ == end_) start_ = end_ = 0;
-  }
-  /// Puts bytes back at the front (a withdrawn read_into returns what it had copied).
-  void unread(std::span<const std::byte> bytes) {
-    if (bytes.empty()) return;
-    if (start_ >= bytes.size()) {
-      start_ -= bytes.size();
-      std::memcpy(storage_ + start_, bytes.data(), bytes.size());
-      return;
-    }
-    std::size_t live = size();
-    std::size_t cap = live + bytes.size() + 1;
-    char* fresh = acquire_buffer(cap);
-    std::memcpy(fresh, bytes.data(), bytes.size());
-    if (live) std::memcpy(fresh + bytes.size(), data(), live);
-    release_buffer(storage_, capacity_);
-    storage_ = fresh;
-    capacity_ = cap;
-    start_ = 0;
-    end_ = live + bytes.size();
   }
 
  private:
@@ -86,7 +92,7 @@ class read_buffer {
       std::size_t cap = grown > want ? grown : want;
       char* fresh = acquire_buffer(cap);
       if (live) std::memcpy(fresh, storage_ + start_, live);
-      release_buffer(storage_, capacity_);
+      drop_storage();
       storage_ = fresh;
       capacity_ = cap;
     }
@@ -94,10 +100,26 @@ class read_buffer {
     end_ = live;
   }
 
-  char* storage_ = nullptr;  // from acquire_buffer, capacity_ bytes
+  /// Gives the allocation back (a string to the thread's spares); the caller resets start_
+  /// and end_.
+  void drop_storage() noexcept {
+    if (in_string_) {
+      in_string_ = false;
+      spare_strings::local().give(owned_);
+      owned_ = std::string();
+    } else {
+      release_buffer(storage_, capacity_);
+    }
+    storage_ = nullptr;
+    capacity_ = 0;
+  }
+
+  char* storage_ = nullptr;  // from acquire_buffer (or owned_'s bytes), capacity_ bytes
   std::size_t capacity_ = 0;
   std::size_t start_ = 0;
   std::size_t end_ = 0;
+  bool in_string_ = false;  // storage_ is owned_.data(), capacity_ its size
+  std::string owned_;
 };
 
 }  // namespace corio::detail

@@ -83,6 +83,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
 
   void begin_read(read_kind kind, const char* name);
   verdict evaluate(std::size_t& consume);
+  /// True if the pending read, given exactly `bytes` in an empty buffer, would take them all.
+  bool read_takes_all(std::string_view bytes) const noexcept;
   template <class T>
   task<T> finish_at_call(verdict v, std::size_t consume);
   void complete_read(std::size_t consume);
@@ -114,6 +116,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void on_io_complete(io_op& op) override;
   std::span<std::byte> prepare(std::size_t max) override { return buffer_.prepare(max); }
   void commit(std::size_t n) noexcept override { buffer_.commit(n); }
+  void deliver(std::span<const std::byte> bytes) override;
   void idle() noexcept override { buffer_.release_if_empty(); }
   bool has_room(std::size_t n) const noexcept override { return buffer_.has_room(n); }
   void abandon(pending_op_base& op) noexcept override;

@@ -274,6 +274,37 @@ TEST_P(StreamAlloc, EchoingLargeChunksBack_NoAllocationPerChunk) {
   }
 }
 
+// A read's result is the right size for what it holds: results are copied into (or handed
+// over as) strings of about their size, never a block sized for a whole receive, so a
+// small result kept for long does not pin a large one. Large results first fill the
+// thread's spare strings, then small reads must not be given one of those.
+TEST_P(StreamAlloc, ReadResults_HoldAtMostAboutTwiceTheirSize) {
+  constexpr std::size_t large = 32 << 10;
+  const std::string small(100, 's');
+  const std::string small_line = small + "\n";
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    for (int i = 0; i < 8; ++i) {
+      co_await a.write(pattern_chunk(large));
+      std::string got = co_await b.read_bytes(large);
+      EXPECT_EQ(got.size(), large);
+      co_await b.write(std::move(got));  // its string goes to the spares once sent
+      std::string back = co_await a.read_bytes(large);
+      EXPECT_EQ(back.size(), large);
+    }
+    for (int i = 0; i < 4; ++i) {
+      co_await a.write(small);
+      std::string partial = co_await b.read_bytes(64 << 10, /*partial=*/true);
+      EXPECT_EQ(partial, small);
+      EXPECT_LE(partial.capacity(), 2 * partial.size() + 64) << "read_bytes(partial) result";
+      co_await a.write(small_line);
+      std::string got_line = co_await b.read_until("\n");
+      EXPECT_EQ(got_line, small_line);
+      EXPECT_LE(got_line.capacity(), 2 * got_line.size() + 64) << "read_until result";
+    }
+  }());
+}
+
 CORIO_INSTANTIATE_BACKENDS(StreamAlloc);
 
 }  // namespace

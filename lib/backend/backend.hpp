@@ -22,13 +22,7 @@ void deliver_completion(event_loop& loop, io_op& op);
 /// if the sink cannot grow.
 inline void copy_to_sink(io_op& op, std::span<const std::byte> bytes) {
   if (op.sink == nullptr) return;  // orphaned: nobody wants these bytes
-  while (!bytes.empty()) {
-    std::span<std::byte> space = op.sink->prepare(bytes.size());
-    std::size_t take = std::min(space.size(), bytes.size());
-    std::memcpy(space.data(), bytes.data(), take);
-    op.sink->commit(take);
-    bytes = bytes.subspan(take);
-  }
+  if (!bytes.empty()) op.sink->deliver(bytes);
 }
 
 /// A backend completes io_ops; it knows nothing about streams.

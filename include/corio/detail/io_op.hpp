@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <vector>
@@ -50,6 +51,17 @@ class recv_sink {
   virtual std::span<std::byte> prepare(std::size_t max) = 0;
   /// `n` bytes of the prepared space now hold data.
   virtual void commit(std::size_t n) noexcept = 0;
+  /// Takes a copy of bytes the backend received elsewhere (a provided or scratch buffer).
+  /// The default copies through prepare() and commit(); a sink may keep them its own way.
+  virtual void deliver(std::span<const std::byte> bytes) {
+    while (!bytes.empty()) {
+      std::span<std::byte> space = prepare(bytes.size());
+      const std::size_t take = space.size() < bytes.size() ? space.size() : bytes.size();
+      std::memcpy(space.data(), bytes.data(), take);
+      commit(take);
+      bytes = bytes.subspan(take);
+    }
+  }
   /// Nothing can arrive until the transport is ready again: memory kept only for the next
   /// receive may go back to a pool, so that an idle connection holds no receive buffer.
   virtual void idle() noexcept {}
