@@ -44,7 +44,7 @@ class read_buffer {
   void adopt(std::span<const std::byte> bytes) {
     std::string adopted = spare_strings::local().take_fitting(bytes.size());
     adopted.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    drop_storage();
+    if (storage_ != nullptr) drop_storage();
     owned_ = std::move(adopted);
     storage_ = owned_.data();
     capacity_ = end_ = owned_.size();
@@ -66,9 +66,10 @@ class read_buffer {
   /// bytes, else a copy (in a spare string if one fits).
   std::string take(std::size_t n) {
     if (in_string_ && start_ == 0 && n == end_ && n == owned_.size() && n > 0) {
-      std::string out = std::move(owned_);
-      drop_storage();  // owned_ is empty now: nothing goes to the spares
-      start_ = end_ = 0;
+      std::string out = std::move(owned_);  // owned_ is left empty: nothing to give back
+      in_string_ = false;
+      storage_ = nullptr;
+      capacity_ = start_ = end_ = 0;
       return out;
     }
     std::string out = spare_strings::local().take_fitting(n);
