@@ -42,6 +42,7 @@ class read_buffer {
   /// Makes the (empty) buffer hold a copy of `bytes` in a string of their size, so that a
   /// take() of all of them moves that string instead of copying again.
   void adopt(std::span<const std::byte> bytes) {
+    if (bytes.empty()) return;  // an empty owned_ means "no string" (in_string)
     std::string adopted = spare_strings::local().take_fitting(bytes.size());
     adopted.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     if (storage_ != nullptr) drop_storage();
@@ -49,7 +50,6 @@ class read_buffer {
     storage_ = owned_.data();
     capacity_ = end_ = owned_.size();
     start_ = 0;
-    in_string_ = true;
   }
   /// True if prepare(n) needs no allocation (nor a move of the unread bytes).
   bool has_room(std::size_t n) const noexcept { return capacity_ - end_ >= n; }
@@ -65,9 +65,9 @@ class read_buffer {
   /// Removes and returns the first n bytes: the adopted string when they are exactly its
   /// bytes, else a copy (in a spare string if one fits).
   std::string take(std::size_t n) {
-    if (in_string_ && start_ == 0 && n == end_ && n == owned_.size() && n > 0) {
-      std::string out = std::move(owned_);  // owned_ is left empty: nothing to give back
-      in_string_ = false;
+    if (in_string() && start_ == 0 && n == end_ && n == owned_.size()) {
+      std::string out = std::move(owned_);
+      owned_.clear();  // nothing to give back: the buffer holds no storage now
       storage_ = nullptr;
       capacity_ = start_ = end_ = 0;
       return out;
@@ -89,7 +89,7 @@ class read_buffer {
       std::memmove(storage_, storage_ + start_, live);
     } else {
       std::size_t want = live + n;
-      std::size_t grown = capacity_ * 2;
+      std::size_t grown = live == 0 ? 0 : capacity_ * 2;  // empty: no history to grow from
       std::size_t cap = grown > want ? grown : want;
       char* fresh = acquire_buffer(cap);
       if (live) std::memcpy(fresh, storage_ + start_, live);
@@ -104,8 +104,7 @@ class read_buffer {
   /// Gives the allocation back (a string to the thread's spares); the caller resets start_
   /// and end_.
   void drop_storage() noexcept {
-    if (in_string_) {
-      in_string_ = false;
+    if (in_string()) {
       spare_strings::local().give(owned_);
       owned_ = std::string();
     } else {
@@ -119,8 +118,10 @@ class read_buffer {
   std::size_t capacity_ = 0;
   std::size_t start_ = 0;
   std::size_t end_ = 0;
-  bool in_string_ = false;  // storage_ is owned_.data(), capacity_ its size
+  /// The adopted string while storage_ is its bytes (capacity_ its size), else empty: adopt
+  /// never takes an empty one.
   std::string owned_;
+  bool in_string() const noexcept { return !owned_.empty(); }
 };
 
 }  // namespace corio::detail

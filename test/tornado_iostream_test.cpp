@@ -973,6 +973,46 @@ TEST(TestStreamBuffer, StreamBuffer_TestLarge) {
   check_append_all_then_skip_all(random, objs);
 }
 
+// corio's own: bytes received elsewhere (a provided or scratch buffer) that a read takes whole
+// are adopted into a string of their size, which take() then hands over without a copy.
+std::span<const std::byte> as_bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+TEST(TestStreamBuffer, ReadBuffer_AdoptedBytesTakenWhole_AreHandedOverWithoutACopy) {
+  for (std::size_t n : {1u, 15u, 16u, 100u, 5000u}) {  // SSO sizes and heap sizes
+    detail::read_buffer buf;
+    const std::string data = repeat("0123456789", 500).substr(0, n);
+    buf.adopt(as_bytes_of(data));
+    ASSERT_EQ(buf.view(), data);
+    const char* where = buf.data();
+    std::string out = buf.take(n);
+    EXPECT_EQ(out, data);
+    if (n > 15) {
+      EXPECT_EQ(out.data(), where) << n << " bytes: copied instead of handed over";
+    }
+    EXPECT_TRUE(buf.empty());
+    append(buf, "next");  // the buffer works on after the hand-over
+    EXPECT_EQ(buf.take(4), "next");
+  }
+}
+
+TEST(TestStreamBuffer, ReadBuffer_AdoptedBytesTakenInParts_ThenMoreAppended) {
+  detail::read_buffer buf;
+  const std::string data = repeat("abcdefgh", 100);  // 800 bytes
+  buf.adopt(as_bytes_of(data));
+  EXPECT_EQ(buf.take(300), data.substr(0, 300));  // a copy: the rest stays in the string
+  EXPECT_EQ(buf.view(), data.substr(300));
+  append(buf, "XY");  // room is made: moved to the front or into a new block
+  EXPECT_EQ(buf.view(), data.substr(300) + "XY");
+  EXPECT_EQ(buf.take(buf.size()), data.substr(300) + "XY");
+  buf.adopt(as_bytes_of(data));
+  buf.consume(data.size());
+  buf.release_if_empty();  // the string goes back to the thread's spares
+  EXPECT_TRUE(buf.empty());
+  EXPECT_FALSE(buf.has_room(1)) << "an empty released buffer holds no storage";
+}
+
 CORIO_INSTANTIATE_BACKENDS(TestIOStream);
 CORIO_INSTANTIATE_BACKENDS(TestPipeIOStream);
 CORIO_INSTANTIATE_BACKENDS(TestIOStreamWebHTTP);
