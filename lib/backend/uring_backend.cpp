@@ -635,8 +635,7 @@ class uring_backend final : public backend_base {
     std::size_t copied = 0;
     // Why: a sink may keep one delivery as the read's result (recv_sink::deliver); an answer
     // made of several held buffers goes in piece by piece, so the pieces are appended.
-    const bool one_piece =
-        op.held_count == 1 || op.held[0].length - op.held[0].offset >= limit;
+    const bool one_piece = op.held_count == 1 || op.held[0].length - op.held[0].offset >= limit;
     try {
       while (op.held_count > 0 && copied < limit) {
         io_op::held_buffer& first = op.held[0];
