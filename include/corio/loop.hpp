@@ -140,7 +140,9 @@ class event_loop {
   /// Makes run() return after the current iteration.
   void stop() noexcept;
 
-  /// Counters since the loop was created.
+  /// Counters since the loop was created, as a snapshot: a copy that does not follow the
+  /// loop (`const loop_stats& s = loop.stats();` keeps the values of that moment); call
+  /// again for fresh ones.
   loop_stats stats() const noexcept;
 
   /// Replaces the handler for exceptions escaping spawned tasks and posted callbacks.
