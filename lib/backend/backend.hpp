@@ -1,10 +1,8 @@
 // lib/backend/backend.hpp - what every backend provides to the event loop.
 #pragma once
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
