@@ -18,9 +18,11 @@ namespace corio::detail {
 /// into the spare space at the tail; consuming advances start_; the unread tail is moved to
 /// the front only when space is needed (amortised, architecture.md "Performance design").
 ///
-/// The allocation is a pool block, or a string (adopt): bytes received elsewhere (a provided
-/// or scratch buffer) that a pending read will take whole are copied into a string of their
-/// size, which then becomes the read's result without another copy.
+/// The allocation is a pool block, or a string that a read taking all of it receives without
+/// another copy:
+/// - adopt: bytes received elsewhere (a provided or scratch buffer) that a pending read will
+///   take whole are copied into a string of their size;
+/// - adopt_string: a string a receive landed in (io_uring, after large receives).
 class read_buffer {
  public:
   read_buffer() noexcept = default;
@@ -51,6 +53,15 @@ class read_buffer {
     capacity_ = end_ = owned_.size();
     start_ = 0;
   }
+  /// Makes the (empty) buffer's storage `bytes`, of which the first `n` (> 0) hold data.
+  void adopt_string(std::string&& bytes, std::size_t n) noexcept {
+    if (storage_ != nullptr) drop_storage();
+    owned_ = std::move(bytes);
+    storage_ = owned_.data();
+    capacity_ = owned_.size();
+    start_ = 0;
+    end_ = n;
+  }
   /// True if prepare(n) needs no allocation (nor a move of the unread bytes).
   bool has_room(std::size_t n) const noexcept { return capacity_ - end_ >= n; }
 
@@ -62,10 +73,12 @@ class read_buffer {
     start_ = end_ = 0;
   }
 
-  /// Removes and returns the first n bytes: the adopted string when they are exactly its
-  /// bytes, else a copy (in a spare string if one fits).
+  /// Removes and returns the first n bytes: the string storage when they are all its data
+  /// and fill at least half of it (a result never holds much more memory than its size),
+  /// else a copy (in a spare string if one fits).
   std::string take(std::size_t n) {
-    if (in_string() && start_ == 0 && n == end_ && n == owned_.size()) {
+    if (in_string() && start_ == 0 && n == end_ && 2 * n >= owned_.size()) {
+      owned_.resize(n);  // shrinks: writes only the terminator
       std::string out = std::move(owned_);
       owned_.clear();  // nothing to give back: the buffer holds no storage now
       storage_ = nullptr;
@@ -118,8 +131,8 @@ class read_buffer {
   std::size_t capacity_ = 0;
   std::size_t start_ = 0;
   std::size_t end_ = 0;
-  /// The adopted string while storage_ is its bytes (capacity_ its size), else empty: adopt
-  /// never takes an empty one.
+  /// The string while storage_ is its chars (capacity_ its size), else empty: adopt and
+  /// adopt_string never take an empty one.
   std::string owned_;
   bool in_string() const noexcept { return !owned_.empty(); }
 };

@@ -117,6 +117,9 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   std::span<std::byte> prepare(std::size_t max) override { return buffer_.prepare(max); }
   void commit(std::size_t n) noexcept override { buffer_.commit(n); }
   void deliver(std::span<const std::byte> bytes) override;
+  std::size_t string_receive_size(std::size_t max) const noexcept override;
+  void take_received(std::string&& bytes, std::size_t n) override;
+  bool takes_received_strings() const noexcept override { return true; }
   void idle() noexcept override { buffer_.release_if_empty(); }
   bool has_room(std::size_t n) const noexcept override { return buffer_.has_room(n); }
   void abandon(pending_op_base& op) noexcept override;
@@ -144,6 +147,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   std::unique_ptr<regex_matcher> regex_;  // per-stream cache of the last pattern
   io_op* read_op_ = nullptr;              // the transport read op, kept for the next read
   bool read_requested_ = false;           // read_op_ was submitted and has not completed
+  std::size_t last_receive_ = 0;          // bytes of the latest delivered receive (io_uring)
 
   // Write queue: pieces not yet fully sent; the first `pieces_in_flight_` are being sent.
   piece_queue pieces_;

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <span>
 #include <string>
 #include <utility>
@@ -227,6 +228,118 @@ TEST_P(StreamReceive, ClosingAnIdleStreamAfterReads_ClosesItsFdAtOnce) {
     b.close();
     EXPECT_EQ(corio::testing::open_fd_count(), open - 1);
     EXPECT_EQ(co_await a.read_until_close(), "");  // and the peer sees the FIN
+  }());
+}
+
+// After a large receive, io_uring receives land in a string that the read returns whole
+// (loop_stats::string_receives) instead of a provided buffer copied out. The bytes, their
+// order and the size bound of results are those of every other receive; epoll, which
+// copies out of its scratch block, makes none.
+TEST_P(StreamReceive, LargeReceives_LandInTheReadsResultString) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    co_await a.write("x");
+    EXPECT_EQ(co_await b.read_bytes(1), "x");
+    auto string_receives = [] { return event_loop::current().stats().string_receives; };
+    const std::uint64_t before = string_receives();
+    for (std::size_t round = 0; round < 6; ++round) {
+      const std::string data = pattern(48 << 10, round);
+      a.write(data);
+      std::string got;
+      while (got.size() < data.size()) {
+        std::string part = co_await b.read_bytes(64 << 10, /*partial=*/true);
+        EXPECT_LE(part.capacity(), 2 * part.size() + 64) << "a result held a much larger block";
+        got += part;
+      }
+      EXPECT_EQ(got, data) << "round " << round;
+    }
+    for (std::size_t round = 0; round < 4; ++round) {
+      const std::string line = pattern(20'000, round) + "\n";
+      a.write(line);
+      EXPECT_EQ(co_await b.read_until("\n"), line) << "line " << round;
+      const std::string exact = pattern(30'000, round + 1);
+      a.write(exact);
+      EXPECT_EQ(co_await b.read_bytes(exact.size()), exact) << "read_bytes(n) " << round;
+    }
+    const std::uint64_t made = string_receives() - before;
+    std::printf("[ receive  ] %s: %llu receives into strings\n", to_string(GetParam()),
+                (unsigned long long)made);
+    if (uring() && multishot_in_use()) {
+      EXPECT_GT(made, 0u) << "large receives still went through provided buffers";
+    } else {
+      EXPECT_EQ(made, 0u);
+    }
+    // Small messages after large ones: same stream, same bytes.
+    co_await a.write("tail\n");
+    EXPECT_EQ(co_await b.read_until("\n"), "tail\n");
+  }());
+}
+
+// A read that gives up (its timeout) while its receive is in flight leaves that receive to
+// the stream: the bytes it brings are the next read's, in order (S13, S45).
+TEST_P(StreamReceive, ReadTimingOutDuringAStringReceive_LeavesItsBytesToTheNextRead_S13) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    const std::string large = pattern(40 << 10, 1);
+    co_await a.write(large);
+    std::string got;
+    while (got.size() < large.size()) got += co_await b.read_bytes(64 << 10, /*partial=*/true);
+    EXPECT_EQ(got, large);
+    const std::uint64_t before = event_loop::current().stats().string_receives;
+    bool timed_out = false;
+    try {
+      (void)co_await with_timeout(20ms, b.read_bytes(64 << 10, /*partial=*/true));
+    } catch (const timeout_error&) {
+      timed_out = true;
+    }
+    EXPECT_TRUE(timed_out);
+    if (uring() && multishot_in_use()) {
+      EXPECT_EQ(event_loop::current().stats().string_receives, before + 1)
+          << "the read's receive was not into a string";
+    }
+    const std::string next = pattern(10'000, 2);
+    co_await a.write(next);
+    EXPECT_EQ(co_await b.read_bytes(next.size()), next);
+  }());
+}
+
+// Closing a stream whose receive is in flight (into a string, on io_uring) frees the string
+// when the completion arrives, not before: the kernel may write into it until then (io_uring
+// rule 1). The loop goes on serving other streams; LeakSanitizer checks the string is freed.
+TEST_P(StreamReceive, ClosingAStreamDuringAStringReceive_KeepsTheStringUntilItsCompletion) {
+  run([&]() -> task<void> {
+    auto [a, b] = stream_pair();
+    const std::string large = pattern(40 << 10, 3);
+    co_await a.write(large);
+    std::string got;
+    while (got.size() < large.size()) got += co_await b.read_bytes(64 << 10, /*partial=*/true);
+    EXPECT_EQ(got, large);
+    const std::uint64_t before = event_loop::current().stats().string_receives;
+    task<std::string> pending = b.read_bytes(64 << 10, /*partial=*/true);  // eager (S4)
+    if (uring() && multishot_in_use()) {
+      EXPECT_EQ(event_loop::current().stats().string_receives, before + 1)
+          << "the read's receive was not into a string";
+    }
+    b.close();
+    bool closed = false;
+    try {
+      (void)co_await std::move(pending);
+    } catch (const stream_closed_error&) {
+      closed = true;
+    }
+    EXPECT_TRUE(closed);
+    try {
+      co_await a.write(large);  // into a closed peer: the kernel may still be receiving
+    } catch (const stream_closed_error&) {
+    }
+    co_await sleep_for(10ms);
+    auto [c, d] = stream_pair();
+    co_await c.write(large);
+    std::string other;
+    while (other.size() < large.size()) {
+      other += co_await d.read_bytes(64 << 10, /*partial=*/true);
+    }
+    EXPECT_EQ(other, large);
   }());
 }
 

@@ -125,10 +125,13 @@ void report(const corio::loop_stats& stats, const std::string& stats_file) {
                  static_cast<unsigned long long>(stats.iterations),
                  static_cast<unsigned long long>(stats.submissions),
                  static_cast<unsigned long long>(stats.waits));
-    std::fprintf(f, "multishot_arms %llu\nbuffers_held %llu\nring_empty_fallbacks %llu\n",
+    std::fprintf(f,
+                 "multishot_arms %llu\nbuffers_held %llu\nring_empty_fallbacks %llu\n"
+                 "string_receives %llu\n",
                  static_cast<unsigned long long>(stats.multishot_arms),
                  static_cast<unsigned long long>(stats.buffers_held),
-                 static_cast<unsigned long long>(stats.ring_empty_fallbacks));
+                 static_cast<unsigned long long>(stats.ring_empty_fallbacks),
+                 static_cast<unsigned long long>(stats.string_receives));
     // Operations by kind ("ops_sendmsg 1234"): bench/table.py counts sends per message.
     for (std::size_t kind = 0; kind < stats.ops_by_kind.size(); ++kind) {
       std::fprintf(f, "ops_%s %llu\n",

@@ -76,6 +76,9 @@ struct loop_stats {
   /// io_uring: receives served by one plain recv into scratch memory because every provided
   /// buffer was taken (held by streams that were not reading).
   std::uint64_t ring_empty_fallbacks = 0;
+  /// io_uring: receives that landed in a string handed whole to their stream instead of
+  /// in a provided buffer copied out (streams whose receives are large; design.md "Memory").
+  std::uint64_t string_receives = 0;
   std::array<std::uint64_t, detail::op_kind_count> ops_by_kind{};  ///< submissions by kind
 };
 

@@ -18,6 +18,8 @@
 
 #include "backend/backend.hpp"
 #include "backend/fault_backend.hpp"
+#include "spare_strings.hpp"
+#include "string_fill.hpp"
 
 namespace corio::detail {
 namespace {
@@ -313,6 +315,19 @@ class uring_backend final : public backend_base {
       case op_kind::read: {
         unsigned len = static_cast<unsigned>(op.length);
         void* target = nullptr;
+        // (op.received may hold an earlier attempt's string (-EAGAIN, -EINTR): reused.)
+        if (buffer_ring_ != nullptr && op.sink != nullptr && !op.multishot && string_for(op)) {
+          if (op.kind == op_kind::recv) {
+            io_uring_prep_recv(sqe, fd, op.received.data(), op.received.size(),
+                               static_cast<int>(op.flags));
+          } else {
+            io_uring_prep_read(sqe, fd, op.received.data(),
+                               static_cast<unsigned>(op.received.size()),
+                               static_cast<std::uint64_t>(-1));
+          }
+          break;
+        }
+        op.into_string = false;
         if (buffer_ring_ != nullptr) {
           if (len > buffer_size_) len = static_cast<unsigned>(buffer_size_);
           // The kernel picks a provided buffer when data arrives: until then the stream
@@ -379,6 +394,23 @@ class uring_backend final : public backend_base {
         break;
     }
     io_uring_sqe_set_data(sqe, &op);
+  }
+
+  /// Makes op.received the string op's receive lands in, if its sink wants one
+  /// (recv_sink::string_receive_size); false for a provided buffer.
+  bool string_for(io_op& op) noexcept {
+    op.sink->idle();  // an empty buffer's old storage goes back to the spares first
+    const std::size_t n = op.sink->string_receive_size(op.length);
+    if (n == 0) return false;
+    try {
+      if (op.received.capacity() < n) op.received = spare_strings::local().take_fitting(n);
+      resize_for_overwrite(op.received, n);
+    } catch (const std::bad_alloc&) {
+      return false;  // B13: a provided buffer needs no memory of the stream's
+    }
+    op.into_string = true;
+    ++loop_.mutable_stats().string_receives;
+    return true;
   }
 
   /// After -EAGAIN (an O_NONBLOCK pipe, or a socket the kernel would not poll for us):
@@ -467,7 +499,13 @@ class uring_backend final : public backend_base {
     const bool provided = (c.flags & IORING_CQE_F_BUFFER) != 0;
     const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
     try {
-      if (provided) {
+      if (op.into_string) {
+        op.into_string = false;
+        if (res > 0 && op.sink != nullptr) {
+          op.sink->take_received(std::move(op.received), static_cast<std::size_t>(res));
+          op.received = std::string();  // moved from: make sure it holds nothing
+        }
+      } else if (provided) {
         if (res > 0) copy_to_sink(op, {buffer_bytes(id), static_cast<std::size_t>(res)});
       } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
         copy_to_sink(
@@ -501,10 +539,11 @@ class uring_backend final : public backend_base {
 
   void request_multishot(io_op& op) {
     if ((op.multishot_state & ms_bulk) && multishot_quiet(op)) {
-      // This stream receives faster than it reads: the multishot kept filling ring buffers
-      // that had to wait for the reader, and was stopped and re-armed every few reads (raw
-      // echo of 64 KiB messages: 1.5x the CPU per message of single-shot receives). Its
-      // receives are single-shot from now on; the socket buffer does the flow control.
+      // This stream receives large amounts: faster than it reads (the multishot kept filling
+      // ring buffers that had to wait for the reader, and was stopped and re-armed every few
+      // reads: raw echo of 64 KiB messages, 1.5x the CPU per message of single-shot
+      // receives), or in large receives, which land in strings (string_for). Its receives
+      // are single-shot from now on; the socket buffer does the flow control.
       op.multishot = false;
       op.multishot_state = 0;
       return submit(op);
@@ -517,6 +556,17 @@ class uring_backend final : public backend_base {
       if (!(op.multishot_state & (ms_armed | ms_scratch))) arm_multishot(op);
     }
     sync_in_flight(op);
+  }
+
+  /// Issues the wanted receive of a bulk stream's op (ms_bulk) as a single-shot receive,
+  /// which it is from then on (see request_multishot). Nothing is armed, held or kept.
+  void leave_multishot(io_op& op) {
+    op.multishot_state &= ~ms_wanted;
+    sync_in_flight(op);  // not live: no longer counted as a multishot
+    op.multishot = false;
+    op.multishot_state = 0;
+    op.in_flight = true;
+    submit(op);
   }
 
   void arm_multishot(io_op& op) noexcept {
@@ -587,6 +637,14 @@ class uring_backend final : public backend_base {
       const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
       if (c.res > 0 && op.handler != nullptr) {
         hold(op, id, static_cast<std::uint32_t>(c.res));
+        if (static_cast<std::size_t>(c.res) >= large_receive && op.sink != nullptr &&
+            op.sink->takes_received_strings()) {
+          // Large receives land in strings of the stream's (string_for), which single-shot
+          // receives can do and the multishot cannot: it stops, and the stream's receives
+          // are single-shot from then on (request_multishot).
+          op.multishot_state |= ms_bulk;
+          stop_multishot(op);
+        }
       } else {
         recycle_buffer(id);
       }
@@ -673,6 +731,9 @@ class uring_backend final : public backend_base {
       if (op.multishot_end != no_end) return answer(op, std::exchange(op.multishot_end, no_end));
       if (!(op.multishot_state & (ms_armed | ms_scratch))) {
         ++loop_.mutable_stats().submissions;
+        if ((op.multishot_state & ms_bulk) && !(op.multishot_state & ms_queued)) {
+          return leave_multishot(op);  // it was stopped for this, while a receive was wanted
+        }
         if (ring_empty) return receive_into_scratch(op);
         arm_multishot(op);
       }

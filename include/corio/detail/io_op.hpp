@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace corio::detail {
@@ -62,6 +63,16 @@ class recv_sink {
       bytes = bytes.subspan(take);
     }
   }
+  /// io_uring: the size of a string a receive of up to `max` bytes should land in, to be
+  /// handed over by take_received() instead of copied out of a provided buffer; 0 for a
+  /// provided buffer.
+  virtual std::size_t string_receive_size(std::size_t /*max*/) const noexcept { return 0; }
+  /// io_uring: true if string_receive_size() may be non-zero (after large receives).
+  virtual bool takes_received_strings() const noexcept { return false; }
+  /// Takes `bytes`, whose first `n` (> 0) chars were received; the others are unspecified.
+  virtual void take_received(std::string&& bytes, std::size_t n) {
+    deliver({reinterpret_cast<const std::byte*>(bytes.data()), n});
+  }
   /// Nothing can arrive until the transport is ready again: memory kept only for the next
   /// receive may go back to a pool, so that an idle connection holds no receive buffer.
   virtual void idle() noexcept {}
@@ -79,6 +90,11 @@ class recv_sink {
 struct pinned_memory {
   virtual ~pinned_memory() = default;
 };
+
+/// A receive at least this large makes an io_uring stream that takes received strings leave
+/// its multishot receive for single-shot receives into strings (stream_core::
+/// string_receive_size).
+inline constexpr std::size_t large_receive = 4096;
 
 /// Shared by the orphaned ops of a transport that was closed while they were in flight:
 /// the fd is closed when the last of them completes (io_uring rule 3).
@@ -107,12 +123,17 @@ struct io_op {
   long long timeout_ns = 0;  ///< timeout op: relative duration
   io_handler* handler = nullptr;
   std::unique_ptr<pinned_memory> pinned;
+  /// io_uring recv with into_string: owned by the op until the completion arrives, even if
+  /// the stream is gone by then (io_uring rule 1); then handed to the sink.
+  std::string received;
   deferred_close* close_after = nullptr;
   /// recv: the requester keeps this op for the life of its transport and submits it again
   /// for each receive it wants. A backend that can (io_uring) keeps one multishot receive
   /// armed across those requests and holds what arrives between them; the op then stays
   /// in_flight while the backend has anything for it, and is released only when orphaned.
   bool multishot = false;
+  /// io_uring recv: the kernel writes into `received` (recv_sink::string_receive_size).
+  bool into_string = false;
   // Backend-private fields.
   io_op* next_waiter = nullptr;  ///< epoll: ops waiting on one fd; io_uring: ops to serve
   std::uint64_t backend_tag = 0;
@@ -146,6 +167,8 @@ struct io_op {
     pinned.reset();
     close_after = nullptr;
     multishot = false;
+    into_string = false;
+    received = std::string();  // a receive that brought nothing left it here
     next_waiter = nullptr;
     backend_tag = 0;
     held_count = 0;
