@@ -74,10 +74,11 @@ class read_buffer {
   }
 
   /// Removes and returns the first n bytes: the string storage when they are all its data
-  /// and fill at least half of it (a result never holds much more memory than its size),
-  /// else a copy (in a spare string if one fits).
+  /// and its capacity is at most 2n+64 (a result never holds much more memory than its
+  /// size, the bound spare_strings::take_fitting keeps), else a copy (in a spare string if
+  /// one fits).
   std::string take(std::size_t n) {
-    if (in_string() && start_ == 0 && n == end_ && 2 * n >= owned_.size()) {
+    if (in_string() && start_ == 0 && n == end_ && 2 * n + 64 >= owned_.capacity()) {
       owned_.resize(n);  // shrinks: writes only the terminator
       std::string out = std::move(owned_);
       owned_.clear();  // nothing to give back: the buffer holds no storage now

@@ -229,19 +229,22 @@ void stream_core::deliver(std::span<const std::byte> bytes) {
 }
 
 // Why: after large receives, copying out of the io_uring provided buffer was the largest
-// user-space cost (raw echo of 4 KiB messages: a third of corio's CPU, as the ring's 8 MiB
-// are never warm). A read_bytes or read_until waiting on an empty buffer can instead have
-// the kernel write into a string that becomes the buffer's storage, and the read's result
-// when it takes all of it. Sized at the power of two above the last receive, so that a
-// receive like the last fills at least half of it (see read_buffer::take); small receives
-// keep the provided buffers, which need no memory per stream.
+// user-space cost (raw echo of 4 KiB messages: a fifth of the server's CPU, as the ring's
+// 8 MiB are never warm). A read_bytes or read_until waiting on an empty buffer can instead
+// have the kernel write into a string that becomes the buffer's storage, and the read's
+// result when it takes all of it. Sized at the power of two above the last receive, so that
+// a receive like the last fills at least half of it (see read_buffer::take). Small receives,
+// and small reads (a length prefix: one receive may bring it and the body), keep the
+// provided buffers, which need no memory per stream.
 std::size_t stream_core::string_receive_size(std::size_t max) const noexcept {
   if (!buffer_.empty() || last_receive_ < large_receive) return 0;
+  std::size_t n = std::min(max, std::bit_ceil(last_receive_ + 1));
   if (read_.kind == read_kind::bytes) {
-    return std::min({max, read_.count, std::bit_ceil(last_receive_ + 1)});
+    n = std::min(n, read_.count);
+  } else if (read_.kind != read_kind::until) {
+    return 0;
   }
-  if (read_.kind == read_kind::until) return std::min(max, std::bit_ceil(last_receive_ + 1));
-  return 0;
+  return n >= large_receive ? n : 0;
 }
 
 void stream_core::take_received(std::string&& bytes, std::size_t n) {
@@ -668,7 +671,7 @@ void stream_core::on_io_complete(io_op& op) {
     read_requested_ = false;
     on_read_done(result);
   } else if (&op == write_op_) {
-    // Not kept like the read op: an idle connection would hold it (368 bytes, a fifth of
+    // Not kept like the read op: an idle connection would hold it (400 bytes, a fifth of
     // the idle-connection budget) for the few instructions a pool round trip costs.
     write_op_ = nullptr;
     loop_.release_op(&op);
@@ -708,11 +711,12 @@ void stream_core::release_transport() noexcept {
       loop_.cancel_now(*write_op_);
     }
   }
-  // A multishot receive stays armed while the stream is idle. Ending it now (one
-  // synchronous cancel) lets the fd close at once, as it does when no receive is in flight,
-  // instead of a loop turn later; its completion then needs no fd.
+  // A multishot receive stays armed while the stream is idle, and a single-shot one is in
+  // flight while a read waits. Ending it now (one synchronous cancel) lets the fd close at
+  // once, as it does when no receive is in flight, instead of a loop turn later; its
+  // completion then needs no fd.
   io_op* read_needing_fd = read_op_;
-  if (read_op_ != nullptr && read_op_->multishot) {
+  if (read_op_ != nullptr && (read_op_->multishot || read_op_->in_flight)) {
     loop_.cancel_now(*read_op_);
     read_needing_fd = nullptr;
   }

@@ -37,7 +37,8 @@ constexpr std::uint8_t ms_stopping = 4;  // we asked the kernel to end the multi
 constexpr std::uint8_t ms_queued = 8;    // on the serve list, answered at the next reap
 constexpr std::uint8_t ms_counted = 16;  // counted in in_flight_
 constexpr std::uint8_t ms_scratch = 32;  // a single-shot fallback recv (ring empty) is live
-constexpr std::uint8_t ms_bulk = 64;     // stopped once for holding a whole receive unread
+constexpr std::uint8_t ms_bulk = 64;     // stopped for holding a whole receive unread, or
+                                         // for a large receive: leaves multishot when quiet
 constexpr int no_end = 1;                // io_op::multishot_end: no EOF or error kept
 
 /// Multishot recv (IORING_RECV_MULTISHOT) came with Linux 6.0.
@@ -327,7 +328,9 @@ class uring_backend final : public backend_base {
           }
           break;
         }
+        // An earlier attempt's string, if any, is not kept for the stream's life.
         op.into_string = false;
+        op.received = std::string();
         if (buffer_ring_ != nullptr) {
           if (len > buffer_size_) len = static_cast<unsigned>(buffer_size_);
           // The kernel picks a provided buffer when data arrives: until then the stream
@@ -566,6 +569,7 @@ class uring_backend final : public backend_base {
     op.multishot = false;
     op.multishot_state = 0;
     op.in_flight = true;
+    ++loop_.mutable_stats().ops_by_kind[static_cast<std::size_t>(op.kind)];
     submit(op);
   }
 
@@ -731,10 +735,10 @@ class uring_backend final : public backend_base {
       if (op.multishot_end != no_end) return answer(op, std::exchange(op.multishot_end, no_end));
       if (!(op.multishot_state & (ms_armed | ms_scratch))) {
         ++loop_.mutable_stats().submissions;
+        if (ring_empty) return receive_into_scratch(op);
         if ((op.multishot_state & ms_bulk) && !(op.multishot_state & ms_queued)) {
           return leave_multishot(op);  // it was stopped for this, while a receive was wanted
         }
-        if (ring_empty) return receive_into_scratch(op);
         arm_multishot(op);
       }
     } else if (op.held_count > 0) {
