@@ -47,6 +47,15 @@ std::string pattern(std::size_t n, std::size_t seed) {
   return s;
 }
 
+/// Writes `data` on `from` and reads it on `to` with partial reads, checking the bytes. After
+/// a large one, `to`'s next receives are large ones (io_uring: into strings).
+task<void> send_through(tcp_stream& from, tcp_stream& to, const std::string& data) {
+  co_await from.write(data);
+  std::string got;
+  while (got.size() < data.size()) got += co_await to.read_bytes(64 << 10, /*partial=*/true);
+  EXPECT_EQ(got, data);
+}
+
 /// True if this loop keeps a multishot receive per stream (io_uring on Linux 6.0+).
 bool multishot_in_use() { return event_loop::current().stats().multishot_arms > 0; }
 
@@ -292,10 +301,7 @@ TEST_P(StreamReceive, ReadTimingOutDuringAStringReceive_LeavesItsBytesToTheNextR
   run([&]() -> task<void> {
     auto [a, b] = stream_pair();
     const std::string large = pattern(40 << 10, 1);
-    co_await a.write(large);
-    std::string got;
-    while (got.size() < large.size()) got += co_await b.read_bytes(64 << 10, /*partial=*/true);
-    EXPECT_EQ(got, large);
+    co_await send_through(a, b, large);
     const std::uint64_t before = event_loop::current().stats().string_receives;
     bool timed_out = false;
     try {
@@ -321,10 +327,7 @@ TEST_P(StreamReceive, ClosingAStreamDuringAStringReceive_KeepsTheStringUntilItsC
   run([&]() -> task<void> {
     auto [a, b] = stream_pair();
     const std::string large = pattern(40 << 10, 3);
-    co_await a.write(large);
-    std::string got;
-    while (got.size() < large.size()) got += co_await b.read_bytes(64 << 10, /*partial=*/true);
-    EXPECT_EQ(got, large);
+    co_await send_through(a, b, large);
     const std::uint64_t before = event_loop::current().stats().string_receives;
     task<std::string> pending = b.read_bytes(64 << 10, /*partial=*/true);  // eager (S4)
     if (uring() && multishot_in_use()) {
