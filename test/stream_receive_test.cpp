@@ -56,6 +56,9 @@ task<void> send_through(tcp_stream& from, tcp_stream& to, const std::string& dat
   EXPECT_EQ(got, data);
 }
 
+/// Receives so far that landed in a string (loop_stats::string_receives).
+std::uint64_t string_receives() { return event_loop::current().stats().string_receives; }
+
 /// True if this loop keeps a multishot receive per stream (io_uring on Linux 6.0+).
 bool multishot_in_use() { return event_loop::current().stats().multishot_arms > 0; }
 
@@ -249,7 +252,6 @@ TEST_P(StreamReceive, LargeReceives_LandInTheReadsResultString) {
     auto [a, b] = stream_pair();
     co_await a.write("x");
     EXPECT_EQ(co_await b.read_bytes(1), "x");
-    auto string_receives = [] { return event_loop::current().stats().string_receives; };
     const std::uint64_t before = string_receives();
     for (std::size_t round = 0; round < 6; ++round) {
       const std::string data = pattern(48 << 10, round);
@@ -302,7 +304,7 @@ TEST_P(StreamReceive, ReadTimingOutDuringAStringReceive_LeavesItsBytesToTheNextR
     auto [a, b] = stream_pair();
     const std::string large = pattern(40 << 10, 1);
     co_await send_through(a, b, large);
-    const std::uint64_t before = event_loop::current().stats().string_receives;
+    const std::uint64_t before = string_receives();
     bool timed_out = false;
     try {
       (void)co_await with_timeout(20ms, b.read_bytes(64 << 10, /*partial=*/true));
@@ -311,8 +313,7 @@ TEST_P(StreamReceive, ReadTimingOutDuringAStringReceive_LeavesItsBytesToTheNextR
     }
     EXPECT_TRUE(timed_out);
     if (uring() && multishot_in_use()) {
-      EXPECT_EQ(event_loop::current().stats().string_receives, before + 1)
-          << "the read's receive was not into a string";
+      EXPECT_EQ(string_receives(), before + 1) << "the read's receive was not into a string";
     }
     const std::string next = pattern(10'000, 2);
     co_await a.write(next);
@@ -328,11 +329,10 @@ TEST_P(StreamReceive, ClosingAStreamDuringAStringReceive_KeepsTheStringUntilItsC
     auto [a, b] = stream_pair();
     const std::string large = pattern(40 << 10, 3);
     co_await send_through(a, b, large);
-    const std::uint64_t before = event_loop::current().stats().string_receives;
+    const std::uint64_t before = string_receives();
     task<std::string> pending = b.read_bytes(64 << 10, /*partial=*/true);  // eager (S4)
     if (uring() && multishot_in_use()) {
-      EXPECT_EQ(event_loop::current().stats().string_receives, before + 1)
-          << "the read's receive was not into a string";
+      EXPECT_EQ(string_receives(), before + 1) << "the read's receive was not into a string";
     }
     const int open = corio::testing::open_fd_count();
     b.close();

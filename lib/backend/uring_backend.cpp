@@ -316,26 +316,29 @@ class uring_backend final : public backend_base {
       case op_kind::read: {
         unsigned len = static_cast<unsigned>(op.length);
         void* target = nullptr;
-        // (op.received may hold an earlier attempt's string (-EAGAIN, -EINTR): reused.)
-        if (buffer_ring_ != nullptr && op.sink != nullptr && !op.multishot && string_for(op)) {
-          if (op.kind == op_kind::recv) {
-            io_uring_prep_recv(sqe, fd, op.received.data(), op.received.size(),
-                               static_cast<int>(op.flags));
-          } else {
-            io_uring_prep_read(sqe, fd, op.received.data(),
-                               static_cast<unsigned>(op.received.size()),
-                               static_cast<std::uint64_t>(-1));
+        if (buffer_ring_ != nullptr && op.sink != nullptr) {
+          // The kernel picks a provided buffer, or writes into a string of the op's, when data
+          // arrives: until then the stream needs no memory of its own (an idle connection
+          // holds no receive buffer; an empty buffer's storage goes back to the spares).
+          op.sink->idle();
+          // (op.received may hold an earlier attempt's string (-EAGAIN, -EINTR): reused.)
+          if (!op.multishot && string_for(op)) {
+            if (op.kind == op_kind::recv) {
+              io_uring_prep_recv(sqe, fd, op.received.data(), op.received.size(),
+                                 static_cast<int>(op.flags));
+            } else {
+              io_uring_prep_read(sqe, fd, op.received.data(),
+                                 static_cast<unsigned>(op.received.size()),
+                                 static_cast<std::uint64_t>(-1));
+            }
+            break;
           }
-          break;
         }
         // An earlier attempt's string, if any, is not kept for the stream's life.
         op.into_string = false;
         op.received = std::string();
         if (buffer_ring_ != nullptr) {
           if (len > buffer_size_) len = static_cast<unsigned>(buffer_size_);
-          // The kernel picks a provided buffer when data arrives: until then the stream
-          // needs no memory of its own (an idle connection holds no receive buffer).
-          if (op.sink != nullptr) op.sink->idle();
         } else {
           op.pinned = std::make_unique<scratch>(len);
           target = static_cast<scratch&>(*op.pinned).bytes.get();
@@ -402,7 +405,6 @@ class uring_backend final : public backend_base {
   /// Makes op.received the string op's receive lands in, if its sink wants one
   /// (recv_sink::string_receive_size); false for a provided buffer.
   bool string_for(io_op& op) noexcept {
-    op.sink->idle();  // an empty buffer's old storage goes back to the spares first
     const std::size_t n = op.sink->string_receive_size(op.length);
     if (n == 0) return false;
     try {
