@@ -85,6 +85,48 @@ TEST_P(StreamReceive, ManyReads_OneReceiveArmedPerStream) {
   }());
 }
 
+// A stream's first receive is single-shot on io_uring, and what it brings decides: a small one
+// arms the multishot receive at its completion (which then holds what arrives between reads,
+// as below); after a large one the stream stays single-shot and its receives land in strings.
+// A multishot armed before the first bytes drained a peer's first burst into ring buffers,
+// which cost a 64 KiB echo 1.9x the server CPU per message for the rest of the run
+// (docs/performance.md, Large messages).
+TEST_P(StreamReceive, FirstReceive_SmallArmsTheMultishot_LargeKeepsTheStreamSingleShot) {
+  run([&]() -> task<void> {
+    auto arms = [] { return event_loop::current().stats().multishot_arms; };  // a snapshot
+    auto [a, b] = stream_pair();
+    const std::uint64_t arms_before_small = arms();
+    co_await a.write("x");
+    EXPECT_EQ(co_await b.read_bytes(1), "x");
+    const std::uint64_t small_arms = arms() - arms_before_small;
+    if (uring() && multishot_in_use()) {
+      EXPECT_EQ(small_arms, 1u) << "a small first receive did not arm the multishot at once";
+    } else {
+      EXPECT_EQ(small_arms, 0u);
+    }
+
+    auto [c, d] = stream_pair();
+    const std::uint64_t arms_before_large = arms();
+    const std::uint64_t strings_before = string_receives();
+    const std::string burst = pattern(256 << 10, 3);
+    c.write(burst);  // eager (S4): the burst is on its way before d reads
+    co_await sleep_for(5ms);
+    std::string got;
+    while (got.size() < burst.size()) got += co_await d.read_bytes(64 << 10, /*partial=*/true);
+    EXPECT_EQ(got, burst);
+    co_await c.write("small\n");
+    EXPECT_EQ(co_await d.read_until("\n"), "small\n");
+    std::printf("[ receive  ] %s: first receive large: %llu multishot arms, %llu string receives\n",
+                to_string(GetParam()), (unsigned long long)(arms() - arms_before_large),
+                (unsigned long long)(string_receives() - strings_before));
+    EXPECT_EQ(arms(), arms_before_large)
+        << "a stream whose first receive was large armed a multishot";
+    if (uring() && multishot_in_use()) {
+      EXPECT_GT(string_receives(), strings_before) << "its large receives did not land in strings";
+    }
+  }());
+}
+
 TEST_P(StreamReceive, DataArrivingBetweenReads_IsNotReadAhead_S45) {
   run([&]() -> task<void> {
     auto [a, b] = stream_pair();
@@ -199,6 +241,43 @@ TEST_P(StreamReceive, StreamsThatDoNotRead_DoNotStallTheOthers_RingEmpty) {
                 (unsigned long long)st.ring_empty_fallbacks);
     if (uring() && multishot_in_use()) {
       EXPECT_GE(st.ring_empty_fallbacks, 1u) << "the talkers were served while the ring was empty";
+    }
+  }());
+}
+
+// Single-shot receives (a stream's first one, and every one of a stream that receives large
+// amounts) take provided buffers too. When streams that do not read hold all of them, such a
+// receive goes into scratch memory of its own instead of retrying on ENOBUFS until a holder
+// reads, which could be never.
+TEST_P(StreamReceive, SingleShotReceivesFindingTheRingEmpty_AreServed) {
+  run_small_ring([&]() -> task<void> {
+    std::vector<std::pair<tcp_stream, tcp_stream>> holders;
+    for (std::size_t i = 0; i < 4; ++i) {
+      holders.push_back(stream_pair());
+      co_await holders.back().first.write("x");
+      EXPECT_EQ(co_await holders.back().second.read_bytes(1), "x");
+      co_await holders.back().first.write(pattern(8192, i));  // nobody reads it yet
+    }
+    co_await sleep_for(20ms);  // io_uring: the holders' multishots took every buffer
+    const std::uint64_t fallbacks = event_loop::current().stats().ring_empty_fallbacks;
+    auto [a, b] = stream_pair();
+    const std::string first = pattern(100, 7);  // b's first receive: single-shot
+    co_await a.write(first);
+    EXPECT_EQ(co_await b.read_bytes(first.size()), first);
+    auto [c, d] = stream_pair();
+    const std::string bulk = pattern(64 << 10, 8);  // d's receives stay single-shot
+    c.write(bulk);
+    std::string got;
+    while (got.size() < bulk.size()) got += co_await d.read_bytes(16 << 10, /*partial=*/true);
+    EXPECT_EQ(got, bulk);
+    const std::uint64_t served = event_loop::current().stats().ring_empty_fallbacks - fallbacks;
+    std::printf("[ receive  ] %s: ring of 4 held: %llu single-shot receives into scratch\n",
+                to_string(GetParam()), (unsigned long long)served);
+    if (uring() && multishot_in_use()) {
+      EXPECT_GE(served, 2u) << "the new streams' receives did not fall back to scratch memory";
+    }
+    for (std::size_t i = 0; i < holders.size(); ++i) {
+      EXPECT_EQ(co_await holders[i].second.read_bytes(8192), pattern(8192, i));
     }
   }());
 }

@@ -31,15 +31,18 @@ constexpr std::uint64_t stage_poll_first = 2;  // waiting for readiness after -E
 constexpr int buffer_group = 7;
 
 // io_op::multishot_state bits of a multishot receive.
-constexpr std::uint8_t ms_armed = 1;     // a multishot recv is live in the kernel
-constexpr std::uint8_t ms_wanted = 2;    // the requester asked and has not been answered
-constexpr std::uint8_t ms_stopping = 4;  // we asked the kernel to end the multishot
-constexpr std::uint8_t ms_queued = 8;    // on the serve list, answered at the next reap
-constexpr std::uint8_t ms_counted = 16;  // counted in in_flight_
-constexpr std::uint8_t ms_scratch = 32;  // a single-shot fallback recv (ring empty) is live
-constexpr std::uint8_t ms_bulk = 64;     // stopped for holding a whole receive unread, or
-                                         // for a large receive: leaves multishot when quiet
-constexpr int no_end = 1;                // io_op::multishot_end: no EOF or error kept
+constexpr std::uint16_t ms_armed = 1;      // a multishot recv is live in the kernel
+constexpr std::uint16_t ms_wanted = 2;     // the requester asked and has not been answered
+constexpr std::uint16_t ms_stopping = 4;   // we asked the kernel to end the multishot
+constexpr std::uint16_t ms_queued = 8;     // on the serve list, answered at the next reap
+constexpr std::uint16_t ms_counted = 16;   // counted in in_flight_
+constexpr std::uint16_t ms_scratch = 32;   // a single-shot fallback recv (ring empty) is live
+constexpr std::uint16_t ms_bulk = 64;      // stopped for holding a whole receive unread, or
+                                           // for a large receive: leaves multishot when quiet
+constexpr std::uint16_t ms_settled = 128;  // the stream's first receive chose multishot
+constexpr std::uint16_t ms_first = 256;    // (op.multishot false) the single-shot first
+                                           // receive of an op that asked for multishot
+constexpr int no_end = 1;                  // io_op::multishot_end: no EOF or error kept
 
 /// Multishot recv (IORING_RECV_MULTISHOT) came with Linux 6.0.
 bool kernel_has_multishot_recv() noexcept {
@@ -108,7 +111,12 @@ class uring_backend final : public backend_base {
   corio::backend kind() const noexcept override { return corio::backend::io_uring; }
 
   void submit(io_op& op) override {
-    if (op.multishot) return request_multishot(op);
+    if (op.multishot) {
+      if (op.multishot_state & ms_settled) return request_multishot(op);
+      // A stream's first receive is single-shot; its size decides (settle_first_receive).
+      op.multishot = false;
+      op.multishot_state = ms_first;
+    }
     ++in_flight_;
     op.backend_tag = stage_operation;
     prepare(op);
@@ -308,52 +316,18 @@ class uring_backend final : public backend_base {
     io_uring_sqe_set_data64(sqe, wake_tag);
   }
 
-  void prepare(io_op& op) {
+  /// Issues `op` (again). `ring_empty`: a receive that found every provided buffer taken
+  /// (-ENOBUFS) goes into scratch memory of its own this time.
+  void prepare(io_op& op, bool ring_empty = false) {
+    if (op.kind == op_kind::recv || op.kind == op_kind::read) {
+      return prepare_receive(op, ring_empty);
+    }
     io_uring_sqe* sqe = get_sqe();
     int fd = op.fd;
     switch (op.kind) {
       case op_kind::recv:
-      case op_kind::read: {
-        unsigned len = static_cast<unsigned>(op.length);
-        void* target = nullptr;
-        if (buffer_ring_ != nullptr && op.sink != nullptr) {
-          // The kernel picks a provided buffer, or writes into a string of the op's, when data
-          // arrives: until then the stream needs no memory of its own (an idle connection
-          // holds no receive buffer; an empty buffer's storage goes back to the spares).
-          op.sink->idle();
-          // (op.received may hold an earlier attempt's string (-EAGAIN, -EINTR): reused.)
-          if (!op.multishot && string_for(op)) {
-            if (op.kind == op_kind::recv) {
-              io_uring_prep_recv(sqe, fd, op.received.data(), op.received.size(),
-                                 static_cast<int>(op.flags));
-            } else {
-              io_uring_prep_read(sqe, fd, op.received.data(),
-                                 static_cast<unsigned>(op.received.size()),
-                                 static_cast<std::uint64_t>(-1));
-            }
-            break;
-          }
-        }
-        // An earlier attempt's string, if any, is not kept for the stream's life.
-        op.into_string = false;
-        op.received = std::string();
-        if (buffer_ring_ != nullptr) {
-          if (len > buffer_size_) len = static_cast<unsigned>(buffer_size_);
-        } else {
-          op.pinned = std::make_unique<scratch>(len);
-          target = static_cast<scratch&>(*op.pinned).bytes.get();
-        }
-        if (op.kind == op_kind::recv) {
-          io_uring_prep_recv(sqe, fd, target, len, static_cast<int>(op.flags));
-        } else {
-          io_uring_prep_read(sqe, fd, target, len, static_cast<std::uint64_t>(-1));
-        }
-        if (buffer_ring_ != nullptr) {
-          sqe->flags |= IOSQE_BUFFER_SELECT;
-          sqe->buf_group = buffer_group;
-        }
-        break;
-      }
+      case op_kind::read:
+        break;  // prepare_receive
       case op_kind::send:
         io_uring_prep_send(sqe, fd, op.source, op.length,
                            static_cast<int>(op.flags) | MSG_NOSIGNAL);
@@ -398,6 +372,48 @@ class uring_backend final : public backend_base {
       case op_kind::count_:
         io_uring_prep_nop(sqe);
         break;
+    }
+    io_uring_sqe_set_data(sqe, &op);
+  }
+
+  /// A receive lands in a string of the op's (string_for), in a provided buffer the kernel
+  /// picks when data arrives, or in scratch memory (no ring, or the ring ran empty). The
+  /// memory comes first: an SQE once taken must be filled, and allocating may throw (B13).
+  void prepare_receive(io_op& op, bool ring_empty) {
+    std::size_t length = op.length;
+    void* target = nullptr;
+    bool into_string = false;
+    if (buffer_ring_ != nullptr && op.sink != nullptr) {
+      // Until data arrives the stream needs no memory of its own (an idle connection holds
+      // no receive buffer; an empty buffer's storage goes back to the spares).
+      op.sink->idle();
+      // (op.received may hold an earlier attempt's string (-EAGAIN, -EINTR): reused.)
+      into_string = !op.multishot && string_for(op);
+    }
+    const bool select_buffer = !into_string && buffer_ring_ != nullptr && !ring_empty;
+    if (into_string) {
+      target = op.received.data();
+      length = op.received.size();
+    } else {
+      // An earlier attempt's string, if any, is not kept for the stream's life.
+      op.into_string = false;
+      op.received = std::string();
+      if (buffer_ring_ != nullptr) length = std::min(length, buffer_size_);  // as from the ring
+      if (!select_buffer) {
+        op.pinned = std::make_unique<scratch>(length);
+        target = static_cast<scratch&>(*op.pinned).bytes.get();
+      }
+    }
+    io_uring_sqe* sqe = get_sqe();
+    if (op.kind == op_kind::recv) {
+      io_uring_prep_recv(sqe, op.fd, target, length, static_cast<int>(op.flags));
+    } else {
+      io_uring_prep_read(sqe, op.fd, target, static_cast<unsigned>(length),
+                         static_cast<std::uint64_t>(-1));
+    }
+    if (select_buffer) {
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = buffer_group;
     }
     io_uring_sqe_set_data(sqe, &op);
   }
@@ -493,10 +509,16 @@ class uring_backend final : public backend_base {
       poll_then_retry(op);
       return;
     } else if (res == -ENOBUFS && (op.kind == op_kind::recv || op.kind == op_kind::read)) {
-      // Rule 4: every provided buffer is taken; they are recycled as completions are
-      // delivered, so issue the receive again.
-      prepare(op);
-      return;
+      // Rule 4: every provided buffer is taken, possibly held by multishot streams that are
+      // not reading (S45) and may not let go for a long time: issuing the receive again
+      // could spin. One receive into scratch memory instead, as a multishot's (below).
+      ++loop_.mutable_stats().ring_empty_fallbacks;
+      try {
+        prepare(op, /*ring_empty=*/true);
+        return;
+      } catch (const std::bad_alloc&) {
+        res = -ENOMEM;  // B13: completes as an error, not a lost op
+      }
     } else if (res == -EINTR) {
       prepare(op);
       return;
@@ -512,9 +534,13 @@ class uring_backend final : public backend_base {
         }
       } else if (provided) {
         if (res > 0) copy_to_sink(op, {buffer_bytes(id), static_cast<std::size_t>(res)});
-      } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned && res > 0) {
-        copy_to_sink(
-            op, {static_cast<scratch&>(*op.pinned).bytes.get(), static_cast<std::size_t>(res)});
+      } else if ((op.kind == op_kind::recv || op.kind == op_kind::read) && op.pinned) {
+        if (res > 0) {
+          copy_to_sink(
+              op, {static_cast<scratch&>(*op.pinned).bytes.get(), static_cast<std::size_t>(res)});
+        }
+        // A ring-empty fallback's scratch is not kept while the stream is idle.
+        if (buffer_ring_ != nullptr) op.pinned.reset();
       }
     } catch (const std::bad_alloc&) {
       // B13: the sink could not grow; the op still completes (an error, not a lost op).
@@ -523,6 +549,9 @@ class uring_backend final : public backend_base {
     if (provided) recycle_buffer(id);
     op.result = res;
     --in_flight_;
+    if ((op.multishot_state & ms_first) && res > 0 && op.handler != nullptr) {
+      settle_first_receive(op, static_cast<std::size_t>(res));
+    }
     deliver_completion(loop_, op);
   }
 
@@ -560,6 +589,28 @@ class uring_backend final : public backend_base {
       if (op.sink != nullptr) op.sink->idle();  // nothing held: no memory needed until data
       if (!(op.multishot_state & (ms_armed | ms_scratch))) arm_multishot(op);
     }
+    sync_in_flight(op);
+  }
+
+  /// The first receive of an op that asked for multishot has brought `received` bytes. A
+  /// small one arms the multishot now, which then serves the stream's reads (and holds what
+  /// arrives between them) as if it had been armed from the start. After a large one the
+  /// op stays single-shot, as a stream whose multishot brings a large receive goes
+  /// (on_multishot_completion): its receives land in strings.
+  // Why not arm at the first read: a multishot armed before the first bytes drains the whole
+  // first burst into ring buffers. In a 64 KiB echo on loopback (tls_load, 4 connections)
+  // that start left the client's sockets with half the receive buffer (TCP autotuning: 0.3-0.45
+  // against 0.8-0.9 MB) and 20x the zero-window advertisements for the rest of the run, and
+  // the server spent 1.9x the CPU per message (in its sends, delivering to those sockets).
+  void settle_first_receive(io_op& op, std::size_t received) {
+    op.multishot_state = 0;
+    if (received >= large_receive && op.sink != nullptr && op.sink->takes_received_strings()) {
+      return;  // single-shot from now on
+    }
+    op.multishot = true;
+    op.multishot_state = ms_settled;
+    ++loop_.mutable_stats().submissions;
+    arm_multishot(op);
     sync_in_flight(op);
   }
 
@@ -768,7 +819,7 @@ class uring_backend final : public backend_base {
   /// True when neither the kernel nor this backend has anything for `op`: no multishot or
   /// fallback recv live, nothing held, queued or kept to report.
   static bool multishot_quiet(const io_op& op) noexcept {
-    constexpr std::uint8_t busy = ms_armed | ms_scratch | ms_queued | ms_stopping | ms_counted;
+    constexpr std::uint16_t busy = ms_armed | ms_scratch | ms_queued | ms_stopping | ms_counted;
     return !(op.multishot_state & busy) && op.held_count == 0 && op.multishot_end == no_end;
   }
 

@@ -146,8 +146,8 @@ struct io_op {
   };
   std::array<held_buffer, 4> held{};
   std::uint8_t held_count = 0;
-  std::uint8_t multishot_state = 0;  ///< io_uring: armed / wanted / stopping / queued bits
-  int multishot_end = 1;             ///< io_uring: EOF (0) or -errno kept behind held bytes
+  std::uint16_t multishot_state = 0;  ///< io_uring: armed / wanted / stopping / queued bits
+  int multishot_end = 1;              ///< io_uring: EOF (0) or -errno kept behind held bytes
 
   /// Prepares the op for reuse from the pool.
   void reset() noexcept {
