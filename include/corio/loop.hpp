@@ -67,14 +67,16 @@ struct loop_stats {
   /// io_uring: completions the kernel dropped (its koverflow counter). Must stay 0: a dropped
   /// completion is an operation that never finishes.
   std::uint64_t cq_overflow = 0;
-  /// io_uring: multishot receives armed. One serves all the reads of a stream; it is armed
-  /// again only after the kernel ended it (EOF, error, ring empty) or flow control stopped it.
+  /// io_uring: multishot receives armed. One serves all the reads of a stream from its second
+  /// on (the first receive is single-shot, and a large one keeps the stream single-shot); it
+  /// is armed again only after the kernel ended it (EOF, error, ring empty) or flow control
+  /// stopped it.
   std::uint64_t multishot_arms = 0;
   /// io_uring: provided buffers that arrived while their stream wanted no data and were held
   /// until a read asked for them (S45), instead of being copied into the stream.
   std::uint64_t buffers_held = 0;
   /// io_uring: receives served by one plain recv into scratch memory because every provided
-  /// buffer was taken (held by streams that were not reading).
+  /// buffer was taken (held by streams that were not reading), multishot or single-shot.
   std::uint64_t ring_empty_fallbacks = 0;
   /// io_uring: receives that landed in a string handed whole to their stream instead of
   /// in a provided buffer copied out (streams whose receives are large; design.md "Memory").

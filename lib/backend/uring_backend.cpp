@@ -597,11 +597,12 @@ class uring_backend final : public backend_base {
   /// arrives between them) as if it had been armed from the start. After a large one the
   /// op stays single-shot, as a stream whose multishot brings a large receive goes
   /// (on_multishot_completion): its receives land in strings.
-  // Why not arm at the first read: a multishot armed before the first bytes drains the whole
-  // first burst into ring buffers. In a 64 KiB echo on loopback (tls_load, 4 connections)
-  // that start left the client's sockets with half the receive buffer (TCP autotuning: 0.3-0.45
-  // against 0.8-0.9 MB) and 20x the zero-window advertisements for the rest of the run, and
-  // the server spent 1.9x the CPU per message (in its sends, delivering to those sockets).
+  // Why not arm at the first read: a multishot armed before any bytes takes a peer's first
+  // burst whole into ring buffers, and is then cancelled if the receives are large. In a
+  // 64 KiB echo on loopback (tls_load, 4 connections) that start left the client's sockets
+  // with half the autotuned receive buffer (0.3-0.45 against 0.8-0.9 MB) and 20x the
+  // zero-window advertisements for the rest of the run, and the server spent 1.9x the CPU
+  // per message, in its sends delivering to those sockets (docs/performance.md).
   void settle_first_receive(io_op& op, std::size_t received) {
     op.multishot_state = 0;
     if (received >= large_receive && op.sink != nullptr && op.sink->takes_received_strings()) {
