@@ -26,17 +26,11 @@ void stream_core::start_tls(std::unique_ptr<tls_session> tls) {
   // Write waiters count plaintext bytes since the stream began, plain ones included: the
   // checkpoints must continue that count (a STARTTLS reply awaited after a plain write).
   plain_encrypted_ = bytes_queued_;
-  // Every later byte goes through TLS. A multishot receive (io_uring) copies into its sink
-  // only when it answers, so what it holds or gets from now on is ciphertext: it switches
-  // sink. A single-shot read in flight (the idle watch) would deliver into the plaintext
-  // buffer: it is cancelled.
-  if (read_op_ != nullptr && read_op_->multishot) {
-    read_op_->sink = &cipher_sink_;
-  } else if (read_op_ != nullptr) {
-    loop_.orphan(*read_op_);
-    read_op_ = nullptr;
-    read_requested_ = false;
-  }
+  // Every later byte goes through TLS. A receive delivers into its sink only at its
+  // completion (a multishot one when it answers), so what it holds or gets from now on is
+  // ciphertext: it switches sink. Cancelling one in flight instead (the idle watch, or a
+  // stream's single-shot first receive on io_uring) could drop a ClientHello it already took.
+  if (read_op_ != nullptr) read_op_->sink = &cipher_sink_;
   if (tls_->handshake() == tls_session::status::failed) return fail_handshake();
   queue_tls_output();  // the ClientHello, for a client
   want_transport_read();

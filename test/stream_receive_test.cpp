@@ -28,6 +28,8 @@ namespace {
 class StreamReceive : public corio::testing::backend_test {
  protected:
   bool uring() const { return GetParam() == backend::io_uring; }
+  /// io_uring keeps a multishot receive per stream (Linux 6.0+, not CORIO_NO_MULTISHOT).
+  bool multishot() const { return corio::testing::multishot_expected(GetParam()); }
 
   /// Runs `work` on a loop with a small provided-buffer ring (io_uring: 4 buffers of 4 KiB),
   /// so that a few streams that do not read can take every buffer.
@@ -59,9 +61,6 @@ task<void> send_through(tcp_stream& from, tcp_stream& to, const std::string& dat
 /// Receives so far that landed in a string (loop_stats::string_receives).
 std::uint64_t string_receives() { return event_loop::current().stats().string_receives; }
 
-/// True if this loop keeps a multishot receive per stream (io_uring on Linux 6.0+).
-bool multishot_in_use() { return event_loop::current().stats().multishot_arms > 0; }
-
 TEST_P(StreamReceive, ManyReads_OneReceiveArmedPerStream) {
   constexpr int round_trips = 500;
   run([&]() -> task<void> {
@@ -77,7 +76,7 @@ TEST_P(StreamReceive, ManyReads_OneReceiveArmedPerStream) {
     std::printf("[ receive  ] %s: %d round trips, %llu multishot arms, %llu recv requests\n",
                 to_string(GetParam()), round_trips, (unsigned long long)st.multishot_arms,
                 (unsigned long long)st.ops_by_kind[0]);
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_EQ(st.multishot_arms, 2u) << "one multishot receive per stream serves every read";
     } else {
       EXPECT_EQ(st.multishot_arms, 0u);
@@ -99,7 +98,7 @@ TEST_P(StreamReceive, FirstReceive_SmallArmsTheMultishot_LargeKeepsTheStreamSing
     co_await a.write("x");
     EXPECT_EQ(co_await b.read_bytes(1), "x");
     const std::uint64_t small_arms = arms() - arms_before_small;
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_EQ(small_arms, 1u) << "a small first receive did not arm the multishot at once";
     } else {
       EXPECT_EQ(small_arms, 0u);
@@ -121,7 +120,7 @@ TEST_P(StreamReceive, FirstReceive_SmallArmsTheMultishot_LargeKeepsTheStreamSing
                 (unsigned long long)(string_receives() - strings_before));
     EXPECT_EQ(arms(), arms_before_large)
         << "a stream whose first receive was large armed a multishot";
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_GT(string_receives(), strings_before) << "its large receives did not land in strings";
     }
   }());
@@ -138,7 +137,7 @@ TEST_P(StreamReceive, DataArrivingBetweenReads_IsNotReadAhead_S45) {
     EXPECT_EQ(b.buffered_bytes(), 0u) << "S45: nothing is read ahead into the stream";
     EXPECT_EQ(co_await b.read_bytes(data.size()), data);
     EXPECT_EQ(b.buffered_bytes(), 0u);
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_GE(event_loop::current().stats().buffers_held, 1u);
     }
   }());
@@ -239,7 +238,7 @@ TEST_P(StreamReceive, StreamsThatDoNotRead_DoNotStallTheOthers_RingEmpty) {
     std::printf("[ receive  ] %s: ring of 4: %llu buffers held, %llu ring-empty receives\n",
                 to_string(GetParam()), (unsigned long long)st.buffers_held,
                 (unsigned long long)st.ring_empty_fallbacks);
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_GE(st.ring_empty_fallbacks, 1u) << "the talkers were served while the ring was empty";
     }
   }());
@@ -271,9 +270,9 @@ TEST_P(StreamReceive, SingleShotReceivesFindingTheRingEmpty_AreServed) {
     while (got.size() < bulk.size()) got += co_await d.read_bytes(16 << 10, /*partial=*/true);
     EXPECT_EQ(got, bulk);
     const std::uint64_t served = event_loop::current().stats().ring_empty_fallbacks - fallbacks;
-    std::printf("[ receive  ] %s: ring of 4 held: %llu single-shot receives into scratch\n",
+    std::printf("[ receive  ] %s: ring of 4 held: %llu receives into scratch\n",
                 to_string(GetParam()), (unsigned long long)served);
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_GE(served, 2u) << "the new streams' receives did not fall back to scratch memory";
     }
     for (std::size_t i = 0; i < holders.size(); ++i) {
@@ -354,7 +353,7 @@ TEST_P(StreamReceive, LargeReceives_LandInTheReadsResultString) {
     const std::uint64_t made = string_receives() - before;
     std::printf("[ receive  ] %s: %llu receives into strings\n", to_string(GetParam()),
                 (unsigned long long)made);
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_GT(made, 0u) << "large receives still went through provided buffers";
     } else if (!uring()) {
       EXPECT_EQ(made, 0u) << "epoll copies out of its scratch block";
@@ -391,7 +390,7 @@ TEST_P(StreamReceive, ReadTimingOutDuringAStringReceive_LeavesItsBytesToTheNextR
       timed_out = true;
     }
     EXPECT_TRUE(timed_out);
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_EQ(string_receives(), before + 1) << "the read's receive was not into a string";
     }
     const std::string next = pattern(10'000, 2);
@@ -410,7 +409,7 @@ TEST_P(StreamReceive, ClosingAStreamDuringAStringReceive_KeepsTheStringUntilItsC
     co_await send_through(a, b, large);
     const std::uint64_t before = string_receives();
     task<std::string> pending = b.read_bytes(64 << 10, /*partial=*/true);  // eager (S4)
-    if (uring() && multishot_in_use()) {
+    if (multishot()) {
       EXPECT_EQ(string_receives(), before + 1) << "the read's receive was not into a string";
     }
     const int open = corio::testing::open_fd_count();

@@ -68,9 +68,9 @@ struct loop_stats {
   /// completion is an operation that never finishes.
   std::uint64_t cq_overflow = 0;
   /// io_uring: multishot receives armed. One serves all the reads of a stream from its second
-  /// on (the first receive is single-shot, and a large one keeps the stream single-shot); it
-  /// is armed again only after the kernel ended it (EOF, error, ring empty) or flow control
-  /// stopped it.
+  /// on (the first receive is single-shot, and a large one keeps a plain stream single-shot);
+  /// it is armed again only after the kernel ended it (EOF, error, ring empty) or flow
+  /// control stopped it.
   std::uint64_t multishot_arms = 0;
   /// io_uring: provided buffers that arrived while their stream wanted no data and were held
   /// until a read asked for them (S45), instead of being copied into the stream.

@@ -117,9 +117,9 @@ class uring_backend final : public backend_base {
       op.multishot = false;
       op.multishot_state = ms_first;
     }
-    ++in_flight_;
     op.backend_tag = stage_operation;
-    prepare(op);
+    prepare(op);  // may throw std::bad_alloc (B13): then not counted
+    ++in_flight_;
   }
 
   void cancel(io_op& op) noexcept override {
@@ -376,6 +376,17 @@ class uring_backend final : public backend_base {
     io_uring_sqe_set_data(sqe, &op);
   }
 
+  /// Issues `op` again from its completion. False if the memory for it could not be had
+  /// (B13): the op then completes with -ENOMEM instead of being lost.
+  bool reissue(io_op& op, bool ring_empty = false) noexcept {
+    try {
+      prepare(op, ring_empty);
+      return true;
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+  }
+
   /// A receive lands in a string of the op's (string_for), in a provided buffer the kernel
   /// picks when data arrives, or in scratch memory (no ring, or the ring ran empty). The
   /// memory comes first: an SQE once taken must be filled, and allocating may throw (B13).
@@ -402,7 +413,13 @@ class uring_backend final : public backend_base {
       if (!select_buffer) {
         op.pinned = std::make_unique<scratch>(length);
         target = static_cast<scratch&>(*op.pinned).bytes.get();
+        if (ring_empty) ++loop_.mutable_stats().ring_empty_fallbacks;
       }
+    }
+    if (into_string || select_buffer) {
+      // An earlier fallback's scratch (its receive ended in -EAGAIN or -EINTR) is not kept
+      // for the stream's life; no receive into it is in flight.
+      op.pinned.reset();
     }
     io_uring_sqe* sqe = get_sqe();
     if (op.kind == op_kind::recv) {
@@ -502,8 +519,8 @@ class uring_backend final : public backend_base {
     } else if (op.backend_tag == stage_poll_first) {
       op.backend_tag = stage_operation;
       if (res >= 0) {
-        prepare(op);  // readiness arrived: issue the real operation again
-        return;
+        if (reissue(op)) return;  // readiness arrived: issue the real operation again
+        res = -ENOMEM;
       }
     } else if (res == -EAGAIN && op.kind != op_kind::poll && op.kind != op_kind::timeout) {
       poll_then_retry(op);
@@ -512,16 +529,11 @@ class uring_backend final : public backend_base {
       // Rule 4: every provided buffer is taken, possibly held by multishot streams that are
       // not reading (S45) and may not let go for a long time: issuing the receive again
       // could spin. One receive into scratch memory instead, as a multishot's (below).
-      ++loop_.mutable_stats().ring_empty_fallbacks;
-      try {
-        prepare(op, /*ring_empty=*/true);
-        return;
-      } catch (const std::bad_alloc&) {
-        res = -ENOMEM;  // B13: completes as an error, not a lost op
-      }
+      if (reissue(op, /*ring_empty=*/true)) return;
+      res = -ENOMEM;
     } else if (res == -EINTR) {
-      prepare(op);
-      return;
+      if (reissue(op)) return;
+      res = -ENOMEM;
     }
     const bool provided = (c.flags & IORING_CQE_F_BUFFER) != 0;
     const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
@@ -608,10 +620,18 @@ class uring_backend final : public backend_base {
     if (received >= large_receive && op.sink != nullptr && op.sink->takes_received_strings()) {
       return;  // single-shot from now on
     }
+    // The SQE first: taking it may reap (C3), and a completion reaped there may close the
+    // stream and orphan this op, which then is not armed.
+    io_uring_sqe* sqe = get_sqe();
+    if (op.handler == nullptr) {
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, cancel_tag);
+      return;
+    }
     op.multishot = true;
     op.multishot_state = ms_settled;
     ++loop_.mutable_stats().submissions;
-    arm_multishot(op);
+    arm_multishot(op, sqe);
     sync_in_flight(op);
   }
 
@@ -627,8 +647,8 @@ class uring_backend final : public backend_base {
     submit(op);
   }
 
-  void arm_multishot(io_op& op) noexcept {
-    io_uring_sqe* sqe = get_sqe();
+  void arm_multishot(io_op& op, io_uring_sqe* sqe = nullptr) noexcept {
+    if (sqe == nullptr) sqe = get_sqe();
     io_uring_prep_recv_multishot(sqe, op.fd, nullptr, 0, static_cast<int>(op.flags));
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = buffer_group;

@@ -50,6 +50,11 @@ inline std::string backend_name(const ::testing::TestParamInfo<corio::backend>& 
 /// Open file descriptors of this process (counts /proc/self/fd).
 int open_fd_count();
 
+/// True if a loop of backend `b` keeps a multishot receive per stream: io_uring on Linux
+/// 6.0 or later, unless CORIO_NO_MULTISHOT turns it off. Decided apart from the loop's
+/// counters, so that a test expecting multishot arms fails when none are made.
+bool multishot_expected(corio::backend b);
+
 }  // namespace corio::testing
 
 #define CORIO_INSTANTIATE_BACKENDS(suite)                                                          \
