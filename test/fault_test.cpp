@@ -57,6 +57,8 @@ struct tally {
   std::uint64_t reads = 0;
   std::uint64_t bytes = 0;
   std::uint64_t ended_by_error = 0;
+  bool multishot = false;            ///< the loop's backend offered multishot receives
+  std::uint64_t multishot_arms = 0;  ///< the loop's loop_stats::multishot_arms
   std::vector<std::string> failures;
 };
 
@@ -184,6 +186,8 @@ void run_echo(corio::backend b, std::shared_ptr<fault_plan> plan, int connection
                             // the listener closed while accepting: only if a client never connected
                           }
                         }(connections, size, errors_allowed, plan->seed, t)));
+  t.multishot = loop.backend_impl().supports_multishot_recv();
+  t.multishot_arms = loop.stats().multishot_arms;
 }
 
 std::string describe(const fault_plan& p) {
@@ -216,24 +220,42 @@ std::string fd_listing() {
 
 class Faults : public corio::testing::backend_test {};
 
+/// Rounds alternate between plans that fault every receive (single-shot receives only) and
+/// plans that leave io_uring its multishot receives (fault_plan::multishot), so that the
+/// faults of the other ops also run against the multishot paths.
+bool multishot_round(std::uint64_t round) { return round % 2 == 1; }
+
+/// A multishot round's loop offers multishot receives where the kernel has them, and only
+/// then arms any. (Whether a stream arms one depends on its first receive: a large one keeps
+/// it single-shot, so a round may arm none.)
+void expect_multishot_offered(corio::backend b, const fault_plan& plan, const tally& t) {
+  EXPECT_EQ(t.multishot, plan.multishot && corio::testing::multishot_expected(b));
+  if (!t.multishot) {
+    EXPECT_EQ(t.multishot_arms, 0u);
+  }
+}
+
 TEST_P(Faults, EchoMatchesModelUnderFaults) {
   const std::uint64_t seed = env_u64("CORIO_FAULT_SEED", std::random_device{}());
   SCOPED_TRACE("CORIO_FAULT_SEED=" + std::to_string(seed));
   const int fds = corio::testing::open_fd_count();
-  for (std::uint64_t round = 0; round < 3; ++round) {
+  for (std::uint64_t round = 0; round < 4; ++round) {
     auto plan = std::make_shared<fault_plan>();
     plan->seed = seed + round;
+    plan->multishot = multishot_round(round);
     tally t;
     run_echo(GetParam(), plan, 4, 48 << 10, false, t);
     for (const auto& f : t.failures) ADD_FAILURE() << f;
     EXPECT_EQ(t.complete, t.connections);
     EXPECT_GT(plan->counts.short_io, 0u);
     EXPECT_EQ(plan->counts.errors, 0u);
-    std::printf("[ faults   ] %s seed %llu: %llu connections, %llu reads, %llu bytes checked; %s\n",
-                to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
-                static_cast<unsigned long long>(t.connections),
-                static_cast<unsigned long long>(t.reads), static_cast<unsigned long long>(t.bytes),
-                describe(*plan).c_str());
+    expect_multishot_offered(GetParam(), *plan, t);
+    std::printf(
+        "[ faults   ] %s seed %llu%s: %llu connections, %llu reads, %llu bytes checked; %s\n",
+        to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
+        t.multishot_arms > 0 ? " (multishot)" : "", static_cast<unsigned long long>(t.connections),
+        static_cast<unsigned long long>(t.reads), static_cast<unsigned long long>(t.bytes),
+        describe(*plan).c_str());
   }
   EXPECT_EQ(corio::testing::open_fd_count(), fds);
 }
@@ -248,17 +270,20 @@ TEST_P(Faults, RandomHardErrorsNeverLoseBytes) {
     auto plan = std::make_shared<fault_plan>();
     plan->seed = seed + round;
     plan->error_rate = 0.01;
+    plan->multishot = multishot_round(round);
     tally t;
     run_echo(GetParam(), plan, 4, 32 << 10, true, t);
     for (const auto& f : t.failures) ADD_FAILURE() << f;
     EXPECT_EQ(t.complete + t.ended_by_error, t.connections);
+    expect_multishot_offered(GetParam(), *plan, t);
     errors += plan->counts.errors;
     ended += t.ended_by_error;
     std::printf(
-        "[ faults   ] %s seed %llu: %llu/%llu connections complete, %llu ended by an "
+        "[ faults   ] %s seed %llu%s: %llu/%llu connections complete, %llu ended by an "
         "error; %s\n",
         to_string(GetParam()), static_cast<unsigned long long>(plan->seed),
-        static_cast<unsigned long long>(t.complete), static_cast<unsigned long long>(t.connections),
+        t.multishot_arms > 0 ? " (multishot)" : "", static_cast<unsigned long long>(t.complete),
+        static_cast<unsigned long long>(t.connections),
         static_cast<unsigned long long>(t.ended_by_error), describe(*plan).c_str());
   }
   EXPECT_GT(errors, 0u);

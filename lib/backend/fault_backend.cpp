@@ -48,13 +48,19 @@ class fault_backend final : public backend_base, io_handler {
 
   corio::backend kind() const noexcept override { return inner_->kind(); }
 
+  bool supports_multishot_recv() const noexcept override {
+    return plan_->multishot && inner_->supports_multishot_recv();
+  }
+
   void submit(io_op& op) override {
     if (trace_)
       std::fprintf(stderr, "submit %p kind %s fd %d\n", (void*)&op, op_kind_name(op.kind), op.fd);
     fault_counts& c = plan_->counts;
     ++c.ops;
     tracked_.erase(&op);  // a stale entry of an orphan that completed unseen
-    if (op.kind == op_kind::timeout || op.kind == op_kind::cancel) {
+    // A multishot receive (fault_plan::multishot) stays with the real backend across many
+    // answers, which this wrapper's one-completion-per-submission model cannot follow.
+    if (op.kind == op_kind::timeout || op.kind == op_kind::cancel || op.multishot) {
       inner_->submit(op);  // not faulted, not tracked
       return;
     }

@@ -15,6 +15,9 @@
 //   - late completions: a completion is delivered 1-3 turns after the real one;
 //   - late cancels: a cancel is forwarded to the real backend 1-3 turns later, so the op may
 //     complete with its real (successful) result after the cancel was requested.
+// With fault_plan::multishot the real backend keeps its multishot receives (io_uring); they
+// pass through unfaulted, as timeouts do, while the other ops' faults (short and failed
+// sends, late completions and cancels, bulk streams' single-shot receives) run around them.
 // ENOBUFS from an exhausted buffer ring is produced for real by the io_uring backend when the
 // loop is given few provided buffers (loop_options::recv_buffer_count).
 // CORIO_FAULT_TRACE=1 prints every submit, cancel and real completion to stderr.
@@ -53,6 +56,9 @@ struct fault_plan {
   double late_cancel = 0.5;      ///< forward a cancel late
   double error_rate = 0.0;       ///< hard error on a data op
   long long fail_at = -1;        ///< hard error on exactly this data op (0-based), -1: none
+  /// Let the real backend use multishot receives (io_uring, Linux 6.0+), unfaulted. Off: every
+  /// receive is a single-shot one the plan can fault.
+  bool multishot = false;
   /// D4/D2: asked before each io_uring ring setup attempt with its IORING_SETUP_* flags; a
   /// negative errno fails that attempt as the kernel would (e.g. -EINVAL for flags an old
   /// kernel does not know), 0 lets it proceed. Empty: every attempt proceeds.
