@@ -558,8 +558,9 @@ TEST_P(StreamEquivalence, RandomReadsAgreeWithModel) {
 // around the real one: reads and writes cut down to 1 byte, EAGAIN/EINTR retried by the
 // backend, late completions, cancels forwarded late (so ops complete after the cancel), and
 // on io_uring only 2 provided buffers (real ENOBUFS re-arms). No hard errors here: the model
-// must agree exactly. CORIO_FAULT_SEED reproduces the fault schedule.
-TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults) {
+// must agree exactly. CORIO_FAULT_SEED reproduces the fault schedule. `multishot`: io_uring
+// keeps its multishot receives (unfaulted; fault_plan::multishot), the other ops are faulted.
+void random_reads_under_faults(backend b, bool multishot) {
   const std::uint64_t base_seed =
       env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
   const std::uint64_t fault_seed = env_u64("CORIO_FAULT_SEED", base_seed ^ 0x5eed);
@@ -568,28 +569,46 @@ TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults) {
                " CORIO_FAULT_SEED=" + std::to_string(fault_seed));
   auto plan = std::make_shared<corio::detail::fault_plan>();
   plan->seed = fault_seed;
+  plan->multishot = multishot;
   corio::detail::scoped_fault_plan install(plan);
   tallies t;
+  std::uint64_t arms = 0;
   auto started = std::chrono::steady_clock::now();
   {
-    loop_options o = options();
+    loop_options o;
+    o.backend = b;
     o.recv_buffer_count = 2;
     event_loop loop(o);
     loop.run(with_timeout(std::chrono::seconds(300), run_cases(base_seed, case_count, t)));
+    arms = loop.stats().multishot_arms;
   }
-  print_tallies("faults", GetParam(), base_seed, t, started);
+  print_tallies(multishot ? "faults+ms" : "faults", b, base_seed, t, started);
   const auto& c = plan->counts;
   std::printf(
       "[ faults   ] %s: %llu ops, %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
-      "%llu late completions, %llu cancels (%llu forwarded late)\n",
-      to_string(GetParam()), static_cast<unsigned long long>(c.ops),
+      "%llu late completions, %llu cancels (%llu forwarded late), %llu multishot arms\n",
+      to_string(b), static_cast<unsigned long long>(c.ops),
       static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
       static_cast<unsigned long long>(c.transient),
       static_cast<unsigned long long>(c.late_completions),
-      static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels));
+      static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels),
+      static_cast<unsigned long long>(arms));
   EXPECT_GT(c.short_io, 0u);
   EXPECT_GT(c.transient, 0u);
   EXPECT_EQ(c.errors, 0u);
+  if (multishot && corio::testing::multishot_expected(b)) {
+    EXPECT_GT(arms, 0u) << "no case used a multishot receive";
+  } else {
+    EXPECT_EQ(arms, 0u);
+  }
+}
+
+TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults) {
+  random_reads_under_faults(GetParam(), /*multishot=*/false);
+}
+
+TEST_P(StreamEquivalence, RandomReadsAgreeWithModelUnderFaults_MultishotReceives) {
+  random_reads_under_faults(GetParam(), /*multishot=*/true);
 }
 
 // Found by the randomized test: a max_bytes failure on a stream that EOF had already closed

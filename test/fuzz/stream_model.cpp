@@ -3,9 +3,9 @@
 //
 // Input: byte 0 picks the backend (bit 0), the transport (bit 1: unix socket pair or pipe),
 // read_chunk_size (bits 2-4) and the fault-injecting backend (bit 5, followed by 2 bytes of
-// fault seed); then a sequence of ops, each an opcode byte (low 4 bits: the op, high 4 bits:
-// flags) followed by its argument bytes; a missing byte reads as 0.
-// test/fuzz/stream_model_seeds.py writes the seed corpus in this format.
+// fault seed; bit 6: its plan leaves io_uring the multishot receives); then a sequence of ops, each
+// an opcode byte (low 4 bits: the op, high 4 bits: flags) followed by its argument bytes; a missing
+// byte reads as 0. test/fuzz/stream_model_seeds.py writes the seed corpus in this format.
 //
 // The peer queues its chunks on its own stream in call order (S4, S28) and so never blocks
 // the test; every byte it queued eventually becomes readable, and the model's `rest` is what
@@ -716,6 +716,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // hard errors, so the model must agree exactly. The schedule comes from the input (a
     // fresh loop per input: its generator is seeded when the loop is made).
     auto plan = std::make_shared<detail::fault_plan>();
+    plan->multishot = (config & 0x40) != 0;  // io_uring keeps its multishot receives, unfaulted
     plan->seed = in.byte();
     plan->seed |= std::uint64_t{in.byte()} << 8;
     loop_options o = options_for(epoll);
