@@ -555,6 +555,30 @@ TEST_P(Limits, TinyRingTenThousandConcurrentOps_AllCompleteNoOverflow_C2_C3) {
   }
 }
 
+// C2 while the SQ is full: a burst of operations that complete at once (zero timeouts)
+// overflows the 16-entry CQ while the rest of the burst is still being submitted through the
+// 8-entry SQ. Every completion is delivered once, none is dropped.
+TEST_P(Limits, TinyRingBurstOfImmediateCompletions_AllDelivered_C2) {
+  loop_options o = options();
+  o.queue_depth = 8;  // CQ: 16 entries
+  event_loop loop(o);
+  constexpr int count = 20'000;
+  int expired = loop.run(with_timeout(30s, []() -> task<int> {
+    std::vector<task<int>> t;
+    for (int i = 0; i < count; ++i) t.push_back(corio::start(one_timeout(0ms)));
+    int n = 0;
+    for (auto& x : t) n += (co_await std::move(x)) == -ETIME ? 1 : 0;
+    co_return n;
+  }()));
+  loop_stats st = loop.stats();
+  std::printf(
+      "[ C2       ] %s: %d zero timeouts; SQ full %llu times, CQ backlog %llu, koverflow %llu\n",
+      to_string(GetParam()), expired, (unsigned long long)st.sq_full,
+      (unsigned long long)st.cq_backlog, (unsigned long long)st.cq_overflow);
+  EXPECT_EQ(expired, count);
+  EXPECT_EQ(st.cq_overflow, 0u);
+}
+
 /// In a child: sends stderr to a memory file (to count the fallback's log line).
 int capture_stderr() {
   int fd = ::memfd_create("stderr", 0);
