@@ -91,9 +91,9 @@ struct pinned_memory {
   virtual ~pinned_memory() = default;
 };
 
-/// A receive at least this large makes an io_uring stream that takes received strings leave
-/// its multishot receive for single-shot receives into strings (stream_core::
-/// string_receive_size).
+/// A receive at least this large (a stream's first, or one of its multishot receive) makes an
+/// io_uring stream that takes received strings use single-shot receives into strings from
+/// then on (stream_core::string_receive_size).
 inline constexpr std::size_t large_receive = 4096;
 
 /// Shared by the orphaned ops of a transport that was closed while they were in flight:
@@ -129,8 +129,10 @@ struct io_op {
   deferred_close* close_after = nullptr;
   /// recv: the requester keeps this op for the life of its transport and submits it again
   /// for each receive it wants. A backend that can (io_uring) keeps one multishot receive
-  /// armed across those requests and holds what arrives between them; the op then stays
-  /// in_flight while the backend has anything for it, and is released only when orphaned.
+  /// armed across those requests, from the completion of a small first receive on, and holds
+  /// what arrives between them; the op then stays in_flight while the backend has anything
+  /// for it, and is released only when orphaned. (The backend may turn this off: during the
+  /// first receive, and for good after a large one.)
   bool multishot = false;
   /// io_uring recv: the kernel writes into `received` (recv_sink::string_receive_size).
   bool into_string = false;
