@@ -18,6 +18,9 @@
 // With fault_plan::multishot the real backend keeps its multishot receives (io_uring); they
 // pass through unfaulted, as timeouts do, while the other ops' faults (short and failed
 // sends, late completions and cancels, bulk streams' single-shot receives) run around them.
+// Also unfaulted then: a stream's single-shot first receive (submitted as a multishot one)
+// and the single-shot receive the real backend issues itself when a stream leaves multishot;
+// and data_ops (so fail_at) counts no receive that passed through.
 // ENOBUFS from an exhausted buffer ring is produced for real by the io_uring backend when the
 // loop is given few provided buffers (loop_options::recv_buffer_count).
 // CORIO_FAULT_TRACE=1 prints every submit, cancel and real completion to stderr.
