@@ -604,6 +604,12 @@ class uring_backend final : public backend_base {
     sync_in_flight(op);
   }
 
+  /// True if a receive of `n` bytes makes `op`'s stream receive into strings, single-shot,
+  /// from now on: a large one, for a sink that takes strings (not TLS ciphertext).
+  static bool makes_string_receiver(const io_op& op, std::size_t n) noexcept {
+    return n >= large_receive && op.sink != nullptr && op.sink->takes_received_strings();
+  }
+
   /// The first receive of an op that asked for multishot has brought `received` bytes. A
   /// small one arms the multishot now, which then serves the stream's reads (and holds what
   /// arrives between them) as if it had been armed from the start. After a large one the
@@ -617,9 +623,7 @@ class uring_backend final : public backend_base {
   // per message, in its sends delivering to those sockets (docs/performance.md).
   void settle_first_receive(io_op& op, std::size_t received) {
     op.multishot_state = 0;
-    if (received >= large_receive && op.sink != nullptr && op.sink->takes_received_strings()) {
-      return;  // single-shot from now on
-    }
+    if (makes_string_receiver(op, received)) return;  // single-shot from now on
     // The SQE first: taking it may reap (C3), and a completion reaped there may close the
     // stream and orphan this op, which then is not armed.
     io_uring_sqe* sqe = get_sqe();
@@ -715,8 +719,7 @@ class uring_backend final : public backend_base {
       const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
       if (c.res > 0 && op.handler != nullptr) {
         hold(op, id, static_cast<std::uint32_t>(c.res));
-        if (static_cast<std::size_t>(c.res) >= large_receive && op.sink != nullptr &&
-            op.sink->takes_received_strings()) {
+        if (makes_string_receiver(op, static_cast<std::size_t>(c.res))) {
           // Large receives land in strings of the stream's (string_for), which single-shot
           // receives can do and the multishot cannot: it stops, and the stream's receives
           // are single-shot from then on (request_multishot).
