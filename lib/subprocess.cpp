@@ -31,17 +31,51 @@ struct subprocess::state {
   bool detached = false;
   pipe_stream in, out, err;
 
-  /// Reaps the child if it has exited (never blocks).
+  state() = default;
+  state(const state&) = delete;
+  state& operator=(const state&) = delete;
+
+  static int decode(const siginfo_t& info) {
+    return info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  }
+
+  /// Reaps the child if it has exited (never blocks). Throws if waitid fails for a reason
+  /// other than a signal or someone else having reaped the child: waiting would spin.
   bool try_reap() {
     if (status) return true;
     siginfo_t info{};
     if (::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG) != 0) {
-      if (errno == ECHILD) status = -1;  // reaped by someone else: unknown status
-      return status.has_value();
+      int e = errno;
+      if (e == EINTR) return false;
+      if (e == ECHILD) {  // reaped by someone else (SIGCHLD ignored, waitpid(-1)): unknown
+        status = -1;
+        return true;
+      }
+      throw error("subprocess \"" + command +
+                      "\": waitid on its pidfd failed (Linux 5.4+ needed): " + std::strerror(e),
+                  std::error_code(e, std::generic_category()));
     }
     if (info.si_pid == 0) return false;  // still running
-    status = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    status = decode(info);
     return true;
+  }
+
+  void send(int signal) const noexcept {
+    // Why a pidfd: a pid could be reused by another process once reaped; a pidfd cannot.
+    if (!status && pidfd >= 0) ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0);
+  }
+
+  /// The destruction policy: kill and reap a child that still runs, so that neither a
+  /// process nor a zombie outlives the subprocess object (unless it was detached).
+  void kill_and_reap() noexcept {
+    if (pid <= 0 || status || detached || pidfd < 0) return;
+    send(SIGKILL);
+    siginfo_t info{};
+    int rc;
+    do {
+      rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
+    } while (rc != 0 && errno == EINTR);
+    status = rc == 0 ? decode(info) : -1;
   }
 
   void close_pidfd() noexcept {
@@ -51,12 +85,7 @@ struct subprocess::state {
   }
 
   ~state() {
-    if (pid > 0 && !status && !detached) {
-      // Policy: kill and reap, so that neither a process nor a zombie outlives us.
-      ::kill(pid, SIGKILL);
-      siginfo_t info{};
-      ::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
-    }
+    kill_and_reap();
     close_pidfd();
   }
 };
@@ -101,12 +130,59 @@ pipe_pair make_child_pipe(bool child_reads) {
   return pair;
 }
 
+/// Closes an fd it holds when it goes out of scope.
+class fd_holder {
+ public:
+  fd_holder() = default;
+  fd_holder(const fd_holder&) = delete;
+  fd_holder& operator=(const fd_holder&) = delete;
+  ~fd_holder() { reset(); }
+  void reset(int fd = -1) noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+/// posix_spawn's file actions and attributes, destroyed on every path.
+struct spawn_setup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  spawn_setup() {
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attributes);
+  }
+  spawn_setup(const spawn_setup&) = delete;
+  spawn_setup& operator=(const spawn_setup&) = delete;
+  ~spawn_setup() {
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+  }
+};
+
+void check_spawn_call(int rc, const char* what) {
+  if (rc != 0) {
+    throw error(std::string("subprocess::spawn: ") + what + " failed: " + describe_errno(rc),
+                os_error(rc));
+  }
+}
+
 }  // namespace
 
 subprocess::subprocess() noexcept = default;
 subprocess::subprocess(subprocess&&) noexcept = default;
-subprocess& subprocess::operator=(subprocess&&) noexcept = default;
-subprocess::~subprocess() = default;
+subprocess& subprocess::operator=(subprocess&& other) noexcept {
+  if (this != &other) {
+    if (state_) state_->kill_and_reap();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+subprocess::~subprocess() {
+  if (state_) state_->kill_and_reap();
+}
 
 subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options options) {
   if (argv.empty() || argv[0].empty()) {
@@ -117,78 +193,71 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
   }
   event_loop::current();  // the pipe streams need a loop: fail before forking otherwise
 
-  std::vector<int> parent_ends;  // closed on failure
-  std::vector<int> child_ends;   // always closed in the parent after spawning
-  auto cleanup = [&] {
-    for (int fd : child_ends) ::close(fd);
-    child_ends.clear();
-  };
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  pipe_pair in{}, out{}, err{};
-  try {
-    auto connect = [&](stdio how, int target, bool child_reads, pipe_pair& pair) {
-      if (how == stdio::pipe) {
-        pair = make_child_pipe(child_reads);
-        parent_ends.push_back(pair.parent);
-        child_ends.push_back(pair.child);
-        posix_spawn_file_actions_adddup2(&actions, pair.child, target);
-      } else if (how == stdio::null) {
-        posix_spawn_file_actions_addopen(&actions, target, "/dev/null",
-                                         child_reads ? O_RDONLY : O_WRONLY, 0);
-      } else if (how == stdio::to_stdout) {
-        posix_spawn_file_actions_adddup2(&actions, 1, 2);
-      }
-    };
-    connect(options.in, 0, true, in);
-    connect(options.out, 1, false, out);
-    connect(options.err, 2, false, err);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    if (!options.working_directory.empty()) {
-      posix_spawn_file_actions_addchdir_np(&actions, options.working_directory.c_str());
-    }
-  } catch (...) {
-    posix_spawn_file_actions_destroy(&actions);
-    cleanup();
-    for (int fd : parent_ends) ::close(fd);
-    throw;
-  }
-
+  // Everything that can fail for want of memory or fds is made before the child starts,
+  // and owned: a failure then leaks no fd and leaves no child behind.
+  auto child = std::make_shared<state>();
+  child->command = argv[0];
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   std::vector<char*> env;
   if (options.environment) {
+    env.reserve(options.environment->size() + 1);
     for (std::string& e : *options.environment) env.push_back(e.data());
     env.push_back(nullptr);
+  }
+  spawn_setup setup;
+  fd_holder child_ends[3];  // closed in the parent once the child has its copies
+  auto connect = [&](stdio how, int target, bool child_reads, pipe_stream& parent_end) {
+    if (how == stdio::pipe) {
+      pipe_pair pair = make_child_pipe(child_reads);
+      child_ends[target].reset(pair.child);
+      parent_end = pipe_stream(pair.parent, options.streams);  // owns pair.parent, even on throw
+      check_spawn_call(posix_spawn_file_actions_adddup2(&setup.actions, pair.child, target),
+                       "posix_spawn_file_actions_adddup2");
+    } else if (how == stdio::null) {
+      check_spawn_call(posix_spawn_file_actions_addopen(&setup.actions, target, "/dev/null",
+                                                        child_reads ? O_RDONLY : O_WRONLY, 0),
+                       "posix_spawn_file_actions_addopen");
+    } else if (how == stdio::to_stdout) {
+      check_spawn_call(posix_spawn_file_actions_adddup2(&setup.actions, 1, 2),
+                       "posix_spawn_file_actions_adddup2");
+    }
+  };
+  // Why the child's fd 1 before fd 2: dup2(1, 2) for merged stderr must run after stdout is
+  // set, which posix_spawn guarantees by applying file actions in order.
+  connect(options.in, 0, true, child->in);
+  connect(options.out, 1, false, child->out);
+  connect(options.err, 2, false, child->err);
+  check_spawn_call(posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3),
+                   "posix_spawn_file_actions_addclosefrom_np");
+  if (!options.working_directory.empty()) {
+    check_spawn_call(
+        posix_spawn_file_actions_addchdir_np(&setup.actions, options.working_directory.c_str()),
+        "posix_spawn_file_actions_addchdir_np");
   }
   // Why: the loop blocks SIGPIPE in its thread (so that pipe writes report EPIPE), and a
   // child inherits the mask; it would then get EPIPE instead of dying like a shell's child
   // (`yes | head` would print "Broken pipe"). The child gets this thread's mask without
   // SIGPIPE, and SIGPIPE's default action even if the application ignores it (as Python's
   // subprocess does with restore_signals, which Tornado relies on).
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
   sigset_t child_mask;
   pthread_sigmask(SIG_BLOCK, nullptr, &child_mask);
   sigdelset(&child_mask, SIGPIPE);
   sigset_t default_action;
   sigemptyset(&default_action);
   sigaddset(&default_action, SIGPIPE);
-  posix_spawnattr_setsigmask(&attributes, &child_mask);
-  posix_spawnattr_setsigdefault(&attributes, &default_action);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  // Why the child's fd 1 first: dup2(1, 2) for merged stderr must run after stdout is set,
-  // which posix_spawn guarantees by applying file actions in order.
+  posix_spawnattr_setsigmask(&setup.attributes, &child_mask);
+  posix_spawnattr_setsigdefault(&setup.attributes, &default_action);
+  posix_spawnattr_setflags(&setup.attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, args[0], &actions, &attributes, args.data(),
+  int rc = ::posix_spawnp(&pid, args[0], &setup.actions, &setup.attributes, args.data(),
                           options.environment ? env.data() : environ);
-  posix_spawnattr_destroy(&attributes);
-  posix_spawn_file_actions_destroy(&actions);
-  cleanup();
+  for (fd_holder& end : child_ends) end.reset();
   if (rc != 0) {
     // glibc reports exec failures here and has already reaped the child (no zombie).
-    for (int fd : parent_ends) ::close(fd);
     // posix_spawn reports a failed chdir with the same errno as a failed exec; say which.
     if (!options.working_directory.empty()) {
       const char* dir = options.working_directory.c_str();
@@ -206,25 +275,32 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
     throw error("subprocess::spawn: cannot execute \"" + argv[0] + "\": " + describe_errno(rc),
                 os_error(rc));
   }
-  subprocess p;
-  p.state_ = std::make_unique<state>();
-  p.state_->pid = pid;
-  p.state_->command = argv[0];
-  // Why the raw syscall: glibc 2.36's <sys/pidfd.h> lacks C linkage for C++ callers.
-  p.state_->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (p.state_->pidfd < 0) {
+  child->pid = pid;
+  // Why the raw syscall: glibc 2.36's <sys/pidfd.h> lacks C linkage for C++ callers. (glibc
+  // 2.39's pidfd_spawnp would close the window between spawning and opening the pidfd.)
+  child->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (child->pidfd < 0) {
     int e = errno;
-    for (int fd : parent_ends) ::close(fd);
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    p.state_->pid = -1;
-    throw error("subprocess::spawn: pidfd_open failed (Linux 5.3+ needed): " + describe_errno(e),
-                os_error(e));
+    if (e == ESRCH) {
+      // The child already exited and was reaped by someone else (SIGCHLD ignored, or a
+      // handler calling waitpid(-1)) before its pidfd could be opened: it ran, its status
+      // is unknown, as when the same happens later (try_reap's ECHILD).
+      child->status = -1;
+    } else {
+      // Still our unreaped child (nobody else reaps while SIGCHLD is not ignored), so its
+      // pid cannot have been reused yet.
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      child->pid = -1;
+      throw error("subprocess::spawn: pidfd_open failed (Linux 5.4+ needed): " + describe_errno(e),
+                  os_error(e));
+    }
+  } else {
+    ::fcntl(child->pidfd, F_SETFD, FD_CLOEXEC);
   }
-  ::fcntl(p.state_->pidfd, F_SETFD, FD_CLOEXEC);
-  if (in.parent >= 0) p.state_->in = pipe_stream(in.parent, options.streams);
-  if (out.parent >= 0) p.state_->out = pipe_stream(out.parent, options.streams);
-  if (err.parent >= 0) p.state_->err = pipe_stream(err.parent, options.streams);
+  subprocess p;
+  p.state_ = std::move(child);
   return p;
 }
 
@@ -251,39 +327,61 @@ pipe_stream& subprocess::stderr_stream() {
   return require_pipe(state_.get(), &state::err, "stderr_stream");
 }
 
-task<int> subprocess::wait() {
-  if (!state_) throw std::logic_error("subprocess::wait: no process");
-  state* s = state_.get();
+namespace {
+
+// The waits hold the state, not the subprocess object: it may be moved or destroyed while
+// they are pending.
+task<int> wait_on(std::shared_ptr<subprocess::state> s) {
   while (!s->try_reap()) {
-    // The pidfd becomes readable when the child exits (Linux 5.3+), on either backend.
+    // The pidfd becomes readable when the child exits, on either backend.
     int rc = co_await io::poll(s->pidfd, POLLIN);
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN) {
-      throw error(std::string("subprocess::wait: poll on pidfd failed: ") + std::strerror(-rc),
-                  os_error(-rc));
+      throw error(
+          "subprocess \"" + s->command + "\": poll on its pidfd failed: " + describe_errno(-rc),
+          os_error(-rc));
     }
   }
   co_return *s->status;
 }
 
-task<int> subprocess::wait_for(std::chrono::nanoseconds limit) {
+task<int> wait_for_on(std::shared_ptr<subprocess::state> s, std::chrono::nanoseconds limit) {
   try {
-    co_return co_await with_timeout(limit, wait());
+    co_return co_await with_timeout(limit, wait_on(s));
   } catch (const timeout_error&) {
   }
-  kill();
-  co_await wait();
+  // It may have exited just after the limit: then it was not killed, and says so.
+  if (s->try_reap()) co_return *s->status;
+  s->send(SIGKILL);
+  co_await wait_on(s);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
-  throw timeout_error("subprocess \"" + state_->command + "\" (pid " + std::to_string(state_->pid) +
+  throw timeout_error("subprocess \"" + s->command + "\" (pid " + std::to_string(s->pid) +
                       ") did not exit within " + std::to_string(ms) + " ms and was killed");
 }
 
-task<void> subprocess::wait_checked() {
-  int status = co_await wait();
+task<void> wait_checked_on(std::shared_ptr<subprocess::state> s) {
+  int status = co_await wait_on(s);
   if (status != 0) {
     throw called_process_error(
-        "subprocess \"" + state_->command + "\" exited with status " + std::to_string(status),
-        status);
+        "subprocess \"" + s->command + "\" exited with status " + std::to_string(status), status);
   }
+}
+
+std::shared_ptr<subprocess::state> require_process(const std::shared_ptr<subprocess::state>& s,
+                                                   const char* name) {
+  if (!s) throw std::logic_error(std::string("subprocess::") + name + ": no process");
+  return s;
+}
+
+}  // namespace
+
+task<int> subprocess::wait() { return wait_on(require_process(state_, "wait")); }
+
+task<int> subprocess::wait_for(std::chrono::nanoseconds limit) {
+  return wait_for_on(require_process(state_, "wait_for"), limit);
+}
+
+task<void> subprocess::wait_checked() {
+  return wait_checked_on(require_process(state_, "wait_checked"));
 }
 
 std::optional<int> subprocess::exit_status() const noexcept {
@@ -291,10 +389,7 @@ std::optional<int> subprocess::exit_status() const noexcept {
 }
 
 void subprocess::send_signal(int signal) noexcept {
-  if (state_ && !state_->status && state_->pidfd >= 0) {
-    // Why a pidfd: a pid could be reused by another process once reaped; a pidfd cannot.
-    ::syscall(SYS_pidfd_send_signal, state_->pidfd, signal, nullptr, 0);
-  }
+  if (state_) state_->send(signal);
 }
 void subprocess::terminate() noexcept { send_signal(SIGTERM); }
 void subprocess::kill() noexcept { send_signal(SIGKILL); }
@@ -304,36 +399,46 @@ void subprocess::detach() noexcept {
 
 namespace {
 
+/// Cancels a call_later timer when the coroutine frame holding it goes away.
+struct timer_guard {
+  timer_handle timer;
+  timer_guard() = default;
+  timer_guard(const timer_guard&) = delete;
+  timer_guard& operator=(const timer_guard&) = delete;
+  ~timer_guard() { timer.cancel(); }
+};
+
 task<process_result> run_process_impl(std::vector<std::string> argv, std::chrono::nanoseconds limit,
                                       subprocess_options options) {
   options.out = stdio::pipe;
   if (options.err != stdio::to_stdout) options.err = stdio::pipe;
   if (options.in == stdio::inherit) options.in = stdio::null;
   subprocess child = subprocess::spawn(std::move(argv), options);
+  const bool separate_err = options.err == stdio::pipe;
   // Nobody can write to a stdin pipe of ours: close it, so that a reader sees EOF at once.
   if (options.in == stdio::pipe) child.stdin_stream().close();
   // Both reads start now (S4), so neither pipe can fill up and block the child.
   task<std::string> out = child.stdout_stream().read_until_close();
   task<std::string> err =
-      options.err == stdio::pipe ? child.stderr_stream().read_until_close() : task<std::string>();
-  process_result result;
+      separate_err ? child.stderr_stream().read_until_close() : task<std::string>();
+  // One deadline for exit and output alike: exit and pipe EOF are independent (S57), and a
+  // process the child started in the background may hold the pipes open long after it exits.
+  bool expired = false;
+  timer_guard deadline;
   if (limit.count() > 0) {
-    try {
-      result.status = co_await child.wait_for(limit);
-    } catch (const timeout_error&) {
-      result.timed_out = true;
-      result.status = *child.exit_status();
-    }
-  } else {
-    result.status = co_await child.wait();
+    deadline.timer = event_loop::current().call_later(limit, [&child, &expired, separate_err] {
+      expired = true;
+      child.kill();
+      // Closing completes the reads with what arrived so far.
+      child.stdout_stream().close();
+      if (separate_err) child.stderr_stream().close();
+    });
   }
-  // Exit and pipe EOF are independent (S57): a grandchild may hold the pipes open.
-  if (result.timed_out) {
-    child.stdout_stream().close();
-    if (err) child.stderr_stream().close();
-  }
+  process_result result;
+  result.status = co_await child.wait();
   result.out = co_await std::move(out);
   if (err) result.err = co_await std::move(err);
+  result.timed_out = expired;
   co_return result;
 }
 

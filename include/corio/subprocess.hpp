@@ -39,6 +39,9 @@ struct subprocess_options {
 /// Destruction policy: a subprocess destroyed while its child still runs kills the child
 /// (SIGKILL) and reaps it, so no process and no zombie outlives the object. Call detach()
 /// to let a child run on instead (it is then reaped by nobody but init after we exit).
+/// Waits in progress keep what they need: a subprocess may be moved or destroyed while a
+/// wait(), wait_for() or wait_checked() is pending (destroying it kills the child, and the
+/// wait completes with -SIGKILL).
 class subprocess {
  public:
   /// An empty object that refers to no process.
@@ -47,11 +50,14 @@ class subprocess {
   subprocess(subprocess&&) noexcept;
   /// Kills and reaps this object's running child (as the destructor), then takes over `other`'s.
   subprocess& operator=(subprocess&&) noexcept;
+  subprocess(const subprocess&) = delete;
+  subprocess& operator=(const subprocess&) = delete;
   /// Kills (SIGKILL) and reaps a child that still runs, unless detach() was called.
   ~subprocess();
 
   /// Starts argv[0] (searched in the parent's PATH) with arguments argv[1..]; no shell is
-  /// involved. Every fd other than 0, 1 and 2 is closed in the child. The child gets the
+  /// involved. Every fd other than 0, 1 and 2 is closed in the child. Needs Linux 5.4+
+  /// (pidfd_open and waitid(P_PIDFD)). The child gets the
   /// calling thread's signal mask without SIGPIPE (which the loop blocks in its thread) and
   /// SIGPIPE's default action, so it dies of SIGPIPE like a shell's child. Throws corio::error
   /// naming the command (or the working directory) and the errno, e.g. "No such file or
@@ -74,7 +80,8 @@ class subprocess {
   /// Cancelling the wait (with_timeout, dropping the task) does not kill the child.
   [[nodiscard]] task<int> wait();
   /// As wait(), but if the child has not exited within `limit` it is killed (SIGKILL),
-  /// reaped, and timeout_error is thrown naming the command.
+  /// reaped, and timeout_error is thrown naming the command. (Unlike a with_timeout around
+  /// wait(), which never kills: this is the explicit form, issue 5.)
   [[nodiscard]] task<int> wait_for(std::chrono::nanoseconds limit);
   /// As wait(), but throws called_process_error if the status is not 0.
   [[nodiscard]] task<void> wait_checked();
@@ -94,7 +101,9 @@ class subprocess {
   struct state;
   /// @endcond
  private:
-  std::unique_ptr<state> state_;
+  // Shared with the waits in progress, so that moving or destroying the object while one
+  // is pending leaves it nothing dangling.
+  std::shared_ptr<state> state_;
 };
 
 /// What run_process collected.
@@ -102,12 +111,15 @@ struct process_result {
   int status = 0;          ///< exit code, or -N for signal N
   std::string out;         ///< everything the child wrote to stdout
   std::string err;         ///< everything the child wrote to stderr
-  bool timed_out = false;  ///< the time limit expired and the child was killed
+  bool timed_out = false;  ///< the limit expired before the child exited and its output ended
 };
 
 /// Runs a command to completion, capturing stdout and stderr fully (read concurrently, so a
-/// child that fills both pipes never deadlocks). With a limit > 0 the child is killed when it
-/// expires and the result says timed_out (with whatever output arrived). Throws corio::error
+/// child that fills both pipes never deadlocks). A limit > 0 bounds the whole call: the
+/// child's exit and the end of its output (a process it started in the background may hold
+/// the pipes open after it exits). When it expires, a child still running is killed, the
+/// pipes are closed, and the result says timed_out, with the status (-SIGKILL if it was
+/// killed) and whatever output had arrived. Throws corio::error
 /// if the command cannot be executed. options.out and options.err are replaced by pipes
 /// (err stays merged if it is stdio::to_stdout); stdin inherit becomes /dev/null, and a stdin
 /// pipe is closed at once (nobody could write to it), so a child reading stdin sees EOF.
