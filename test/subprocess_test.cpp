@@ -370,6 +370,22 @@ TEST_P(Subprocess, RunProcess_LimitAlsoBoundsOutputHeldOpenByABackgroundProcess_
   }());
 }
 
+TEST_P(Subprocess, RunProcess_OutputOverMaxBufferSizeThrowsBufferFull_Issue5) {
+  run([]() -> task<void> {
+    subprocess_options options;
+    options.streams.max_buffer_size = 1 << 20;
+    auto argv = sh("head -c 3000000 /dev/zero");
+    std::error_code code;
+    try {
+      co_await run_process(argv, 10s, options);
+      ADD_FAILURE() << "3 MB of output fit into a 1 MiB buffer";
+    } catch (const stream_closed_error& e) {
+      code = e.code();
+    }
+    EXPECT_EQ(code, make_error_code(errc::buffer_full)) << code.message();
+  }());
+}
+
 TEST_P(Subprocess, FiftyChildrenConcurrentlyEachWithATimeout_Issue5) {
   struct outcome {
     int status = 0;

@@ -119,10 +119,13 @@ struct process_result {
 /// child's exit and the end of its output (a process it started in the background may hold
 /// the pipes open after it exits). When it expires, a child still running is killed, the
 /// pipes are closed, and the result says timed_out, with the status (-SIGKILL if it was
-/// killed) and whatever output had arrived. Throws corio::error
-/// if the command cannot be executed. options.out and options.err are replaced by pipes
-/// (err stays merged if it is stdio::to_stdout); stdin inherit becomes /dev/null, and a stdin
-/// pipe is closed at once (nobody could write to it), so a child reading stdin sees EOF.
+/// killed) and whatever output had arrived. Throws corio::error if the command cannot be
+/// executed, and stream_closed_error (code errc::buffer_full) if stdout or stderr carries
+/// more than options.streams.max_buffer_size (100 MiB by default; the child, its pipe
+/// closed, then dies of SIGPIPE: raise the limit for bigger outputs). options.out and options.err
+/// are replaced by pipes (err stays merged if it is stdio::to_stdout); stdin inherit becomes
+/// /dev/null, and a stdin pipe is closed at once (nobody could write to it), so a child reading
+/// stdin sees EOF.
 ///
 /// g++ 12 note: an aggregate temporary such as `{.working_directory = "/tmp"}` written inside
 /// a co_await expression is miscompiled by g++ 12 (its std::string members are copied
