@@ -208,6 +208,23 @@ event_loop::~event_loop() {
     entry.node = nullptr;
   }
   timers_.clear();
+  // Posted callbacks that never ran are dropped now, while the backend still exists: what
+  // they capture (a stream handed over with post_to) closes its fd and cancels its ops as it
+  // goes. Their destructors may post again; bounded, in case another thread keeps posting.
+  for (int round = 0; round < 100; ++round) {
+    std::vector<std::function<void()>> dropped;
+    {
+      std::lock_guard lock(posted_->mutex);
+      dropped.swap(posted_->callbacks);
+      posted_->nonempty.store(false, std::memory_order_release);
+    }
+    const bool any = !dropped.empty() || draining_next_ < draining_.size();
+    dropped.clear();
+    draining_.clear();
+    draining_next_ = 0;
+    ready_.clear_discarding();
+    if (!any) break;
+  }
   // Wait (bounded) for every op the kernel still holds, so that none writes into freed memory.
   auto deadline = clock::now() + std::chrono::seconds(5);
   while (backend_->in_flight() > 0 && clock::now() < deadline) {
@@ -275,14 +292,27 @@ void event_loop::drain_posted() {
   }
 }
 
+namespace detail {
+std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds delay) noexcept {
+  using time_point = std::chrono::steady_clock::time_point;
+  const time_point now = std::chrono::steady_clock::now();
+  // Why: now + nanoseconds::max() overflows into the past, and "no limit" would fire at once.
+  if (delay >= time_point::max() - now) return time_point::max();
+  // The earliest deadline is the clock's epoch, not time_point::min(): the loop subtracts now
+  // from deadlines, which must not overflow either.
+  if (delay <= time_point() - now) return time_point();
+  return now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(delay);
+}
+}  // namespace detail
+
 timer_handle event_loop::call_later(std::chrono::nanoseconds delay, std::function<void()> fn) {
-  timer_handle::key key{clock::now() + delay, timer_sequence_++};
+  timer_handle::key key{detail::deadline_after(delay), timer_sequence_++};
   timers_.emplace(key, timer_entry{std::move(fn), nullptr});
   return timer_handle(this, key);
 }
 
 timer_handle event_loop::add_timer(clock::duration delay, detail::ready_node& node) {
-  timer_handle::key key{clock::now() + delay, timer_sequence_++};
+  timer_handle::key key{detail::deadline_after(delay), timer_sequence_++};
   timers_.emplace(key, timer_entry{{}, &node});
   return timer_handle(this, key);
 }

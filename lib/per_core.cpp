@@ -37,6 +37,14 @@ void run_per_core(unsigned threads, std::function<task<void>(core_context&)> bod
     std::lock_guard lock(failure_mutex);
     if (!failure) failure = e;
   };
+  // A body that fails stops the others (as stop_all() would), so that its error surfaces
+  // instead of the process serving on without it. Only between the two barriers, where
+  // every loop exists.
+  auto fail_and_stop_all = [&](std::exception_ptr e) {
+    record(std::move(e));
+    stop_requested.store(true);
+    for (event_loop* loop : loops) loop->post([loop] { loop->stop(); });
+  };
   std::vector<std::thread> workers;
   for (unsigned i = 0; i < threads; ++i) {
     workers.emplace_back([&, i] {
@@ -62,9 +70,11 @@ void run_per_core(unsigned threads, std::function<task<void>(core_context&)> bod
       core_context context(i, loops, &stop_requested);
       try {
         loop->run(body(context));
-      } catch (...) {
-        // A body cut short by stop_all() is the normal way to end, not a failure.
+      } catch (const stopped_error&) {
+        // A body cut short by stop_all() (or by a sibling's failure) is the normal way to end.
         if (!stop_requested.load()) record(std::current_exception());
+      } catch (...) {
+        fail_and_stop_all(std::current_exception());
       }
       // Keep this loop alive (others may still post to it) until every body is done.
       ready.arrive_and_wait();

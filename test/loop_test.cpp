@@ -3,6 +3,7 @@
 // destruction with operations in flight (B11).
 #include "corio/loop.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -21,6 +22,7 @@
 
 #include "corio/errors.hpp"
 #include "corio/io.hpp"
+#include "corio/tcp.hpp"
 #include "corio/timeout.hpp"
 #include "support/backends.hpp"
 #include "support/raw_sockets.hpp"
@@ -591,6 +593,51 @@ TEST_P(LoopTest, Stop_MakesRunReturnWithAnErrorAndTheLoopStaysUsable) {
     co_return 4;
   };
   EXPECT_EQ(run_on(loop, value()), 4);
+}
+
+TEST_P(LoopTest, Stop_RunThrowsStoppedError) {
+  event_loop loop(options());
+  auto forever = []() -> task<void> { co_await corio::sleep_for(1h); };
+  loop.call_later(1ms, [&] { loop.stop(); });
+  EXPECT_THROW(loop.run(forever()), corio::stopped_error);
+}
+
+TEST_P(LoopTest, Destroy_PostedCallbacksThatNeverRanAreDroppedWhileTheBackendExists) {
+  // A callback that never ran still owns what it captured: here a stream, whose close on
+  // destruction needs the loop's backend. The loop drops such callbacks before its backend.
+  auto pair = corio::testing::make_socketpair();
+  const int fd = pair.second.release();
+  {
+    event_loop loop(options());
+    auto stream = std::make_shared<corio::tcp_stream>(fd);
+    loop.post([stream] { ADD_FAILURE() << "never runs: the loop is never run"; });
+  }
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "the stream's fd was not closed";
+  EXPECT_EQ(errno, EBADF);
+}
+
+TEST_P(LoopTest, Timers_DurationsPastTheClocksRangeNeverFireAndNegativeOnesAreDue_S61) {
+  run([]() -> task<void> {
+    auto& loop = event_loop::current();
+    bool fired = false;
+    loop.call_later(std::chrono::nanoseconds::max(), [&] { fired = true; });
+    // "No limit": the inner task finishes, the timeout does not fire at once.
+    auto short_sleep = []() -> task<int> {
+      co_await corio::sleep_for(20ms);
+      co_return 7;
+    };
+    EXPECT_EQ(co_await corio::with_timeout(std::chrono::nanoseconds::max(), short_sleep()), 7);
+    EXPECT_FALSE(fired);
+    auto started = clock_type::now();
+    co_await corio::sleep_for(-5ms);
+    bool negative_fired = false;
+    loop.call_later(std::chrono::nanoseconds::min(), [&] { negative_fired = true; });
+    co_await corio::sleep_for(0ms);
+    co_await corio::sleep_for(1ms);
+    EXPECT_TRUE(negative_fired);
+    EXPECT_EQ(co_await corio::io::timeout(-1ms), -ETIME);
+    EXPECT_LT(ms_since(started), 1000.0);
+  }());
 }
 
 TEST_P(LoopTest, Current_IsTheLoopOfThisThread) {

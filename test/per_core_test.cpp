@@ -116,5 +116,27 @@ TEST_P(PerCore, PinsWithinTheInheritedAffinityAndCountsItsCpus) {
   EXPECT_EQ(pinned_to, std::vector<int>{last}) << "pinned outside the inherited affinity";
 }
 
+TEST_P(PerCore, ABodyThatThrowsStopsTheOthersAndItsErrorIsRethrown) {
+  // Thread 1 fails at once (say, its bind failed); thread 0 would serve forever. The failure
+  // stops every loop and surfaces, instead of the process serving on without thread 1.
+  std::atomic<bool> other_cut_short{true};
+  auto started = std::chrono::steady_clock::now();
+  try {
+    run_per_core(
+        2,
+        [&](core_context& ctx) -> task<void> {
+          if (ctx.index() == 1) throw std::runtime_error("thread 1 could not bind");
+          for (int i = 0; i < 30'000; ++i) co_await sleep_for(1ms);
+          other_cut_short = false;
+        },
+        options());
+    ADD_FAILURE() << "run_per_core returned normally";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "thread 1 could not bind");
+  }
+  EXPECT_TRUE(other_cut_short.load());
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+}
+
 CORIO_INSTANTIATE_BACKENDS(PerCore);
 }  // namespace

@@ -55,6 +55,12 @@ class stream_buffer_full_error : public error {
   using error::error;
 };
 
+/// event_loop::run: stop() was called before the task finished (the task was destroyed).
+class stopped_error : public error {
+ public:
+  using error::error;
+};
+
 /// A deadline given to with_timeout (or an operation's timeout option) expired.
 class timeout_error : public error {
  public:

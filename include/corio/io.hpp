@@ -111,9 +111,11 @@ inline operation poll(int fd, short events) noexcept {
                     .fd = fd,
                     .flags = static_cast<std::uint32_t>(static_cast<unsigned short>(events))});
 }
-/// Completes after `duration` with -ETIME (through IORING_OP_TIMEOUT on io_uring).
+/// Completes after `duration` with -ETIME (through IORING_OP_TIMEOUT on io_uring); a negative
+/// duration is zero.
 inline operation timeout(std::chrono::nanoseconds duration) noexcept {
-  return operation({.kind = detail::op_kind::timeout, .timeout_ns = duration.count()});
+  const long long ns = duration.count() < 0 ? 0 : duration.count();
+  return operation({.kind = detail::op_kind::timeout, .timeout_ns = ns});
 }
 
 /// Closes an fd used with these operations. Use it instead of ::close(): the epoll backend

@@ -102,6 +102,8 @@ class timer_handle {
 };
 
 namespace detail {
+/// now + delay, saturated: at most time_point::max() (never), at least the clock's epoch.
+std::chrono::steady_clock::time_point deadline_after(std::chrono::nanoseconds delay) noexcept;
 class backend_base;
 struct root_promise;
 class turn_hook;
@@ -127,7 +129,8 @@ class event_loop {
   corio::backend backend() const noexcept;
 
   /// Runs the loop until `work` finishes; returns its value or rethrows its exception.
-  /// Throws corio::error if stop() is called before the task finished (the task is destroyed).
+  /// Throws stopped_error (a corio::error) if stop() is called before the task finished (the
+  /// task is destroyed).
   template <class T>
   T run(task<T> work);
 
@@ -139,7 +142,9 @@ class event_loop {
   /// threads; wakes a sleeping loop.
   void post(std::function<void()> fn);
 
-  /// Runs `fn` on this loop after `delay` (S61); timers with equal deadlines run FIFO.
+  /// Runs `fn` on this loop after `delay` (S61); timers with equal deadlines run FIFO. A
+  /// negative delay is a deadline in the past; a delay past the clock's range
+  /// (nanoseconds::max() for "never") never fires.
   timer_handle call_later(std::chrono::nanoseconds delay, std::function<void()> fn);
 
   /// Makes run() return after the current iteration.
@@ -377,7 +382,7 @@ T event_loop::run(task<T> work) {
     }
     if (!done) {
       root.handle.destroy();
-      throw corio::error("event_loop::run: stop() was called before the task finished");
+      throw corio::stopped_error("event_loop::run: stop() was called before the task finished");
     }
   };
   if constexpr (std::is_void_v<T>) {

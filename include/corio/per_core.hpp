@@ -45,8 +45,9 @@ class core_context {
 /// may run on, so `taskset` and cpusets are respected); returns when every body has finished or
 /// stop_all() was called. Each thread typically binds its own tcp_listener on the same port
 /// with listen_options::reuse_port, so the kernel spreads connections and nothing is shared
-/// on the hot path (the Seastar/monoio model). The first exception a body throws is
-/// rethrown here after all threads have ended.
+/// on the hot path (the Seastar/monoio model). A body that throws stops every loop (as
+/// stop_all() does), and the first exception a body threw is rethrown here after all threads
+/// have ended.
 void run_per_core(unsigned threads, std::function<task<void>(core_context&)> body,
                   loop_options options = {});
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -101,7 +102,7 @@ class epoll_backend final : public backend_base {
 
   void start(io_op& op) {
     if (op.kind == op_kind::timeout) {
-      auto when = std::chrono::steady_clock::now() + std::chrono::nanoseconds(op.timeout_ns);
+      auto when = deadline_after(std::chrono::nanoseconds(op.timeout_ns));
       timeouts_.emplace(when, &op);
       return;
     }
@@ -177,8 +178,10 @@ class epoll_backend final : public backend_base {
         if (!limit || until < *limit) limit = until;
       }
       if (limit) {
-        // Round up so that a timer due in 0.3 ms does not spin with timeout 0.
-        timeout_ms = static_cast<int>((limit->count() + 999'999) / 1'000'000);
+        // Round up so that a timer due in 0.3 ms does not spin with timeout 0; a timer weeks
+        // away waits INT_MAX ms and is looked at again then (a negative int would block).
+        const auto ms = limit->count() / 1'000'000 + (limit->count() % 1'000'000 != 0 ? 1 : 0);
+        timeout_ms = static_cast<int>(std::min<long long>(ms, INT_MAX));
       }
     }
     epoll_event events[256];

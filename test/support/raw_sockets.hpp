@@ -34,6 +34,8 @@ class unique_fd {
   ~unique_fd() { reset(); }
 
   int get() const noexcept { return fd_; }
+  /// Gives up ownership: the caller closes the fd.
+  int release() noexcept { return std::exchange(fd_, -1); }
   explicit operator bool() const noexcept { return fd_ >= 0; }
   void reset(int fd = -1) noexcept {
     if (fd_ >= 0) ::close(fd_);
