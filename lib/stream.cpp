@@ -819,12 +819,20 @@ void stream_core::close_by_user(std::error_code reason) noexcept {
 
 void stream_core::send_queued_now() noexcept {
   if (fd_ < 0 || write_op_ != nullptr) return;
-  try {
-    if (tls_) encrypt_pending();
-  } catch (...) {
+  if (tls_) {
+    // Encrypted now, sent by close(): send_close_notify makes the one attempt, so that a
+    // close_notify follows only records that went out.
+    try {
+      encrypt_pending();
+    } catch (...) {
+    }
     return;
   }
-  if (closed_ || pieces_.empty()) return;
+  send_pieces_now();
+}
+
+void stream_core::send_pieces_now() noexcept {
+  if (fd_ < 0 || write_op_ != nullptr || pieces_.empty()) return;
   iovec iov[64];
   int count = 0;
   for (const std::string& piece : pieces_) {

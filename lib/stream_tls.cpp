@@ -147,12 +147,19 @@ void stream_core::fail_handshake() {
 
 void stream_core::send_close_notify() noexcept {
   if (fd_ < 0 || released_ || write_op_ != nullptr) return;
-  if (front_offset_ > 0) return;  // a record is half sent: an alert now would corrupt it
   try {
     if (tls_->handshake_done()) {
-      pieces_.clear();  // S36: unsent application data is discarded…
-      plain_pending_.clear();
-      tls_->shutdown();  // …but close_notify goes out (E9)
+      plain_pending_.clear();  // S36: never encrypted, so dropping it is invisible to the peer
+      // Every record carries the next sequence number: a close_notify sent after a record
+      // that was not would fail the peer's decryption ("bad record mac", as if tampered
+      // with). So the queued records (a just-queued session ticket or alert, or data this
+      // close discards) get one non-blocking attempt; if any is left, it is discarded (S36)
+      // and nothing follows it: the peer sees a truncation (D10), which is what happened.
+      if (!pieces_.empty()) send_pieces_now();
+      if (!pieces_.empty()) return;
+      tls_->shutdown();  // close_notify (E9)
+    } else if (front_offset_ > 0) {
+      return;  // a handshake record is half sent: an alert now would corrupt it
     }
     // During a handshake pieces_ hold only handshake records and the failure alert (E7).
     if (tls_->has_output()) pieces_.push_back(tls_->take_output());

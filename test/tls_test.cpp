@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/sockios.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -12,6 +13,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1037,6 +1039,143 @@ TEST_P(Tls, CloseReturnsAtOnceWhenPeerNeverAnswers_E10) {
     co_await sleep_for(5ms);
   }());
   EXPECT_EQ(corio::testing::open_fd_count(), fds_before);  // L: every fd was closed
+}
+
+/// A TLS pair over a unix socketpair: its send buffer fills deterministically (a unix stream
+/// socket refuses a send once the bytes it has sent and the peer has not read reach SO_SNDBUF;
+/// TCP may append to a queued segment past that), and SIOCOUTQ says how full it is.
+task<tls_pair> unix_socket_pair(tls_context& server_ctx, tls_context& client_ctx,
+                                stream_options server_options = {}) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw std::runtime_error("socketpair failed");
+  }
+  tls_stream server = tls_stream::accept(tcp_stream(fds[1], server_options), server_ctx);
+  tls_stream client = co_await tcp_stream(fds[0]).start_tls(client_ctx, "localhost");
+  co_await server.wait_for_handshake();
+  co_return tls_pair{std::move(client), std::move(server)};
+}
+
+TEST_P(Tls, CloseWithUnsentRecords_PeerSeesTruncationNeverBadRecordMac_D10_S36) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    // A small read_chunk_size: on io_uring the server's idle multishot receive then stops
+    // after one held 16 KiB record instead of taking records in while it does not read.
+    auto [client, server] =
+        co_await unix_socket_pair(server_ctx, client_ctx, {.read_chunk_size = 4096});
+    server.write("go\n");  // the client reads once: the session tickets are taken in too
+    EXPECT_EQ(co_await client.read_until("\n"), "go\n");
+    int fd = raw_fd(client);
+    int sndbuf = 16 << 10;
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    socklen_t len = sizeof sndbuf;
+    ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len);
+    // The server does not read: fill the client's send buffer with writes that all went out,
+    // so that no send is in flight and the next one gets EAGAIN.
+    std::string sent;
+    for (int i = 0; i < 1000; ++i) {
+      int queued = 0;
+      ::ioctl(fd, SIOCOUTQ, &queued);
+      if (queued >= sndbuf) break;
+      std::string chunk(16000, static_cast<char>('a' + i % 26));
+      sent += chunk;
+      outcome w = co_await outcome_of(with_timeout(2s, client.write(std::move(chunk))));
+      CO_ASSERT(!w.failed);
+    }
+    // "tail" is encrypted into a record that cannot be sent now; close() discards it (S36).
+    // A close_notify after it would carry a later record sequence number: the server would
+    // fail to decrypt it (bad record mac, as if tampered with) instead of seeing a
+    // truncation (D10).
+    client.write("tail");
+    client.close();
+    std::string got = co_await with_timeout(5s, server.read_until_close());
+    EXPECT_TRUE(server.error() == std::error_code() || server.error() == errc::tls_truncated)
+        << server.error().category().name() << ": " << server.error().message();
+    EXPECT_GE(got.size(), sent.size());
+    EXPECT_EQ(got.compare(0, sent.size(), sent), 0);
+    if (got.size() > sent.size()) {
+      EXPECT_EQ(got.substr(sent.size()), "tail");
+    }
+  }());
+}
+
+/// A raw OpenSSL client over memory BIOs on a non-blocking socket: the test decides when its
+/// output goes out (pump) and feeds it what arrives.
+struct raw_tls_client {
+  int fd = -1;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{SSL_CTX_new(TLS_client_method()),
+                                                        &SSL_CTX_free};
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl{SSL_new(ctx.get()), &SSL_free};
+  explicit raw_tls_client(std::uint16_t port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+    ::fcntl(fd, F_SETFL, O_NONBLOCK);
+    SSL_set_bio(ssl.get(), BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+    SSL_set_connect_state(ssl.get());
+  }
+  ~raw_tls_client() { ::close(fd); }
+  /// Sends what SSL wrote, in one send.
+  void send_output() {
+    BIO* out = SSL_get_wbio(ssl.get());
+    std::string bytes(BIO_ctrl_pending(out), '\0');
+    if (bytes.empty()) return;
+    BIO_read(out, bytes.data(), static_cast<int>(bytes.size()));
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  }
+  /// Hands SSL what arrived; false at EOF or error.
+  bool receive_input() {
+    char buf[16 << 10];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) BIO_write(SSL_get_rbio(ssl.get()), buf, n);
+    return n < 0 && errno == EAGAIN;
+  }
+};
+
+TEST_P(Tls, PeerCloseNotifyWithItsFinished_TicketsThenCloseNotifySent_E9) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    raw_tls_client client(listener.port());
+    SSL* ssl = client.ssl.get();
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    int rc = 0;
+    for (int i = 0; i < 2000 && (rc = SSL_do_handshake(ssl)) != 1; ++i) {
+      CO_ASSERT(SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ);
+      client.send_output();
+      co_await sleep_for(1ms);
+      client.receive_input();
+    }
+    CO_ASSERT(rc == 1);
+    CO_ASSERT(SSL_shutdown(ssl) == 0);
+    client.send_output();  // the client's Finished and close_notify, in one send
+    // The server completes its handshake, queues its TLS 1.3 session tickets and reads the
+    // close_notify in one go. Its own close_notify must follow those tickets: sent without
+    // them, it carries a record number the client does not expect and fails to decrypt
+    // ("bad record mac", as if tampered with).
+    EXPECT_EQ(co_await with_timeout(2s, server.read_until_close()), "");
+    EXPECT_FALSE(server.error()) << server.error().message();
+    int result = 0;
+    char buf[256];
+    for (int i = 0; i < 2000; ++i) {
+      bool open = client.receive_input();
+      ERR_clear_error();
+      int n = SSL_read(ssl, buf, sizeof buf);
+      int e = SSL_get_error(ssl, n);
+      if (e != SSL_ERROR_WANT_READ || !open) {
+        result = e;
+        break;
+      }
+      co_await sleep_for(1ms);
+    }
+    EXPECT_EQ(result, SSL_ERROR_ZERO_RETURN) << detail::drain_openssl_errors();
+  }());
 }
 
 TEST_P(Tls, ClientSendsNothing_ServerHandshakeTimesOut_E11) {
