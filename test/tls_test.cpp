@@ -839,6 +839,29 @@ TEST_P(Tls, TlsClientToSilentPlaintextServer_FailsWithinTimeout_E6) {
   }());
 }
 
+TEST_P(Tls, ConnectTimeoutCoversTheHandshake_S51) {
+  (void)P();
+  int fds_before = corio::testing::open_fd_count();
+  run([]() -> task<void> {
+    auto client_ctx = client_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto t0 = std::chrono::steady_clock::now();
+    // One deadline covers resolution, connection and the handshake (S51).
+    auto client_task =
+        tls_stream::connect("localhost", listener.port(), client_ctx, {.timeout = 200ms});
+    tcp_stream silent = co_await listener.accept();  // accepts and never answers
+    outcome c = co_await outcome_of(with_timeout(3s, std::move(client_task)));
+    auto elapsed = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(c.kind, outcome::timeout) << c;
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_GE(elapsed, 150ms);
+    // The half-made stream was destroyed: the silent server sees its connection go.
+    co_await with_timeout(2s, silent.read_until_close());
+    EXPECT_TRUE(silent.closed());
+  }());
+  EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
+}
+
 TEST_P(Tls, TlsClientToPlaintextServerAnsweringHttp_E6) {
   run([]() -> task<void> {
     auto client_ctx = client_context();

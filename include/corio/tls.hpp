@@ -91,7 +91,8 @@ class tls_stream : public stream {
   tls_stream() noexcept = default;
 
   /// Connects and performs the client handshake (SNI and verification against `host`).
-  /// Failure: stream_closed_error from the TCP connect (S47), or tls_error (S53).
+  /// Failure: stream_closed_error from the TCP connect (S47), or tls_error (S53);
+  /// timeout_error once options.timeout, one deadline for all of it, expired (S51).
   [[nodiscard]] static task<tls_stream> connect(std::string_view host, std::uint16_t port,
                                                 tls_context& context, connect_options options = {});
 
