@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -814,6 +815,34 @@ TEST_P(Tls, Sni_ServerPicksContextByName_NoSniForIpLiterals_E5) {
       client.write(name + "\n");
       EXPECT_EQ(co_await server.read_until("\n"), name + "\n");
     }
+  }());
+}
+
+TEST_P(Tls, ServerContextsDestroyedAfterAccept_HandshakeStillCompletes_SniAlpn) {
+  run([]() -> task<void> {
+    // tls.hpp: streams keep their own reference to the context. The SNI table, the contexts
+    // it names and the ALPN list must outlive the tls_context objects (ASan checks this).
+    std::optional<tls_context> default_ctx(server_context());  // CN=server
+    std::optional<tls_context> other_ctx(server_context(P().other_name_cert, P().other_name_key));
+    default_ctx->add_server_name("other.example", *other_ctx);
+    default_ctx->set_alpn_protocols({"http/1.1"});
+    other_ctx->set_alpn_protocols({"http/1.1"});
+    auto client_ctx = client_context();
+    client_ctx.set_alpn_protocols({"h2", "http/1.1"});
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto plain = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    auto client_task = std::move(plain).start_tls(client_ctx, "other.example");
+    tls_stream server = tls_stream::accept(co_await listener.accept(), *default_ctx);
+    other_ctx.reset();  // before the server has seen the ClientHello
+    default_ctx.reset();
+    tls_stream client = co_await with_timeout(5s, std::move(client_task));
+    co_await server.wait_for_handshake();
+    EXPECT_TRUE(contains(client.peer_certificate_subject(), "CN=other"))
+        << client.peer_certificate_subject();
+    EXPECT_EQ(client.alpn_protocol(), "http/1.1");
+    EXPECT_EQ(server.alpn_protocol(), "http/1.1");
+    client.write("still here\n");
+    EXPECT_EQ(co_await server.read_until("\n"), "still here\n");
   }());
 }
 

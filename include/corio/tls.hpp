@@ -32,7 +32,8 @@ class tls_context {
   tls_context(tls_context&&) noexcept;
   /// Releases this context, then takes over `other`'s OpenSSL context.
   tls_context& operator=(tls_context&&) noexcept;
-  /// Releases the OpenSSL context (streams created from it keep their own reference).
+  /// Releases the OpenSSL context (streams created from it keep their own reference, which
+  /// also keeps its SNI table and ALPN list).
   ~tls_context();
 
   /// Loads a PEM certificate chain (leaf first). Throws tls_error naming the file.
@@ -59,7 +60,9 @@ class tls_context {
   /// picks the first protocol of its own list that the client offers; with no overlap the
   /// handshake goes on without ALPN and alpn_protocol() is "".
   tls_context& set_alpn_protocols(std::vector<std::string> protocols);
-  /// Server: use `context` for clients that ask for `server_name` through SNI.
+  /// Server: use `context` for clients that ask for `server_name` through SNI. This context
+  /// keeps a reference to `context`'s OpenSSL context, so `context` may be destroyed first;
+  /// two contexts naming each other are never freed.
   tls_context& add_server_name(std::string server_name, tls_context& context);
   /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
   tls_context& set_ciphers(const std::string& list);
