@@ -433,8 +433,10 @@ void stream_core::try_read_progress() {
 void stream_core::want_transport_read() {
   if (closed_ || read_requested_) return;
   std::size_t length = options_.read_chunk_size;
-  if (read_.kind == read_kind::into) {
-    // S24: never ask for more than the span still has room for.
+  if (read_.kind == read_kind::into && !tls_) {
+    // S24: never ask for more than the span still has room for. Not for ciphertext: it is
+    // decrypted into the buffer whole records at a time, so a small span would only make
+    // the transport read a record a few bytes per receive.
     std::size_t room = read_.into.size() > buffer_.size() ? read_.into.size() - buffer_.size() : 1;
     length = std::min(length, room);
   }
