@@ -213,14 +213,22 @@ tls_context& tls_context::use_default_verify_paths() {
   return *this;
 }
 
+// Host name checks and peer verification, as Python's ssl does: a name check means nothing
+// without verification, so turning the check on turns verification on, and check_hostname()
+// is false while verification is off. Unlike Python, verification turned off and on again
+// checks names again unless set_check_hostname(false) was called.
 tls_context& tls_context::set_verify_peer(bool enabled) {
-  SSL_CTX_set_verify(impl_->ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-  if (!enabled) impl_->check_hostname = false;
+  SSL_CTX_set_verify(impl_->ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                     SSL_CTX_get_verify_callback(impl_->ctx));
   return *this;
 }
 
 tls_context& tls_context::set_check_hostname(bool enabled) {
   impl_->check_hostname = enabled;
+  if (enabled && impl_->role == tls_role::client &&
+      (SSL_CTX_get_verify_mode(impl_->ctx) & SSL_VERIFY_PEER) == 0) {
+    set_verify_peer(true);
+  }
   return *this;
 }
 
@@ -285,7 +293,11 @@ tls_context& tls_context::set_truncation_is_error(bool enabled) {
 }
 
 tls_role tls_context::role() const noexcept { return impl_->role; }
-bool tls_context::check_hostname() const noexcept { return impl_->check_hostname; }
+bool tls_context::check_hostname() const noexcept {
+  // Only a client that verifies its peer checks names (a server context never does).
+  return impl_->role == tls_role::client && impl_->check_hostname &&
+         (SSL_CTX_get_verify_mode(impl_->ctx) & SSL_VERIFY_PEER) != 0;
+}
 bool tls_context::truncation_is_error() const noexcept { return impl_->truncation_is_error; }
 SSL_CTX* tls_context::native_handle() const noexcept { return impl_->ctx; }
 

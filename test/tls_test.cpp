@@ -789,6 +789,53 @@ TEST_P(Tls, HostnameCheckOff_ChainStillVerified_S55) {
   }());
 }
 
+/// The client's outcome of one handshake of `client_ctx` with `server_ctx` as "localhost".
+task<outcome> client_handshake_outcome(tls_context& server_ctx, tls_context& client_ctx) {
+  auto listener = tcp_listener::bind("127.0.0.1", 0);
+  auto client_task = tls_stream::connect("localhost", listener.port(), client_ctx);
+  tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+  outcome c = co_await outcome_of(std::move(client_task));
+  co_await outcome_of(server.wait_for_handshake());
+  co_return c;
+}
+
+TEST_P(Tls, VerifyPeerAndCheckHostname_CallOrderNeverChecksSilentlyOff_S55) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context(P().other_name_cert, P().other_name_key);  // other.example
+    const std::error_code mismatch(X509_V_ERR_HOSTNAME_MISMATCH, x509_category());
+    {  // Checking the name turns verification back on: it means nothing without it.
+      auto client_ctx = client_context();
+      client_ctx.set_verify_peer(false).set_check_hostname(true);
+      EXPECT_TRUE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_EQ(c.code, mismatch) << c;
+    }
+    {  // Verification off, then on again: the name is checked again (the default).
+      auto client_ctx = client_context();
+      client_ctx.set_verify_peer(false);
+      EXPECT_FALSE(client_ctx.check_hostname());  // nothing is checked while it is off
+      client_ctx.set_verify_peer(true);
+      EXPECT_TRUE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_EQ(c.code, mismatch) << c;
+    }
+    {  // Verification off: anything is accepted, and check_hostname() says so.
+      auto client_ctx = client_context();
+      client_ctx.set_verify_peer(false);
+      EXPECT_FALSE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_FALSE(c.failed) << c;
+    }
+    {  // Name checks turned off stay off when verification is turned off and on again.
+      auto client_ctx = client_context();
+      client_ctx.set_check_hostname(false).set_verify_peer(false).set_verify_peer(true);
+      EXPECT_FALSE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_FALSE(c.failed) << c;
+    }
+  }());
+}
+
 TEST(TlsPki, ExpiredCertificateReallyExpired_E4) {
   // The support code makes it with `openssl x509 -days -1`; make sure that really produced a
   // certificate whose notAfter is in the past (and that it is signed by the test CA).

@@ -50,9 +50,12 @@ class tls_context {
   tls_context& load_verify_dir(const std::string& path);
   /// Trusts the system's default CA store (done by default for clients).
   tls_context& use_default_verify_paths();
-  /// Client: verify the server's chain (default true). Server: see require_client_certificate.
+  /// Client: verify the server's chain (default true). Off, no name is checked either
+  /// (check_hostname() is false); on again, names are checked again unless
+  /// set_check_hostname(false) was called. Server: see require_client_certificate.
   tls_context& set_verify_peer(bool enabled);
-  /// Client: check the server's name against the certificate (default true).
+  /// Client: check the server's name against the certificate (default true). Turning it on
+  /// turns peer verification on too (a name check means nothing without it), as Python does.
   tls_context& set_check_hostname(bool enabled);
   /// Server: ask for a client certificate and fail the handshake without a valid one.
   tls_context& require_client_certificate(bool required = true);
@@ -71,7 +74,8 @@ class tls_context {
 
   /// Whether this is a client or a server context.
   tls_role role() const noexcept;
-  /// True if start_tls/connect check the peer's name against its certificate.
+  /// True if start_tls/connect check the peer's name against its certificate: a client
+  /// context that verifies its peer and whose name check is on.
   bool check_hostname() const noexcept;
   /// True if a missing close_notify is recorded as errc::tls_truncated (D10).
   bool truncation_is_error() const noexcept;
