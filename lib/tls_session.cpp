@@ -144,7 +144,12 @@ void tls_session::record_failure(int ssl_error, const char* during) {
   long verify = SSL_get_verify_result(ssl_);
   unsigned long first = ERR_peek_error();
   std::string reasons = drain_openssl_errors();
-  if (verify != X509_V_OK && !handshake_done_) {
+  // The verify result is the reason only when verification is what failed the handshake: it
+  // also records a failure that was ignored (verification off), which a later unrelated
+  // failure must not be reported as.
+  const bool verify_failed =
+      ERR_GET_LIB(first) == ERR_LIB_SSL && ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED;
+  if (verify_failed && verify != X509_V_OK && !handshake_done_) {
     error_ = std::error_code(static_cast<int>(verify), x509_category());
     error_message_ = std::string("TLS ") + during +
                      ": certificate verification failed: " + X509_verify_cert_error_string(verify);

@@ -1374,6 +1374,28 @@ TEST_P(Tls, ClientCertificateRequiredButAbsent_HandshakeAlert_E14) {
   }());
 }
 
+TEST_P(Tls, VerificationOff_LaterAlertNotReportedAsCertificateFailure_E14) {
+  run([]() -> task<void> {
+    // The server's certificate does not verify, but the client does not verify (its verify
+    // result still records the failure). The handshake then fails for another reason: the
+    // server wants a client certificate (TLS 1.2, so the client sees the alert during its
+    // handshake). The client must report that alert, not the ignored verify result.
+    auto server_ctx = server_context(P().untrusted_cert, P().untrusted_key);
+    server_ctx.load_verify_file(P().ca_cert).require_client_certificate();
+    auto client_ctx = client_context();
+    client_ctx.set_verify_peer(false);
+    SSL_CTX_set_max_proto_version(client_ctx.native_handle(), TLS1_2_VERSION);
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto client_task = tls_stream::connect("localhost", listener.port(), client_ctx);
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    outcome c = co_await outcome_of(std::move(client_task));
+    EXPECT_EQ(c.kind, outcome::tls) << c;
+    EXPECT_EQ(c.code.category(), tls_category()) << c;
+    EXPECT_FALSE(contains(c.lower_what(), "certificate verification failed")) << c;
+    co_await outcome_of(server.wait_for_handshake());
+  }());
+}
+
 TEST_P(Tls, ClientCertificateRequiredButAbsent_ClientSeesAlert_E14) {
   run([]() -> task<void> {
     auto server_ctx = server_context();
