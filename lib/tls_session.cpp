@@ -50,21 +50,35 @@ tls_session::tls_session(SSL_CTX* context, bool server, std::string_view server_
   SSL_set_bio(ssl_, input_, output_);
   if (server) {
     SSL_set_accept_state(ssl_);
-  } else {
-    SSL_set_connect_state(ssl_);
-    std::string host(server_hostname);
-    if (!host.empty()) {
-      // SNI only for names: RFC 6066 forbids IP literals in server_name (E5).
-      bool is_ip = is_ip_literal(host);
-      if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
-      if (check_hostname) {
-        if (is_ip) {
-          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str());
-        } else {
-          SSL_set1_host(ssl_, host.c_str());
-        }
-      }
-    }
+    return;
+  }
+  SSL_set_connect_state(ssl_);
+  try {
+    set_server_name(std::string(server_hostname), check_hostname);
+  } catch (...) {
+    SSL_free(ssl_);  // the destructor does not run: free the SSL and both BIOs here
+    throw;
+  }
+}
+
+void tls_session::set_server_name(const std::string& host, bool check_hostname) {
+  if (host.empty()) return;
+  // OpenSSL takes C strings: a name with a NUL byte would be sent and checked cut short.
+  if (host.find('\0') != std::string::npos) {
+    throw tls_error("TLS: the host name contains a NUL byte, so it cannot be checked");
+  }
+  // SNI only for names: RFC 6066 forbids IP literals in server_name (E5).
+  const bool is_ip = is_ip_literal(host);
+  if (!is_ip && SSL_set_tlsext_host_name(ssl_, host.c_str()) != 1) {
+    throw tls_error("TLS: cannot send the host name \"" + host +
+                    "\" as SNI: " + drain_openssl_errors());
+  }
+  if (!check_hostname) return;
+  // Why throw: going on would connect without checking the name at all (S55).
+  const int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str())
+                       : SSL_set1_host(ssl_, host.c_str());
+  if (ok != 1) {
+    throw tls_error("TLS: cannot check the host name \"" + host + "\": " + drain_openssl_errors());
   }
 }
 

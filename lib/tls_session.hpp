@@ -24,7 +24,8 @@ class tls_session {
  public:
   enum class status { ok, want_input, closed, failed };
 
-  /// Throws tls_error if the SSL object cannot be made.
+  /// Throws tls_error if the SSL object cannot be made, or if a client's server_hostname
+  /// cannot be sent as SNI or checked.
   tls_session(SSL_CTX* context, bool server, std::string_view server_hostname, bool check_hostname,
               bool truncation_is_error);
   ~tls_session();
@@ -57,6 +58,8 @@ class tls_session {
 
  private:
   void record_failure(int ssl_error, const char* during);
+  /// Client: SNI and the name check for `host`; throws tls_error if OpenSSL cannot do them.
+  void set_server_name(const std::string& host, bool check_hostname);
 
   SSL* ssl_ = nullptr;
   BIO* input_ = nullptr;   // network -> SSL

@@ -836,6 +836,24 @@ TEST_P(Tls, VerifyPeerAndCheckHostname_CallOrderNeverChecksSilentlyOff_S55) {
   }());
 }
 
+TEST_P(Tls, HostNameOpenSslCannotCheck_ThrowsInsteadOfSkippingTheCheck_S55) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();  // CN=server, DNS:localhost
+    auto client_ctx = client_context();
+    // OpenSSL takes C strings: a name with a NUL byte would be checked (and sent as SNI) as
+    // "localhost". It cannot be checked as given, so start_tls refuses it.
+    const std::string_view name("localhost\0.evil.example", 23);
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto plain = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    outcome c =
+        co_await outcome_of_call([&] { return std::move(plain).start_tls(client_ctx, name); });
+    EXPECT_EQ(c.kind, outcome::tls) << c;
+    EXPECT_TRUE(contains(c.what, "host name")) << c;
+    EXPECT_FALSE(plain.closed());  // refused at the call: the plain stream is untouched
+  }());
+}
+
 TEST(TlsPki, ExpiredCertificateReallyExpired_E4) {
   // The support code makes it with `openssl x509 -days -1`; make sure that really produced a
   // certificate whose notAfter is in the past (and that it is signed by the test CA).
