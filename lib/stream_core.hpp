@@ -134,6 +134,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void on_tls_eof();
   void queue_tls_output();
   void encrypt_pending();
+  void queue_ciphertext();  // what encrypt_pending's plaintext became: a piece and checkpoint
   void handshake_finished();
   void fail_handshake();
   void send_close_notify() noexcept;

@@ -103,19 +103,35 @@ void stream_core::queue_tls_output() {
 
 void stream_core::encrypt_pending() {
   if (!tls_->handshake_done() || plain_pending_.empty()) return;  // S54: held until then
+  // Why chunks: the ciphertext is taken out of OpenSSL's memory BIO every encrypt_chunk
+  // bytes, so a huge write never grows that BIO (whose memory it keeps for the life of the
+  // connection) to its whole size, never needs a copy of that size, and no length passed to
+  // OpenSSL (an int) can overflow. Small writes still make one piece per flush.
+  constexpr std::size_t encrypt_chunk = 1 << 20;
   while (!plain_pending_.empty()) {
     std::string plain = std::move(plain_pending_.front());
     plain_pending_.pop_front();
-    if (!tls_->encrypt(plain)) {
-      close(tls_->error());
-      return;
+    std::string_view rest = plain;
+    while (!rest.empty()) {
+      std::string_view part = rest.substr(0, encrypt_chunk);
+      if (!tls_->encrypt(part)) {
+        close(tls_->error());
+        return;
+      }
+      rest.remove_prefix(part.size());
+      plain_encrypted_ += part.size();
+      if (tls_->pending_output() >= encrypt_chunk) queue_ciphertext();
     }
-    plain_encrypted_ += plain.size();
   }
+  queue_ciphertext();
+}
+
+void stream_core::queue_ciphertext() {
   std::string cipher = tls_->take_output();
+  if (cipher.empty()) return;
   wire_queued_ += cipher.size();
   pieces_.push_back(std::move(cipher));
-  checkpoints_.push_back({wire_queued_, plain_encrypted_});
+  checkpoints_.push_back({wire_queued_, plain_encrypted_});  // S29: sent once this is
 }
 
 void stream_core::account_sent(std::size_t wire_bytes) {

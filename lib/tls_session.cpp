@@ -5,6 +5,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <climits>
+
 #include "corio/errors.hpp"
 #include "corio/tls.hpp"
 
@@ -145,12 +148,18 @@ void tls_session::shutdown() noexcept {
 
 bool tls_session::has_output() const noexcept { return BIO_ctrl_pending(output_) > 0; }
 
+std::size_t tls_session::pending_output() const noexcept { return BIO_ctrl_pending(output_); }
+
 std::string tls_session::take_output() {
   std::string out(BIO_ctrl_pending(output_), '\0');
-  if (!out.empty()) {
-    int n = BIO_read(output_, out.data(), static_cast<int>(out.size()));
-    out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  std::size_t taken = 0;
+  while (taken < out.size()) {  // BIO_read takes an int
+    int n = BIO_read(output_, out.data() + taken,
+                     static_cast<int>(std::min<std::size_t>(out.size() - taken, INT_MAX)));
+    if (n <= 0) break;
+    taken += static_cast<std::size_t>(n);
   }
+  out.resize(taken);
   return out;
 }
 

@@ -40,12 +40,15 @@ class tls_session {
   /// Decrypts what can be decrypted into `out`. ok: progress or nothing yet (want input);
   /// closed: the peer sent close_notify; failed: see error().
   status decrypt(read_buffer& out);
-  /// Encrypts `plaintext` (after the handshake). Returns false on failure (see error()).
+  /// Encrypts `plaintext` (after the handshake) into the output, which grows by about its
+  /// size: take it in chunks for large amounts. Returns false on failure (see error()).
   bool encrypt(std::string_view plaintext);
   /// Queues close_notify.
   void shutdown() noexcept;
   /// Ciphertext waiting to be sent.
   bool has_output() const noexcept;
+  /// How many ciphertext bytes wait to be taken.
+  std::size_t pending_output() const noexcept;
   std::string take_output();
 
   bool truncation_is_error() const noexcept { return truncation_is_error_; }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/sockios.h>
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -641,6 +642,29 @@ TEST_P(Tls, SmallReadIntoAfterWholeRecord_FewReceives_S24) {
     EXPECT_LE(after.completions - before.completions, 8u);
     EXPECT_LE(after.syscalls - before.syscalls, 16u);
     EXPECT_EQ(client.buffered_bytes(), record.size() - 4);
+  }());
+}
+
+TEST_P(Tls, HugeWrite_EncryptedInChunks_OpenSslOutputStaysSmall_E1) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    // One 32 MiB write: its ciphertext is taken out of OpenSSL's output BIO every few MiB.
+    // Encrypted in one go, the BIO grew to the whole size (and kept that memory for the
+    // life of the connection), and more than 2 GiB would not fit take_output's int.
+    constexpr std::size_t total = 32 << 20;
+    std::string big(total, '\0');
+    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 9);
+    auto received = start(receive_pattern(server, total, 9, 1));
+    co_await client.write(std::move(big));
+    transfer_result r = co_await std::move(received);
+    EXPECT_EQ(r.bytes, total);
+    EXPECT_EQ(r.first_mismatch, std::string::npos);
+    BUF_MEM* output = nullptr;
+    BIO_get_mem_ptr(SSL_get_wbio(client.core().tls()->native()), &output);
+    CO_ASSERT(output != nullptr);
+    EXPECT_LE(output->max, std::size_t{8} << 20);
   }());
 }
 
