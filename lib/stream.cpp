@@ -433,8 +433,10 @@ void stream_core::try_read_progress() {
 void stream_core::want_transport_read() {
   if (closed_ || read_requested_) return;
   std::size_t length = options_.read_chunk_size;
-  if (read_.kind == read_kind::into) {
-    // S24: never ask for more than the span still has room for.
+  if (read_.kind == read_kind::into && !tls_) {
+    // S24: never ask for more than the span still has room for. Not for ciphertext: it is
+    // decrypted into the buffer whole records at a time, so a small span would only make
+    // the transport read a record a few bytes per receive.
     std::size_t room = read_.into.size() > buffer_.size() ? read_.into.size() - buffer_.size() : 1;
     length = std::min(length, room);
   }
@@ -819,12 +821,20 @@ void stream_core::close_by_user(std::error_code reason) noexcept {
 
 void stream_core::send_queued_now() noexcept {
   if (fd_ < 0 || write_op_ != nullptr) return;
-  try {
-    if (tls_) encrypt_pending();
-  } catch (...) {
+  if (tls_) {
+    // Encrypted now, sent by close(): send_close_notify makes the one attempt, so that a
+    // close_notify follows only records that went out.
+    try {
+      encrypt_pending();
+    } catch (...) {
+    }
     return;
   }
-  if (closed_ || pieces_.empty()) return;
+  send_pieces_now();
+}
+
+void stream_core::send_pieces_now() noexcept {
+  if (fd_ < 0 || write_op_ != nullptr || pieces_.empty()) return;
   iovec iov[64];
   int count = 0;
   for (const std::string& piece : pieces_) {

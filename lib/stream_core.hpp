@@ -39,7 +39,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
 
   void close(std::error_code reason) noexcept;
   /// close() called by the application: first one non-blocking attempt to send what is
-  /// queued (what Tornado's inline write would already have sent), then close (S36).
+  /// queued (what Tornado's inline write would already have sent), then close (S36). Over
+  /// TLS the attempt is made by close() itself (send_close_notify), for every close.
   void close_by_user(std::error_code reason) noexcept;
   bool closed() const noexcept { return closed_; }
   /// A read call threw (std::bad_alloc, B13) after registering itself: no task was returned,
@@ -105,6 +106,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   task<void> queue_piece(std::string&& data);
   task<void> wait_for_queued();  // a task completing once everything queued so far is sent
   void send_queued_now() noexcept;
+  /// One non-blocking send of what pieces_ hold (no encryption): close's last attempt.
+  void send_pieces_now() noexcept;
   void submit_pieces();
   void complete_writes() noexcept;
   struct write_wait;  // below, with the write queue
@@ -131,6 +134,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void on_tls_eof();
   void queue_tls_output();
   void encrypt_pending();
+  void queue_ciphertext();  // what encrypt_pending's plaintext became: a piece and checkpoint
   void handshake_finished();
   void fail_handshake();
   void send_close_notify() noexcept;

@@ -103,19 +103,35 @@ void stream_core::queue_tls_output() {
 
 void stream_core::encrypt_pending() {
   if (!tls_->handshake_done() || plain_pending_.empty()) return;  // S54: held until then
+  // Why chunks: the ciphertext is taken out of OpenSSL's memory BIO every encrypt_chunk
+  // bytes, so a huge write never grows that BIO (whose memory it keeps for the life of the
+  // connection) to its whole size, never needs a copy of that size, and no length passed to
+  // OpenSSL (an int) can overflow. Small writes still make one piece per flush.
+  constexpr std::size_t encrypt_chunk = 1 << 20;
   while (!plain_pending_.empty()) {
     std::string plain = std::move(plain_pending_.front());
     plain_pending_.pop_front();
-    if (!tls_->encrypt(plain)) {
-      close(tls_->error());
-      return;
+    std::string_view rest = plain;
+    while (!rest.empty()) {
+      std::string_view part = rest.substr(0, encrypt_chunk);
+      if (!tls_->encrypt(part)) {
+        close(tls_->error());
+        return;
+      }
+      rest.remove_prefix(part.size());
+      plain_encrypted_ += part.size();
+      if (tls_->pending_output() >= encrypt_chunk) queue_ciphertext();
     }
-    plain_encrypted_ += plain.size();
   }
+  queue_ciphertext();
+}
+
+void stream_core::queue_ciphertext() {
   std::string cipher = tls_->take_output();
+  if (cipher.empty()) return;
   wire_queued_ += cipher.size();
   pieces_.push_back(std::move(cipher));
-  checkpoints_.push_back({wire_queued_, plain_encrypted_});
+  checkpoints_.push_back({wire_queued_, plain_encrypted_});  // S29: sent once this is
 }
 
 void stream_core::account_sent(std::size_t wire_bytes) {
@@ -147,12 +163,19 @@ void stream_core::fail_handshake() {
 
 void stream_core::send_close_notify() noexcept {
   if (fd_ < 0 || released_ || write_op_ != nullptr) return;
-  if (front_offset_ > 0) return;  // a record is half sent: an alert now would corrupt it
   try {
     if (tls_->handshake_done()) {
-      pieces_.clear();  // S36: unsent application data is discarded…
-      plain_pending_.clear();
-      tls_->shutdown();  // …but close_notify goes out (E9)
+      plain_pending_.clear();  // S36: never encrypted, so dropping it is invisible to the peer
+      // Every record carries the next sequence number: a close_notify sent after a record
+      // that was not would fail the peer's decryption ("bad record mac", as if tampered
+      // with). So the queued records (a just-queued session ticket or alert, or data this
+      // close discards) get one non-blocking attempt; if any is left, it is discarded (S36)
+      // and nothing follows it: the peer sees a truncation (D10), which is what happened.
+      if (!pieces_.empty()) send_pieces_now();
+      if (!pieces_.empty()) return;
+      tls_->shutdown();  // close_notify (E9)
+    } else if (front_offset_ > 0) {
+      return;  // a handshake record is half sent: an alert now would corrupt it
     }
     // During a handshake pieces_ hold only handshake records and the failure alert (E7).
     if (tls_->has_output()) pieces_.push_back(tls_->take_output());

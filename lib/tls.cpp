@@ -4,8 +4,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <chrono>
 #include <stdexcept>
 
+#include "corio/timeout.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -43,6 +45,14 @@ task<tls_stream> tls_stream::connect(std::string_view host, std::uint16_t port,
                                      tls_context& context, connect_options options) {
   if (context.role() != tls_role::client) {
     throw std::invalid_argument("tls_stream::connect: needs a client tls_context");
+  }
+  // S51: one deadline covers resolution, connection and the handshake, so it is put around
+  // the whole; on expiry the half-made stream is destroyed, which closes its socket.
+  const std::chrono::nanoseconds limit = options.timeout;
+  options.timeout = std::chrono::nanoseconds{0};
+  if (limit.count() > 0) {
+    return start(
+        with_timeout(limit, connect_then_handshake(std::string(host), port, context, options)));
   }
   return start(connect_then_handshake(std::string(host), port, context, options));
 }

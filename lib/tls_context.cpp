@@ -56,28 +56,44 @@ const std::error_category& x509_category() noexcept {
   return category;
 }
 
-struct tls_context::impl {
-  SSL_CTX* ctx = nullptr;
-  tls_role role = tls_role::client;
-  bool check_hostname = true;
-  bool truncation_is_error = true;
-  std::string alpn_wire;  // length-prefixed protocol names
-  std::map<std::string, SSL_CTX*> server_names;
+namespace {
 
-  ~impl() { SSL_CTX_free(ctx); }
+/// What the server callbacks read: owned by the SSL_CTX (ex_data), not by the tls_context, so
+/// that it lives as long as any connection made from the context (each SSL holds a reference
+/// to its SSL_CTX), after the tls_context is gone (tls.hpp).
+struct callback_state {
+  std::string alpn_wire;                         // length-prefixed protocol names
+  std::map<std::string, SSL_CTX*> server_names;  // each holds a reference; nullptr: this one
+
+  callback_state() = default;
+  callback_state(const callback_state&) = delete;
+  callback_state& operator=(const callback_state&) = delete;
+  ~callback_state() {
+    for (auto& entry : server_names) SSL_CTX_free(entry.second);  // nullptr: nothing to free
+  }
+
+  static void free(void*, void* state, CRYPTO_EX_DATA*, int, long, void*) {
+    delete static_cast<callback_state*>(state);
+  }
+  static int index() {
+    static const int value = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, &free);
+    return value;
+  }
 
   static int on_server_name(SSL* ssl, int*, void* arg) {
-    auto* self = static_cast<impl*>(arg);
+    auto* self = static_cast<callback_state*>(arg);
     const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (name == nullptr) return SSL_TLSEXT_ERR_OK;
     auto it = self->server_names.find(name);
-    if (it != self->server_names.end()) SSL_set_SSL_CTX(ssl, it->second);
+    if (it != self->server_names.end() && it->second != nullptr) {
+      SSL_set_SSL_CTX(ssl, it->second);  // the SSL takes a reference of its own
+    }
     return SSL_TLSEXT_ERR_OK;
   }
 
   static int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen,
                      const unsigned char* in, unsigned int inlen, void* arg) {
-    auto* self = static_cast<impl*>(arg);
+    auto* self = static_cast<callback_state*>(arg);
     unsigned char* chosen = nullptr;
     if (SSL_select_next_proto(
             &chosen, outlen, reinterpret_cast<const unsigned char*>(self->alpn_wire.data()),
@@ -89,11 +105,29 @@ struct tls_context::impl {
   }
 };
 
+}  // namespace
+
+struct tls_context::impl {
+  SSL_CTX* ctx = nullptr;
+  callback_state* state = nullptr;  // owned by ctx (ex_data)
+  tls_role role = tls_role::client;
+  bool check_hostname = true;
+  bool truncation_is_error = true;
+
+  ~impl() { SSL_CTX_free(ctx); }  // connections made from it keep their own reference
+};
+
 tls_context::tls_context(tls_role role) : impl_(std::make_unique<impl>()) {
   impl_->role = role;
   impl_->ctx = SSL_CTX_new(role == tls_role::client ? TLS_client_method() : TLS_server_method());
   if (impl_->ctx == nullptr) fail("SSL_CTX_new failed");
   SSL_CTX* ctx = impl_->ctx;
+  auto state = std::make_unique<callback_state>();
+  if (callback_state::index() < 0 ||
+      SSL_CTX_set_ex_data(ctx, callback_state::index(), state.get()) != 1) {
+    fail("cannot attach the callback state");
+  }
+  impl_->state = state.release();
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);  // E15
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   if (role == tls_role::client) {
@@ -101,8 +135,8 @@ tls_context::tls_context(tls_role role) : impl_(std::make_unique<impl>()) {
     if (SSL_CTX_set_default_verify_paths(ctx) != 1) fail("cannot load the system CA store");
   } else {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
-    SSL_CTX_set_tlsext_servername_callback(ctx, &impl::on_server_name);
-    SSL_CTX_set_tlsext_servername_arg(ctx, impl_.get());
+    SSL_CTX_set_tlsext_servername_callback(ctx, &callback_state::on_server_name);
+    SSL_CTX_set_tlsext_servername_arg(ctx, impl_->state);
   }
 }
 
@@ -179,14 +213,22 @@ tls_context& tls_context::use_default_verify_paths() {
   return *this;
 }
 
+// Host name checks and peer verification, as Python's ssl does: a name check means nothing
+// without verification, so turning the check on turns verification on, and check_hostname()
+// is false while verification is off. Unlike Python, verification turned off and on again
+// checks names again unless set_check_hostname(false) was called.
 tls_context& tls_context::set_verify_peer(bool enabled) {
-  SSL_CTX_set_verify(impl_->ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-  if (!enabled) impl_->check_hostname = false;
+  SSL_CTX_set_verify(impl_->ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                     SSL_CTX_get_verify_callback(impl_->ctx));
   return *this;
 }
 
 tls_context& tls_context::set_check_hostname(bool enabled) {
   impl_->check_hostname = enabled;
+  if (enabled && impl_->role == tls_role::client &&
+      (SSL_CTX_get_verify_mode(impl_->ctx) & SSL_VERIFY_PEER) == 0) {
+    set_verify_peer(true);
+  }
   return *this;
 }
 
@@ -198,23 +240,24 @@ tls_context& tls_context::require_client_certificate(bool required) {
 }
 
 tls_context& tls_context::set_alpn_protocols(std::vector<std::string> protocols) {
-  impl_->alpn_wire.clear();
+  std::string wire;
   for (const std::string& p : protocols) {
     if (p.empty() || p.size() > 255) {
       throw std::invalid_argument("tls_context::set_alpn_protocols: protocol name \"" + p +
                                   "\" must be 1..255 bytes");
     }
-    impl_->alpn_wire += static_cast<char>(p.size());
-    impl_->alpn_wire += p;
+    wire += static_cast<char>(p.size());
+    wire += p;
   }
+  impl_->state->alpn_wire = std::move(wire);
   if (impl_->role == tls_role::client) {
-    if (SSL_CTX_set_alpn_protos(impl_->ctx,
-                                reinterpret_cast<const unsigned char*>(impl_->alpn_wire.data()),
-                                static_cast<unsigned>(impl_->alpn_wire.size())) != 0) {
+    if (SSL_CTX_set_alpn_protos(
+            impl_->ctx, reinterpret_cast<const unsigned char*>(impl_->state->alpn_wire.data()),
+            static_cast<unsigned>(impl_->state->alpn_wire.size())) != 0) {
       fail("cannot set ALPN protocols");
     }
   } else {
-    SSL_CTX_set_alpn_select_cb(impl_->ctx, &impl::on_alpn, impl_.get());
+    SSL_CTX_set_alpn_select_cb(impl_->ctx, &callback_state::on_alpn, impl_->state);
   }
   return *this;
 }
@@ -223,7 +266,17 @@ tls_context& tls_context::add_server_name(std::string server_name, tls_context& 
   if (impl_->role != tls_role::server || context.role() != tls_role::server) {
     throw std::logic_error("tls_context::add_server_name: both contexts must be server contexts");
   }
-  impl_->server_names[std::move(server_name)] = context.native_handle();
+  // A reference of its own, so that the named context may be destroyed first (tls.hpp); none
+  // for this context itself (nullptr), which would never be freed.
+  SSL_CTX* named = context.native_handle();
+  if (named == impl_->ctx) {
+    named = nullptr;
+  } else if (SSL_CTX_up_ref(named) != 1) {
+    fail("cannot keep a reference to the named context");
+  }
+  SSL_CTX*& entry = impl_->state->server_names[std::move(server_name)];
+  SSL_CTX_free(entry);
+  entry = named;
   return *this;
 }
 
@@ -240,7 +293,11 @@ tls_context& tls_context::set_truncation_is_error(bool enabled) {
 }
 
 tls_role tls_context::role() const noexcept { return impl_->role; }
-bool tls_context::check_hostname() const noexcept { return impl_->check_hostname; }
+bool tls_context::check_hostname() const noexcept {
+  // Only a client that verifies its peer checks names (a server context never does).
+  return impl_->role == tls_role::client && impl_->check_hostname &&
+         (SSL_CTX_get_verify_mode(impl_->ctx) & SSL_VERIFY_PEER) != 0;
+}
 bool tls_context::truncation_is_error() const noexcept { return impl_->truncation_is_error; }
 SSL_CTX* tls_context::native_handle() const noexcept { return impl_->ctx; }
 

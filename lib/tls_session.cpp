@@ -5,6 +5,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <climits>
+
 #include "corio/errors.hpp"
 #include "corio/tls.hpp"
 
@@ -50,21 +53,35 @@ tls_session::tls_session(SSL_CTX* context, bool server, std::string_view server_
   SSL_set_bio(ssl_, input_, output_);
   if (server) {
     SSL_set_accept_state(ssl_);
-  } else {
-    SSL_set_connect_state(ssl_);
-    std::string host(server_hostname);
-    if (!host.empty()) {
-      // SNI only for names: RFC 6066 forbids IP literals in server_name (E5).
-      bool is_ip = is_ip_literal(host);
-      if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
-      if (check_hostname) {
-        if (is_ip) {
-          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str());
-        } else {
-          SSL_set1_host(ssl_, host.c_str());
-        }
-      }
-    }
+    return;
+  }
+  SSL_set_connect_state(ssl_);
+  try {
+    set_server_name(std::string(server_hostname), check_hostname);
+  } catch (...) {
+    SSL_free(ssl_);  // the destructor does not run: free the SSL and both BIOs here
+    throw;
+  }
+}
+
+void tls_session::set_server_name(const std::string& host, bool check_hostname) {
+  if (host.empty()) return;
+  // OpenSSL takes C strings: a name with a NUL byte would be sent and checked cut short.
+  if (host.find('\0') != std::string::npos) {
+    throw tls_error("TLS: the host name contains a NUL byte, so it cannot be checked");
+  }
+  // SNI only for names: RFC 6066 forbids IP literals in server_name (E5).
+  const bool is_ip = is_ip_literal(host);
+  if (!is_ip && SSL_set_tlsext_host_name(ssl_, host.c_str()) != 1) {
+    throw tls_error("TLS: cannot send the host name \"" + host +
+                    "\" as SNI: " + drain_openssl_errors());
+  }
+  if (!check_hostname) return;
+  // Why throw: going on would connect without checking the name at all (S55).
+  const int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str())
+                       : SSL_set1_host(ssl_, host.c_str());
+  if (ok != 1) {
+    throw tls_error("TLS: cannot check the host name \"" + host + "\": " + drain_openssl_errors());
   }
 }
 
@@ -131,12 +148,18 @@ void tls_session::shutdown() noexcept {
 
 bool tls_session::has_output() const noexcept { return BIO_ctrl_pending(output_) > 0; }
 
+std::size_t tls_session::pending_output() const noexcept { return BIO_ctrl_pending(output_); }
+
 std::string tls_session::take_output() {
   std::string out(BIO_ctrl_pending(output_), '\0');
-  if (!out.empty()) {
-    int n = BIO_read(output_, out.data(), static_cast<int>(out.size()));
-    out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  std::size_t taken = 0;
+  while (taken < out.size()) {  // BIO_read takes an int
+    int n = BIO_read(output_, out.data() + taken,
+                     static_cast<int>(std::min<std::size_t>(out.size() - taken, INT_MAX)));
+    if (n <= 0) break;
+    taken += static_cast<std::size_t>(n);
   }
+  out.resize(taken);
   return out;
 }
 
@@ -144,7 +167,12 @@ void tls_session::record_failure(int ssl_error, const char* during) {
   long verify = SSL_get_verify_result(ssl_);
   unsigned long first = ERR_peek_error();
   std::string reasons = drain_openssl_errors();
-  if (verify != X509_V_OK && !handshake_done_) {
+  // The verify result is the reason only when verification is what failed the handshake: it
+  // also records a failure that was ignored (verification off), which a later unrelated
+  // failure must not be reported as.
+  const bool verify_failed =
+      ERR_GET_LIB(first) == ERR_LIB_SSL && ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED;
+  if (verify_failed && verify != X509_V_OK && !handshake_done_) {
     error_ = std::error_code(static_cast<int>(verify), x509_category());
     error_message_ = std::string("TLS ") + during +
                      ": certificate verification failed: " + X509_verify_cert_error_string(verify);

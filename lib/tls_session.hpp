@@ -24,7 +24,8 @@ class tls_session {
  public:
   enum class status { ok, want_input, closed, failed };
 
-  /// Throws tls_error if the SSL object cannot be made.
+  /// Throws tls_error if the SSL object cannot be made, or if a client's server_hostname
+  /// cannot be sent as SNI or checked.
   tls_session(SSL_CTX* context, bool server, std::string_view server_hostname, bool check_hostname,
               bool truncation_is_error);
   ~tls_session();
@@ -39,12 +40,15 @@ class tls_session {
   /// Decrypts what can be decrypted into `out`. ok: progress or nothing yet (want input);
   /// closed: the peer sent close_notify; failed: see error().
   status decrypt(read_buffer& out);
-  /// Encrypts `plaintext` (after the handshake). Returns false on failure (see error()).
+  /// Encrypts `plaintext` (after the handshake) into the output, which grows by about its
+  /// size: take it in chunks for large amounts. Returns false on failure (see error()).
   bool encrypt(std::string_view plaintext);
   /// Queues close_notify.
   void shutdown() noexcept;
   /// Ciphertext waiting to be sent.
   bool has_output() const noexcept;
+  /// How many ciphertext bytes wait to be taken.
+  std::size_t pending_output() const noexcept;
   std::string take_output();
 
   bool truncation_is_error() const noexcept { return truncation_is_error_; }
@@ -57,6 +61,8 @@ class tls_session {
 
  private:
   void record_failure(int ssl_error, const char* during);
+  /// Client: SNI and the name check for `host`; throws tls_error if OpenSSL cannot do them.
+  void set_server_name(const std::string& host, bool check_hostname);
 
   SSL* ssl_ = nullptr;
   BIO* input_ = nullptr;   // network -> SSL

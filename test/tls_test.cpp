@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/sockios.h>
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -12,16 +14,19 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -616,6 +621,53 @@ TEST_P(Tls, FullDuplex16MiBEachWay_E1) {
       30s);
 }
 
+TEST_P(Tls, SmallReadIntoAfterWholeRecord_FewReceives_S24) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    server.write("go\n");  // the client reads once: the session tickets are taken in too
+    EXPECT_EQ(co_await client.read_until("\n"), "go\n");
+    std::string record(16 << 10, 'r');  // one full TLS record
+    co_await server.write(record);
+    co_await sleep_for(10ms);
+    // S24 limits a receive to the room left in the span for plain bytes; ciphertext is
+    // decrypted into the buffer whole records at a time, so it is received in read_chunk_size
+    // pieces, not 4 bytes per receive.
+    const loop_stats before = event_loop::current().stats();
+    std::array<std::byte, 4> four{};
+    EXPECT_EQ(co_await client.read_into(four), 4u);
+    const loop_stats after = event_loop::current().stats();
+    EXPECT_EQ(static_cast<char>(four[0]), 'r');
+    EXPECT_LE(after.completions - before.completions, 8u);
+    EXPECT_LE(after.syscalls - before.syscalls, 16u);
+    EXPECT_EQ(client.buffered_bytes(), record.size() - 4);
+  }());
+}
+
+TEST_P(Tls, HugeWrite_EncryptedInChunks_OpenSslOutputStaysSmall_E1) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    // One 32 MiB write: its ciphertext is taken out of OpenSSL's output BIO every few MiB.
+    // Encrypted in one go, the BIO grew to the whole size (and kept that memory for the
+    // life of the connection), and more than 2 GiB would not fit take_output's int.
+    constexpr std::size_t total = 32 << 20;
+    std::string big(total, '\0');
+    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 9);
+    auto received = start(receive_pattern(server, total, 9, 1));
+    co_await client.write(std::move(big));
+    transfer_result r = co_await std::move(received);
+    EXPECT_EQ(r.bytes, total);
+    EXPECT_EQ(r.first_mismatch, std::string::npos);
+    BUF_MEM* output = nullptr;
+    BIO_get_mem_ptr(SSL_get_wbio(client.core().tls()->native()), &output);
+    CO_ASSERT(output != nullptr);
+    EXPECT_LE(output->max, std::size_t{8} << 20);
+  }());
+}
+
 TEST_P(Tls, ManySmallWrites_TenThousandLinesEchoed_E1) {
   run([]() -> task<void> {
     auto server_ctx = server_context();
@@ -761,6 +813,71 @@ TEST_P(Tls, HostnameCheckOff_ChainStillVerified_S55) {
   }());
 }
 
+/// The client's outcome of one handshake of `client_ctx` with `server_ctx` as "localhost".
+task<outcome> client_handshake_outcome(tls_context& server_ctx, tls_context& client_ctx) {
+  auto listener = tcp_listener::bind("127.0.0.1", 0);
+  auto client_task = tls_stream::connect("localhost", listener.port(), client_ctx);
+  tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+  outcome c = co_await outcome_of(std::move(client_task));
+  co_await outcome_of(server.wait_for_handshake());
+  co_return c;
+}
+
+TEST_P(Tls, VerifyPeerAndCheckHostname_CallOrderNeverChecksSilentlyOff_S55) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context(P().other_name_cert, P().other_name_key);  // other.example
+    const std::error_code mismatch(X509_V_ERR_HOSTNAME_MISMATCH, x509_category());
+    {  // Checking the name turns verification back on: it means nothing without it.
+      auto client_ctx = client_context();
+      client_ctx.set_verify_peer(false).set_check_hostname(true);
+      EXPECT_TRUE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_EQ(c.code, mismatch) << c;
+    }
+    {  // Verification off, then on again: the name is checked again (the default).
+      auto client_ctx = client_context();
+      client_ctx.set_verify_peer(false);
+      EXPECT_FALSE(client_ctx.check_hostname());  // nothing is checked while it is off
+      client_ctx.set_verify_peer(true);
+      EXPECT_TRUE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_EQ(c.code, mismatch) << c;
+    }
+    {  // Verification off: anything is accepted, and check_hostname() says so.
+      auto client_ctx = client_context();
+      client_ctx.set_verify_peer(false);
+      EXPECT_FALSE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_FALSE(c.failed) << c;
+    }
+    {  // Name checks turned off stay off when verification is turned off and on again.
+      auto client_ctx = client_context();
+      client_ctx.set_check_hostname(false).set_verify_peer(false).set_verify_peer(true);
+      EXPECT_FALSE(client_ctx.check_hostname());
+      outcome c = co_await client_handshake_outcome(server_ctx, client_ctx);
+      EXPECT_FALSE(c.failed) << c;
+    }
+  }());
+}
+
+TEST_P(Tls, HostNameOpenSslCannotCheck_ThrowsInsteadOfSkippingTheCheck_S55) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();  // CN=server, DNS:localhost
+    auto client_ctx = client_context();
+    // OpenSSL takes C strings: a name with a NUL byte would be checked (and sent as SNI) as
+    // "localhost". It cannot be checked as given, so start_tls refuses it.
+    const std::string_view name("localhost\0.evil.example", 23);
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto plain = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    outcome c =
+        co_await outcome_of_call([&] { return std::move(plain).start_tls(client_ctx, name); });
+    EXPECT_EQ(c.kind, outcome::tls) << c;
+    EXPECT_TRUE(contains(c.what, "host name")) << c;
+    EXPECT_FALSE(plain.closed());  // refused at the call: the plain stream is untouched
+  }());
+}
+
 TEST(TlsPki, ExpiredCertificateReallyExpired_E4) {
   // The support code makes it with `openssl x509 -days -1`; make sure that really produced a
   // certificate whose notAfter is in the past (and that it is signed by the test CA).
@@ -815,6 +932,34 @@ TEST_P(Tls, Sni_ServerPicksContextByName_NoSniForIpLiterals_E5) {
   }());
 }
 
+TEST_P(Tls, ServerContextsDestroyedAfterAccept_HandshakeStillCompletes_SniAlpn) {
+  run([]() -> task<void> {
+    // tls.hpp: streams keep their own reference to the context. The SNI table, the contexts
+    // it names and the ALPN list must outlive the tls_context objects (ASan checks this).
+    std::optional<tls_context> default_ctx(server_context());  // CN=server
+    std::optional<tls_context> other_ctx(server_context(P().other_name_cert, P().other_name_key));
+    default_ctx->add_server_name("other.example", *other_ctx);
+    default_ctx->set_alpn_protocols({"http/1.1"});
+    other_ctx->set_alpn_protocols({"http/1.1"});
+    auto client_ctx = client_context();
+    client_ctx.set_alpn_protocols({"h2", "http/1.1"});
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto plain = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    auto client_task = std::move(plain).start_tls(client_ctx, "other.example");
+    tls_stream server = tls_stream::accept(co_await listener.accept(), *default_ctx);
+    other_ctx.reset();  // before the server has seen the ClientHello
+    default_ctx.reset();
+    tls_stream client = co_await with_timeout(5s, std::move(client_task));
+    co_await server.wait_for_handshake();
+    EXPECT_TRUE(contains(client.peer_certificate_subject(), "CN=other"))
+        << client.peer_certificate_subject();
+    EXPECT_EQ(client.alpn_protocol(), "http/1.1");
+    EXPECT_EQ(server.alpn_protocol(), "http/1.1");
+    client.write("still here\n");
+    EXPECT_EQ(co_await server.read_until("\n"), "still here\n");
+  }());
+}
+
 // ------------------------------------------------------------------ wrong peers (E6, E7, E12)
 
 TEST_P(Tls, TlsClientToSilentPlaintextServer_FailsWithinTimeout_E6) {
@@ -835,6 +980,29 @@ TEST_P(Tls, TlsClientToSilentPlaintextServer_FailsWithinTimeout_E6) {
     EXPECT_EQ(hello[0], '\x16');  // handshake record
     EXPECT_EQ(hello[5], '\x01');  // ClientHello
   }());
+}
+
+TEST_P(Tls, ConnectTimeoutCoversTheHandshake_S51) {
+  (void)P();
+  int fds_before = corio::testing::open_fd_count();
+  run([]() -> task<void> {
+    auto client_ctx = client_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto t0 = std::chrono::steady_clock::now();
+    // One deadline covers resolution, connection and the handshake (S51).
+    auto client_task =
+        tls_stream::connect("localhost", listener.port(), client_ctx, {.timeout = 200ms});
+    tcp_stream silent = co_await listener.accept();  // accepts and never answers
+    outcome c = co_await outcome_of(with_timeout(3s, std::move(client_task)));
+    auto elapsed = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(c.kind, outcome::timeout) << c;
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_GE(elapsed, 150ms);
+    // The half-made stream was destroyed: the silent server sees its connection go.
+    co_await with_timeout(2s, silent.read_until_close());
+    EXPECT_TRUE(silent.closed());
+  }());
+  EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
 }
 
 TEST_P(Tls, TlsClientToPlaintextServerAnsweringHttp_E6) {
@@ -1039,6 +1207,143 @@ TEST_P(Tls, CloseReturnsAtOnceWhenPeerNeverAnswers_E10) {
   EXPECT_EQ(corio::testing::open_fd_count(), fds_before);  // L: every fd was closed
 }
 
+/// A TLS pair over a unix socketpair: its send buffer fills deterministically (a unix stream
+/// socket refuses a send once the bytes it has sent and the peer has not read reach SO_SNDBUF;
+/// TCP may append to a queued segment past that), and SIOCOUTQ says how full it is.
+task<tls_pair> unix_socket_pair(tls_context& server_ctx, tls_context& client_ctx,
+                                stream_options server_options = {}) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw std::runtime_error("socketpair failed");
+  }
+  tls_stream server = tls_stream::accept(tcp_stream(fds[1], server_options), server_ctx);
+  tls_stream client = co_await tcp_stream(fds[0]).start_tls(client_ctx, "localhost");
+  co_await server.wait_for_handshake();
+  co_return tls_pair{std::move(client), std::move(server)};
+}
+
+TEST_P(Tls, CloseWithUnsentRecords_PeerSeesTruncationNeverBadRecordMac_D10_S36) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    // A small read_chunk_size: on io_uring the server's idle multishot receive then stops
+    // after one held 16 KiB record instead of taking records in while it does not read.
+    auto [client, server] =
+        co_await unix_socket_pair(server_ctx, client_ctx, {.read_chunk_size = 4096});
+    server.write("go\n");  // the client reads once: the session tickets are taken in too
+    EXPECT_EQ(co_await client.read_until("\n"), "go\n");
+    int fd = raw_fd(client);
+    int sndbuf = 16 << 10;
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    socklen_t len = sizeof sndbuf;
+    ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len);
+    // The server does not read: fill the client's send buffer with writes that all went out,
+    // so that no send is in flight and the next one gets EAGAIN.
+    std::string sent;
+    for (int i = 0; i < 1000; ++i) {
+      int queued = 0;
+      ::ioctl(fd, SIOCOUTQ, &queued);
+      if (queued >= sndbuf) break;
+      std::string chunk(16000, static_cast<char>('a' + i % 26));
+      sent += chunk;
+      outcome w = co_await outcome_of(with_timeout(2s, client.write(std::move(chunk))));
+      CO_ASSERT(!w.failed);
+    }
+    // "tail" is encrypted into a record that cannot be sent now; close() discards it (S36).
+    // A close_notify after it would carry a later record sequence number: the server would
+    // fail to decrypt it (bad record mac, as if tampered with) instead of seeing a
+    // truncation (D10).
+    client.write("tail");
+    client.close();
+    std::string got = co_await with_timeout(5s, server.read_until_close());
+    EXPECT_TRUE(server.error() == std::error_code() || server.error() == errc::tls_truncated)
+        << server.error().category().name() << ": " << server.error().message();
+    EXPECT_GE(got.size(), sent.size());
+    EXPECT_EQ(got.compare(0, sent.size(), sent), 0);
+    if (got.size() > sent.size()) {
+      EXPECT_EQ(got.substr(sent.size()), "tail");
+    }
+  }());
+}
+
+/// A raw OpenSSL client over memory BIOs on a non-blocking socket: the test decides when its
+/// output goes out (pump) and feeds it what arrives.
+struct raw_tls_client {
+  int fd = -1;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{SSL_CTX_new(TLS_client_method()),
+                                                        &SSL_CTX_free};
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl{SSL_new(ctx.get()), &SSL_free};
+  explicit raw_tls_client(std::uint16_t port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+    ::fcntl(fd, F_SETFL, O_NONBLOCK);
+    SSL_set_bio(ssl.get(), BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+    SSL_set_connect_state(ssl.get());
+  }
+  ~raw_tls_client() { ::close(fd); }
+  /// Sends what SSL wrote, in one send.
+  void send_output() {
+    BIO* out = SSL_get_wbio(ssl.get());
+    std::string bytes(BIO_ctrl_pending(out), '\0');
+    if (bytes.empty()) return;
+    BIO_read(out, bytes.data(), static_cast<int>(bytes.size()));
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  }
+  /// Hands SSL what arrived; false at EOF or error.
+  bool receive_input() {
+    char buf[16 << 10];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) BIO_write(SSL_get_rbio(ssl.get()), buf, n);
+    return n < 0 && errno == EAGAIN;
+  }
+};
+
+TEST_P(Tls, PeerCloseNotifyWithItsFinished_TicketsThenCloseNotifySent_E9) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    raw_tls_client client(listener.port());
+    SSL* ssl = client.ssl.get();
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    int rc = 0;
+    for (int i = 0; i < 2000 && (rc = SSL_do_handshake(ssl)) != 1; ++i) {
+      CO_ASSERT(SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ);
+      client.send_output();
+      co_await sleep_for(1ms);
+      client.receive_input();
+    }
+    CO_ASSERT(rc == 1);
+    CO_ASSERT(SSL_shutdown(ssl) == 0);
+    client.send_output();  // the client's Finished and close_notify, in one send
+    // The server completes its handshake, queues its TLS 1.3 session tickets and reads the
+    // close_notify in one go. Its own close_notify must follow those tickets: sent without
+    // them, it carries a record number the client does not expect and fails to decrypt
+    // ("bad record mac", as if tampered with).
+    EXPECT_EQ(co_await with_timeout(2s, server.read_until_close()), "");
+    EXPECT_FALSE(server.error()) << server.error().message();
+    int result = 0;
+    char buf[256];
+    for (int i = 0; i < 2000; ++i) {
+      bool open = client.receive_input();
+      ERR_clear_error();
+      int n = SSL_read(ssl, buf, sizeof buf);
+      int e = SSL_get_error(ssl, n);
+      if (e != SSL_ERROR_WANT_READ || !open) {
+        result = e;
+        break;
+      }
+      co_await sleep_for(1ms);
+    }
+    EXPECT_EQ(result, SSL_ERROR_ZERO_RETURN) << detail::drain_openssl_errors();
+  }());
+}
+
 TEST_P(Tls, ClientSendsNothing_ServerHandshakeTimesOut_E11) {
   (void)P();
   int fds_before = corio::testing::open_fd_count();
@@ -1108,6 +1413,28 @@ TEST_P(Tls, ClientCertificateRequiredButAbsent_HandshakeAlert_E14) {
     EXPECT_TRUE(contains(s.lower_what(), "certificate")) << s;  // the reason is given
     // TLS 1.3: the client's side may finish before the server's alert arrives (see below).
     co_await outcome_of(std::move(client_task));
+  }());
+}
+
+TEST_P(Tls, VerificationOff_LaterAlertNotReportedAsCertificateFailure_E14) {
+  run([]() -> task<void> {
+    // The server's certificate does not verify, but the client does not verify (its verify
+    // result still records the failure). The handshake then fails for another reason: the
+    // server wants a client certificate (TLS 1.2, so the client sees the alert during its
+    // handshake). The client must report that alert, not the ignored verify result.
+    auto server_ctx = server_context(P().untrusted_cert, P().untrusted_key);
+    server_ctx.load_verify_file(P().ca_cert).require_client_certificate();
+    auto client_ctx = client_context();
+    client_ctx.set_verify_peer(false);
+    SSL_CTX_set_max_proto_version(client_ctx.native_handle(), TLS1_2_VERSION);
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto client_task = tls_stream::connect("localhost", listener.port(), client_ctx);
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    outcome c = co_await outcome_of(std::move(client_task));
+    EXPECT_EQ(c.kind, outcome::tls) << c;
+    EXPECT_EQ(c.code.category(), tls_category()) << c;
+    EXPECT_FALSE(contains(c.lower_what(), "certificate verification failed")) << c;
+    co_await outcome_of(server.wait_for_handshake());
   }());
 }
 

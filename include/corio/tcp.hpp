@@ -26,7 +26,8 @@ struct endpoint {
 
 /// Options of tcp_stream::connect.
 struct connect_options {
-  /// One deadline for resolution and connection (0: none); expiry throws timeout_error (S51).
+  /// One deadline for resolution and connection, and for the handshake of
+  /// tls_stream::connect (0: none); expiry throws timeout_error (S51).
   std::chrono::nanoseconds timeout{0};
   stream_options stream{};  ///< options of the resulting stream
   bool nodelay = false;     ///< set TCP_NODELAY once connected

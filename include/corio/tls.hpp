@@ -32,7 +32,8 @@ class tls_context {
   tls_context(tls_context&&) noexcept;
   /// Releases this context, then takes over `other`'s OpenSSL context.
   tls_context& operator=(tls_context&&) noexcept;
-  /// Releases the OpenSSL context (streams created from it keep their own reference).
+  /// Releases the OpenSSL context (streams created from it keep their own reference, which
+  /// also keeps its SNI table and ALPN list).
   ~tls_context();
 
   /// Loads a PEM certificate chain (leaf first). Throws tls_error naming the file.
@@ -49,9 +50,12 @@ class tls_context {
   tls_context& load_verify_dir(const std::string& path);
   /// Trusts the system's default CA store (done by default for clients).
   tls_context& use_default_verify_paths();
-  /// Client: verify the server's chain (default true). Server: see require_client_certificate.
+  /// Client: verify the server's chain (default true). Off, no name is checked either
+  /// (check_hostname() is false); on again, names are checked again unless
+  /// set_check_hostname(false) was called. Server: see require_client_certificate.
   tls_context& set_verify_peer(bool enabled);
-  /// Client: check the server's name against the certificate (default true).
+  /// Client: check the server's name against the certificate (default true). Turning it on
+  /// turns peer verification on too (a name check means nothing without it), as Python does.
   tls_context& set_check_hostname(bool enabled);
   /// Server: ask for a client certificate and fail the handshake without a valid one.
   tls_context& require_client_certificate(bool required = true);
@@ -59,7 +63,9 @@ class tls_context {
   /// picks the first protocol of its own list that the client offers; with no overlap the
   /// handshake goes on without ALPN and alpn_protocol() is "".
   tls_context& set_alpn_protocols(std::vector<std::string> protocols);
-  /// Server: use `context` for clients that ask for `server_name` through SNI.
+  /// Server: use `context` for clients that ask for `server_name` through SNI. This context
+  /// keeps a reference to `context`'s OpenSSL context, so `context` may be destroyed first;
+  /// two contexts naming each other are never freed.
   tls_context& add_server_name(std::string server_name, tls_context& context);
   /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
   tls_context& set_ciphers(const std::string& list);
@@ -68,7 +74,8 @@ class tls_context {
 
   /// Whether this is a client or a server context.
   tls_role role() const noexcept;
-  /// True if start_tls/connect check the peer's name against its certificate.
+  /// True if start_tls/connect check the peer's name against its certificate: a client
+  /// context that verifies its peer and whose name check is on.
   bool check_hostname() const noexcept;
   /// True if a missing close_notify is recorded as errc::tls_truncated (D10).
   bool truncation_is_error() const noexcept;
@@ -91,7 +98,8 @@ class tls_stream : public stream {
   tls_stream() noexcept = default;
 
   /// Connects and performs the client handshake (SNI and verification against `host`).
-  /// Failure: stream_closed_error from the TCP connect (S47), or tls_error (S53).
+  /// Failure: stream_closed_error from the TCP connect (S47), or tls_error (S53);
+  /// timeout_error once options.timeout, one deadline for all of it, expired (S51).
   [[nodiscard]] static task<tls_stream> connect(std::string_view host, std::uint16_t port,
                                                 tls_context& context, connect_options options = {});
 
