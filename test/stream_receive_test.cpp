@@ -7,6 +7,7 @@
 // arms, the buffers it held between reads and the plain receives made when the provided
 // buffer ring ran empty); on epoll the same tests check the same observable behaviour.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cstddef>
@@ -19,6 +20,7 @@
 
 #include "corio/corio.hpp"
 #include "support/backends.hpp"
+#include "support/raw_sockets.hpp"
 
 using namespace corio;
 using namespace std::chrono_literals;
@@ -140,6 +142,31 @@ TEST_P(StreamReceive, DataArrivingBetweenReads_IsNotReadAhead_S45) {
     if (multishot()) {
       EXPECT_GE(event_loop::current().stats().buffers_held, 1u);
     }
+  }());
+}
+
+TEST_P(StreamReceive, SmallMessagesToAStreamThatDoesNotRead_AreNotReadAhead_S45) {
+  // Each message arrives on its own (one send per loop turn). The few a multishot receive
+  // holds must not make room for more by moving the oldest into the stream: that read ahead
+  // without limit (199,600 of 200,000 bytes here), and a peer sending small messages to a
+  // stream that does not read could fill memory instead of being held back by TCP.
+  run([&]() -> task<void> {
+    auto pair = corio::testing::make_tcp_pair();
+    tcp_stream b(pair.second.release());
+    const int a = pair.first.get();
+    EXPECT_EQ(::send(a, "x", 1, MSG_NOSIGNAL), 1);
+    EXPECT_EQ(co_await b.read_bytes(1), "x");  // b's receive is now armed (io_uring)
+    const std::string message = pattern(100, 2);
+    std::string sent;
+    for (int i = 0; i < 2000; ++i) {
+      ssize_t n = ::send(a, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n <= 0) break;  // the transport holds the sender back: fine too
+      sent.append(message, 0, static_cast<std::size_t>(n));
+      co_await sleep_for(0ms);  // a loop turn: b's side sees each message on its own
+    }
+    co_await sleep_for(20ms);
+    EXPECT_LE(b.buffered_bytes(), 4096u) << "S45: read ahead into the stream";
+    EXPECT_EQ(co_await b.read_bytes(sent.size()), sent);
   }());
 }
 

@@ -580,7 +580,8 @@ class uring_backend final : public backend_base {
   // op.length bytes per answer, as a single-shot recv would have read: flow control (S45)
   // and max_buffer_size hold as before, and held buffers stand in for the socket buffer.
   // The multishot is stopped when a stream holds a receive's worth of data it does not
-  // want, or when held buffers take a quarter of the ring; if the ring runs empty anyway,
+  // want, or as many receives as it has slots for, or when held buffers take a quarter of
+  // the ring; if the ring runs empty anyway,
   // a wanted receive falls back to one recv into scratch memory rather than spin on ENOBUFS.
 
   void request_multishot(io_op& op) {
@@ -826,7 +827,9 @@ class uring_backend final : public backend_base {
       if (held_bytes >= answer_limit(op)) {
         op.multishot_state |= ms_bulk;
         stop_multishot(op);
-      } else if (held_buffers_ * 4 >= buffer_count_) {
+      } else if (op.held_count == op.held.size() || held_buffers_ * 4 >= buffer_count_) {
+        // Every slot is taken: one more arrival would push the oldest into the stream (hold),
+        // and small messages would then be read ahead without limit (S45).
         stop_multishot(op);
       }
     }
