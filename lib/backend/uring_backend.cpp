@@ -93,6 +93,9 @@ class uring_backend final : public backend_base {
       }
       require_opcodes();
       pending_.resize(std::min<std::size_t>(ring_.cq.ring_entries, 256));
+      stashed_.reserve(2 * std::size_t(ring_.cq.ring_entries));
+      const char* no_sync_cancel = std::getenv("CORIO_NO_SYNC_CANCEL");
+      sync_cancel_ = !(no_sync_cancel && *no_sync_cancel && *no_sync_cancel != '0');
       setup_buffer_ring(options);
       const char* no_multishot = std::getenv("CORIO_NO_MULTISHOT");
       multishot_ = buffer_ring_ != nullptr && kernel_has_multishot_recv() &&
@@ -124,10 +127,7 @@ class uring_backend final : public backend_base {
 
   void cancel(io_op& op) noexcept override {
     if (op.multishot) return serve(op);  // orphaned: drop what it holds, stop it
-    io_uring_sqe* sqe = get_sqe();
-    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(&op), 0);
-    io_uring_sqe_set_data64(sqe, cancel_tag);
-    ++loop_.mutable_stats().submissions;
+    submit_cancel(op);
   }
 
   void cancel_now(io_op& op) noexcept override {
@@ -135,6 +135,7 @@ class uring_backend final : public backend_base {
       if (!(op.multishot_state & (ms_armed | ms_scratch))) return;  // the kernel has nothing
       op.multishot_state |= ms_stopping;  // the final completion is still delivered later
     }
+    if (!sync_cancel_) return cancel_and_wait_for_final_completion(op);
     // Why: the SQE may still sit unsubmitted in the SQ (we batch), where a synchronous cancel
     // cannot see it; submit first so the kernel knows the request.
     flush_submissions();
@@ -148,12 +149,9 @@ class uring_backend final : public backend_base {
     do {  // B6: a signal interrupts the wait; the op may still be running, so ask again
       rc = io_uring_register_sync_cancel(&ring_, &reg);
     } while (rc == -EINTR);
-    if (rc == -EINVAL || rc == -EOPNOTSUPP) {
-      // Older kernel: fall back to waiting for the completion itself.
-      cancel(op);
-      while (op.in_flight && (!op.multishot || (op.multishot_state & (ms_armed | ms_scratch)))) {
-        wait(std::chrono::milliseconds(10));
-      }
+    if (rc == -EINVAL || rc == -EOPNOTSUPP) {  // older kernel: from now on, the fallback
+      sync_cancel_ = false;
+      cancel_and_wait_for_final_completion(op);
     }
   }
 
@@ -194,7 +192,7 @@ class uring_backend final : public backend_base {
   }
 
   bool has_ready_completions() const noexcept override {
-    return pending_head_ < pending_count_ || serve_head_ != nullptr;
+    return pending_head_ < pending_count_ || !stashed_.empty() || serve_head_ != nullptr;
   }
 
   void wake() noexcept override {
@@ -207,6 +205,65 @@ class uring_backend final : public backend_base {
   bool supports_multishot_recv() const noexcept override { return multishot_; }
 
  private:
+  void submit_cancel(io_op& op) noexcept {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(&op), 0);
+    io_uring_sqe_set_data64(sqe, cancel_tag);
+    ++loop_.mutable_stats().submissions;
+  }
+
+  /// cancel_now without a synchronous cancel (Linux < 6.0, or CORIO_NO_SYNC_CANCEL): cancel
+  /// asynchronously, then wait until the op's final completion has arrived, handling none
+  /// here. Why not handle them: the caller is often the op's own handler, being destroyed
+  /// (an awaiter dropped by with_timeout), and handlers run from inside its destructor would
+  /// call into it. The completions stay queued, in order, for the next reap; by then the
+  /// caller has orphaned the op.
+  void cancel_and_wait_for_final_completion(io_op& op) noexcept {
+    submit_cancel(op);
+    while (!holds_final_completion(op)) {
+      // A full CQ takes no more: the completions move aside (in order) to make room.
+      if (io_uring_cq_ready(&ring_) == ring_.cq.ring_entries && !stash_completions()) return;
+      io_uring_cqe* cqe = nullptr;
+      __kernel_timespec ten_ms{0, 10'000'000};
+      ++loop_.mutable_stats().syscalls;
+      io_uring_submit_and_wait_timeout(&ring_, &cqe, io_uring_cq_ready(&ring_) + 1, &ten_ms,
+                                       nullptr);
+    }
+  }
+
+  /// True if a completion after which the kernel is done with `op` has arrived (and has not
+  /// been handled yet): one without IORING_CQE_F_MORE.
+  bool holds_final_completion(const io_op& op) noexcept {
+    const auto is_final = [&op](std::uint64_t user_data, std::uint32_t flags) {
+      return user_data == reinterpret_cast<std::uint64_t>(&op) && !(flags & IORING_CQE_F_MORE);
+    };
+    for (std::size_t i = pending_head_; i < pending_count_; ++i) {
+      if (is_final(pending_[i].user_data, pending_[i].flags)) return true;
+    }
+    for (const completion& c : stashed_) {
+      if (is_final(c.user_data, c.flags)) return true;
+    }
+    unsigned head;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (is_final(cqe->user_data, cqe->flags)) return true;
+    }
+    return false;
+  }
+
+  /// Moves every CQE into stashed_ (reserved at setup: never allocates); false if it is full.
+  bool stash_completions() noexcept {
+    const unsigned ready = io_uring_cq_ready(&ring_);
+    if (stashed_.size() + ready > stashed_.capacity()) return false;
+    unsigned head;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      stashed_.push_back({cqe->user_data, cqe->res, cqe->flags});
+    }
+    io_uring_cq_advance(&ring_, ready);
+    return true;
+  }
+
   /// One io_uring_queue_init_params attempt with `flags` (the fault plan of a test may refuse
   /// it, D4).
   int setup_ring(unsigned depth, io_uring_params& params, unsigned flags) {
@@ -475,8 +532,17 @@ class uring_backend final : public backend_base {
     loop_.mutable_stats().cq_overflow = IO_URING_READ_ONCE(*ring_.cq.koverflow);
     serve_queued();
     // What is there now is delivered in this call; what handlers cause waits for the next.
-    std::size_t budget = (pending_count_ - pending_head_) + io_uring_cq_ready(&ring_);
+    std::size_t budget =
+        (pending_count_ - pending_head_) + stashed_.size() + io_uring_cq_ready(&ring_);
     while (budget > 0) {
+      if (pending_head_ == pending_count_ && !stashed_.empty()) {
+        // Completions moved aside by a fallback cancel_now came before those in the CQ.
+        const std::size_t n = std::min(stashed_.size(), pending_.size());
+        std::copy_n(stashed_.begin(), n, pending_.begin());
+        stashed_.erase(stashed_.begin(), stashed_.begin() + static_cast<std::ptrdiff_t>(n));
+        pending_head_ = 0;
+        pending_count_ = n;
+      }
       if (pending_head_ == pending_count_) {
         pending_head_ = pending_count_ = 0;
         unsigned head;
@@ -910,6 +976,12 @@ class uring_backend final : public backend_base {
   std::size_t buffer_size_ = 0;
   std::unique_ptr<std::byte[]> buffers_;
   std::vector<completion> pending_;  // up to 256 CQEs, sized at setup: reap() never allocates
+  // CQEs moved out of a full CQ while cancel_now waited without handling any (reserved at
+  // setup), delivered by reap() before the CQ's.
+  std::vector<completion> stashed_;
+  // IORING_REGISTER_SYNC_CANCEL (Linux 6.0+); off after the kernel refused it once, or with
+  // CORIO_NO_SYNC_CANCEL=1 (tests run the older kernels' path with it).
+  bool sync_cancel_ = true;
   std::size_t pending_head_ = 0;
   std::size_t pending_count_ = 0;
   std::size_t in_flight_ = 0;
