@@ -1,7 +1,10 @@
 // HTTP/1.1 server and client over loopback TCP (and TLS), both backends: the corio client
 // and raw tcp_streams against the corio server, the corio client against raw servers, and
 // curl as a real peer when it is installed.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -323,6 +326,55 @@ TEST_P(Http, ManyPipelinedRequestsInOneWrite) {
     }
   }));
   EXPECT_EQ(server.requests_served(), 500u);
+}
+
+/// A blocking TCP connection to 127.0.0.1:`port` whose receive buffer is `rcvbuf` bytes (set
+/// before connecting, so the advertised window stays small), adopted as a tcp_stream.
+tcp_stream connect_with_small_receive_buffer(std::uint16_t port, int rcvbuf) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // The listener's backlog completes the handshake: connect returns without an accept.
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  return tcp_stream(fd);
+}
+
+TEST_P(Http, PipelinedRequestsWaitForAClientThatDoesNotRead) {
+  // 100 pipelined GETs for 128 KiB each, and the client reads nothing: the server must stop
+  // handling requests once max_unsent_response_bytes (1 MiB) of answers wait unsent, instead
+  // of queueing all 12.5 MiB (10,000 GETs of 1 MiB would be 10 GB).
+  constexpr int requests = 100;
+  constexpr std::size_t size = 128 * 1024;
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::text(200, std::string(size, 'r'));
+      },
+      small_timeouts());
+  run(with_server(server, [&server](std::uint16_t port) -> task<void> {
+    tcp_stream c = connect_with_small_receive_buffer(port, 4096);
+    std::string burst;
+    for (int i = 0; i < requests; ++i) burst += "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    co_await c.write(burst);
+    co_await sleep_for(300ms);
+    std::uint64_t served = server.requests_served();
+    // What the kernel buffers of both sockets and the 1 MiB mark hold, in answers.
+    EXPECT_LT(served, 50u);
+    co_await sleep_for(200ms);
+    EXPECT_LT(server.requests_served(), 50u);  // and it stays there
+    // Reading resumes the server: every answer arrives, in order and whole.
+    for (int i = 0; i < requests; ++i) {
+      raw_response r = co_await read_response(c);
+      if (r.status != 200 || r.body.size() != size) {
+        ADD_FAILURE() << "response " << i << ": " << r.status << ", " << r.body.size();
+        break;
+      }
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), static_cast<std::uint64_t>(requests));
 }
 
 TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {

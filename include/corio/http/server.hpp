@@ -28,6 +28,12 @@ struct server_options {
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// The body must arrive within this once the head was read.
   std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
+  /// Pipelining back-pressure: once more than this many response bytes wait unsent on a
+  /// connection (a client that pipelines requests without reading the answers), the server
+  /// waits until they are sent before it handles the next request; if that takes longer
+  /// than idle_timeout, the connection is closed. Requests answered one at a time never
+  /// wait for this.
+  std::size_t max_unsent_response_bytes = 1024 * 1024;
   std::string server_name = "corio";  ///< the Server header ("" omits it)
   tls_context* tls = nullptr;         ///< serve HTTPS with this server context
   stream_options streams{};           ///< options of accepted streams
