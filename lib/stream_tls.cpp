@@ -147,6 +147,7 @@ void stream_core::fail_handshake() {
 
 void stream_core::send_close_notify() noexcept {
   if (fd_ < 0 || released_ || write_op_ != nullptr) return;
+  if (write_shut_) return;        // shutdown_write() queued the alert already
   if (front_offset_ > 0) return;  // a record is half sent: an alert now would corrupt it
   try {
     if (tls_->handshake_done()) {
