@@ -461,6 +461,90 @@ TEST_P(Http, BodyOverLimitIs413) {
   }));
 }
 
+/// Writes `total` bytes of `filler` to `s` in 64 KiB writes, each awaited, until done or the
+/// peer closes; sets `done` at the end.
+task<void> keep_sending(stream& s, std::size_t total, char filler, bool& done) {
+  std::string piece(64 * 1024, filler);
+  try {
+    for (std::size_t sent = 0; sent < total; sent += piece.size()) co_await s.write(piece);
+  } catch (const corio::error&) {
+    // the server closed the connection (EPIPE / ECONNRESET)
+  }
+  done = true;
+}
+
+/// Sends `head` and `body_bytes` more, then reads the answer: a client that sends its whole
+/// request before it reads (`concurrently`: one that reads while it is still sending).
+task<raw_response> answer_to_a_long_request(std::uint16_t port, std::string head,
+                                            std::size_t body_bytes, bool concurrently) {
+  tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+  c.write(head);
+  bool done = false;
+  event_loop::current().spawn(keep_sending(c, body_bytes, 'b', done));
+  if (!concurrently) {
+    while (!done) co_await sleep_for(1ms);
+  }
+  raw_response r;
+  std::exception_ptr failure;
+  try {
+    r = co_await read_response(c);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (!failure) {
+    bool closed = co_await closes_within(c, 3000ms);
+    EXPECT_TRUE(closed);
+  }
+  c.close();  // ends the writer if it still runs
+  while (!done) co_await sleep_for(1ms);
+  if (failure) std::rethrow_exception(failure);
+  co_return r;
+}
+
+TEST_P(Http, ErrorAnswerReachesAClientStillSendingItsBody) {
+  // An answer sent while request bytes are unread used to be followed by close(), which
+  // makes the kernel send RST: the client's send fails with ECONNRESET and the answer is
+  // lost. The server now shuts its side down and reads for a while before it closes.
+  http::server_options o = small_timeouts();
+  o.max_body_bytes = 5 * 1000 * 1000;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/reject") co_return http::response::text(417, "no\n");
+        co_await req.read_body();
+        co_return http::response::text(200, "read");
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    constexpr std::size_t ten_mb = 10 * 1000 * 1000;
+    for (bool concurrently : {false, true}) {
+      SCOPED_TRACE(concurrently ? "reading while sending" : "reading after sending");
+      {  // Content-Length over max_body_bytes: 413 before the body is read
+        raw_response r = co_await answer_to_a_long_request(
+            port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n", ten_mb,
+            concurrently);
+        EXPECT_EQ(r.status, 413);
+        EXPECT_EQ(r.headers.get("Connection"), "close");
+      }
+      {  // Expect: 100-continue rejected by the handler, and the client sends the body anyway
+        raw_response r = co_await answer_to_a_long_request(
+            port,
+            "POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n"
+            "Expect: 100-continue\r\n\r\n",
+            4 * 1000 * 1000, concurrently);
+        EXPECT_EQ(r.status, 417);
+      }
+      {  // a malformed chunk in the middle of a chunked body: 400, and more body follows
+        raw_response r = co_await answer_to_a_long_request(
+            port,
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "5\r\nhello\r\nzz\r\n",
+            ten_mb, concurrently);
+        EXPECT_EQ(r.status, 400);
+      }
+    }
+  }));
+}
+
 TEST_P(Http, MalformedRequestsAre400AndClose) {
   http::server server(echo_handler, small_timeouts());
   std::vector<std::pair<std::string, int>> cases = {
@@ -948,6 +1032,31 @@ TEST_P(Http, HttpsAgainstTheCorioServer) {
     strict.tls = &default_trust;
     http::client untrusting(strict);
     EXPECT_THROW(co_await untrusting.get(base + "/"), corio::error);
+  }));
+}
+
+TEST_P(Http, HttpsErrorAnswerReachesAClientStillSendingItsBody) {
+  // The lingering close over TLS: close_notify and FIN after the answer, then the rest of
+  // the body is read and discarded.
+  const auto& pki = corio::testing::pki();
+  tls_context server_ctx(tls_role::server);
+  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  http::server_options o = small_timeouts();
+  o.tls = &server_ctx;
+  o.max_body_bytes = 1000;
+  http::server server(echo_handler, o);
+  run(with_server(server, [&pki](std::uint16_t port) -> task<void> {
+    tls_context trusting(tls_role::client);
+    trusting.load_verify_file(pki.ca_cert);
+    tls_stream c = co_await tls_stream::connect("localhost", port, trusting);
+    c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n");
+    bool done = false;
+    event_loop::current().spawn(keep_sending(c, 4000000, 'b', done));
+    while (!done) co_await sleep_for(1ms);  // all sent before reading
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 413);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    EXPECT_EQ(c.error(), std::error_code());  // close_notify came: no truncation
   }));
 }
 

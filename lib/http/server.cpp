@@ -2,8 +2,11 @@
 #include "corio/http/server.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <span>
+#include <stdexcept>
 #include <vector>
 
 #include "corio/loop.hpp"
@@ -91,6 +94,36 @@ void send_error(corio::stream& s, const server_options& o, int status, const std
   std::string out = serialize_head(r, o.server_name, false, 1, false, false);
   out += r.body;
   s.write(std::move(out));
+}
+
+/// How long, and how many bytes, a lingering close reads and discards at most.
+constexpr std::chrono::seconds linger_time{1};
+constexpr std::size_t linger_bytes = 16 * 1024 * 1024;
+
+/// Ends a connection whose peer may still be sending (its body was not read, or an error was
+/// answered mid-request).
+/// Why: closing a socket with unread received bytes makes the kernel send RST instead of FIN;
+/// a client still sending its body then fails with ECONNRESET, usually before it has read the
+/// answer (RFC 9112 §9.6). So: send the answer, shut down the sending side (the client reads
+/// EOF after the answer), and read and discard what the client still sends, for at most
+/// linger_time and linger_bytes, before closing.
+task<void> linger_close(corio::stream& s, const server_options& o) {
+  try {
+    co_await with_timeout(o.idle_timeout, s.write(""));
+    s.shutdown_write();
+    std::vector<std::byte> discard(64 * 1024);
+    auto deadline = std::chrono::steady_clock::now() + linger_time;
+    for (std::size_t discarded = 0; discarded < linger_bytes;) {
+      auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::nanoseconds::zero()) break;
+      discarded += co_await with_timeout(left, s.read_into(std::span(discard), true));
+    }
+  } catch (const corio::error&) {
+    // the peer's EOF (stream_closed_error), time is up, or the connection failed
+  } catch (const std::logic_error&) {
+    // a stream that cannot be half-closed (a pipe): closed at once
+  }
+  s.close();
 }
 
 /// The most a request head may take before the connection is dropped without an answer:
@@ -194,6 +227,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   // Response bytes queued since the write queue was last seen empty: a bound on what is still
   // unsent, kept without asking the stream after every response (pipelining back-pressure).
   std::size_t queued_since_drain = 0;
+  bool linger = false;  // close with linger_close: the peer may still be sending
   try {
     while (!st.stopping) {
       // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
@@ -216,11 +250,13 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
             co_await with_timeout(o.header_timeout, s.read_until("\r\n\r\n", header_hard_limit(o)));
       } catch (const timeout_error&) {
         send_error(s, o, 408, "the request head did not arrive in time");
+        linger = true;
         break;
       }
       if (head.size() > o.max_header_bytes) {
         send_error(s, o, 431,
                    "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
+        linger = true;
         break;
       }
       request req;
@@ -246,9 +282,11 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         if (!conn.expect_continue) co_await req.read_body();
       } catch (const protocol_error& e) {
         send_error(s, o, e.status(), e.what());
+        linger = true;
         break;
       } catch (const timeout_error&) {
         send_error(s, o, 408, "the request body did not arrive in time");
+        linger = true;
         break;
       }
       keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
@@ -258,12 +296,14 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         res = co_await st.handle(req);
       } catch (const protocol_error& e) {
         send_error(s, o, e.status(), e.what());
+        linger = true;
         break;
       } catch (const stream_closed_error&) {
         break;
       } catch (const std::exception& e) {
         send_error(s, o, 500, "the handler failed");
         event_loop::current().report_exception(std::current_exception());
+        linger = true;
         break;
       }
       // A body the handler did not read (Expect: 100-continue refused) cannot be skipped
@@ -307,13 +347,18 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         queued_since_drain = 0;
       }
       if (!keep_alive) {
-        co_await s.write("");  // flush, then close
+        if (!req.body_read && conn.framing.kind != detail::body_kind::none) {
+          linger = true;  // the client may be sending the body it was refused
+        } else {
+          co_await s.write("");  // flush, then close
+        }
         break;
       }
     }
   } catch (const stream_closed_error&) {
   } catch (const timeout_error&) {
   }
+  if (linger) co_await linger_close(s, o);
   s.close();
 }
 
