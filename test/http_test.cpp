@@ -580,6 +580,47 @@ TEST_P(Http, MalformedRequestsAre400AndClose) {
   EXPECT_EQ(server.requests_served(), 0u);
 }
 
+TEST_P(Http, ChunkLinesAndTrailersAreParsedStrictly) {
+  // The reader the server uses (not only decode_chunked): chunk extensions per RFC 9112
+  // §7.1.1, trailer lines as header field lines, at most 100 trailer fields.
+  http::server server(echo_handler, small_timeouts());
+  const std::string post = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  auto trailers = [](int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += "T" + std::to_string(i) + ": v\r\n";
+    return out;
+  };
+  std::vector<std::pair<std::string, int>> cases = {
+      {"2;\nxx\r\nab\r\n0\r\n\r\n", 400},  // a bare LF hidden in an extension
+      {"2;a=b\rxx\r\nab\r\n0\r\n\r\n", 400},
+      {"2 \r\nab\r\n0\r\n\r\n", 400},
+      {" 2\r\nab\r\n0\r\n\r\n", 400},
+      {"2;a\x01\r\nab\r\n0\r\n\r\n", 400},
+      {"2;a=\"open\r\nab\r\n0\r\n\r\n", 400},
+      {"2\r\nab\r\n0\r\nBad Trailer: 1\r\n\r\n", 400},
+      {"2\r\nab\r\n0\r\nX: 1\nContent-Length: 5\r\n\r\n", 400},
+      {"2\r\nab\r\n0\r\n" + trailers(101) + "\r\n", 431},
+      {"2;name=value\r\nab\r\n3 ; q = \"x;\\\"y\"\r\ncde\r\n0;last\r\n\r\n", 200},
+      {"2\r\nab\r\n0\r\n" + trailers(100) + "\r\n", 200},
+  };
+  run(with_server(server, [&cases, &post](std::uint16_t port) -> task<void> {
+    for (const auto& [body, status] : cases) {
+      SCOPED_TRACE(::testing::PrintToString(body.substr(0, 40)));
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write(post + body);
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, status);
+      if (status == 200) {
+        EXPECT_TRUE(r.body == "POST /c abcde" || r.body == "POST /c ab") << r.body;
+      } else {
+        EXPECT_EQ(r.headers.get("Connection"), "close");
+        bool closed = co_await closes_within(c, 2000ms);
+        EXPECT_TRUE(closed);
+      }
+    }
+  }));
+}
+
 TEST_P(Http, MalformedRequestSentByteByByte) {
   http::server server(echo_handler, small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {

@@ -191,14 +191,16 @@ namespace detail {
 
 namespace {
 task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
-  // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers.
+  // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers. The
+  // lines go through the parsers decode_chunked uses (parser.hpp), with the same limits.
   // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
   // lines are read with twice the limit they may have, and the limit is checked here.
-  constexpr std::size_t max_line = 4096;
   std::string body;
   for (;;) {
-    std::string line = co_await s.read_until("\r\n", 2 * max_line);
-    if (line.size() > max_line) throw protocol_error(400, "HTTP: chunk-size line too long");
+    std::string line = co_await s.read_until("\r\n", 2 * max_chunk_line + 2);
+    if (line.size() - 2 > max_chunk_line) {
+      throw protocol_error(400, "HTTP: chunk-size line too long");
+    }
     std::uint64_t size = parse_chunk_size(std::string_view(line).substr(0, line.size() - 2));
     if (size == 0) break;
     if (size > max_body - body.size()) {
@@ -210,12 +212,10 @@ task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
       throw protocol_error(400, "HTTP: chunk data not followed by CRLF");
     }
   }
-  for (int fields = 0;; ++fields) {  // trailer fields: read and ignored, bounded
-    std::string trailer = co_await s.read_until("\r\n", 4 * max_line);
+  for (std::size_t index = 0;; ++index) {  // trailer fields: checked, bounded, then ignored
+    std::string trailer = co_await s.read_until("\r\n", 2 * max_trailer_line + 2);
     if (trailer == "\r\n") break;
-    if (fields > 100 || trailer.size() > 2 * max_line) {
-      throw protocol_error(431, "HTTP: trailer section too large");
-    }
+    check_trailer_line(std::string_view(trailer).substr(0, trailer.size() - 2), index);
   }
   co_return body;
 }
