@@ -855,6 +855,42 @@ TEST_P(Http, NoBodyStatusesHaveNoContentLength) {
   }));
 }
 
+TEST_P(Http, NoBodyStatusesAndHeadSendNoBodyEvenIfGivenOne) {
+  // A body (or a chunked producer) given with 204/304, or with any answer to HEAD, must not
+  // reach the wire: the client would read it as the start of the next response.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        auto tick = [](http::body_writer& w) -> task<void> { co_await w.write("tick"); };
+        if (req.path() == "/304") co_return http::response::text(304, "stale body");
+        if (req.path() == "/204") co_return http::response::chunked(204, tick);
+        if (req.path() == "/stream") co_return http::response::chunked(200, tick);
+        co_return http::response::text(200, "next");
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    for (int minor : {1, 0}) {
+      SCOPED_TRACE(minor == 1 ? "HTTP/1.1" : "HTTP/1.0 keep-alive");
+      std::string version =
+          minor == 1 ? " HTTP/1.1\r\nHost: x\r\n" : " HTTP/1.0\r\nConnection: keep-alive\r\n";
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET /304" + version + "\r\nGET /204" + version + "\r\nHEAD /stream" + version +
+              "\r\nGET /next" + version + "\r\n");
+      raw_response r304 = co_await read_response(c);
+      raw_response r204 = co_await read_response(c);
+      raw_response head = co_await read_response(c, "HEAD");
+      raw_response next = co_await read_response(c);
+      EXPECT_EQ(r304.status, 304);
+      EXPECT_EQ(r204.status, 204);
+      EXPECT_EQ(r204.headers.count("Transfer-Encoding"), 0u);
+      EXPECT_EQ(head.status, 200);
+      EXPECT_EQ(next.status, 200);
+      EXPECT_EQ(next.body, "next");
+      EXPECT_EQ(next.headers.count("Connection"), minor == 1 ? 0u : 1u);  // still kept alive
+      EXPECT_FALSE(co_await closes_within(c, 50ms));
+    }
+  }));
+}
+
 TEST_P(Http, DateAndServerHeaders) {
   http::server server(echo_handler, small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {

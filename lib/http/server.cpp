@@ -311,8 +311,16 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       if (!req.body_read && conn.framing.kind != detail::body_kind::none) keep_alive = false;
       if (st.stopping) keep_alive = false;
       bool head_only = req.method == "HEAD";
+      // RFC 9110 §6.4.1: a 1xx, 204 or 304 response ends with its head. A body given anyway
+      // would be read as the start of the next response: it is dropped, producer included.
+      if (res.status < 200 || res.status == 204 || res.status == 304) {
+        res.body.clear();
+        res.producer = nullptr;
+      }
       bool chunked = static_cast<bool>(res.producer) && !head_only && req.version_minor == 1;
-      if (res.producer && req.version_minor == 0) keep_alive = false;  // 1.0: close-delimited
+      if (res.producer && !head_only && req.version_minor == 0) {
+        keep_alive = false;  // 1.0: the body is delimited by closing
+      }
       std::string out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
                                        static_cast<bool>(res.producer) && !chunked);
       ++st.served;
