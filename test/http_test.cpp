@@ -923,6 +923,56 @@ TEST_P(Http, HandlerExceptionIs500AndCloses) {
   }));
 }
 
+TEST_P(Http, ResponseFieldsWithCrLfOrNulAreRefusedWith500) {
+  // Header injection: a value, name or reason phrase with CR, LF or NUL (say, copied from the
+  // request) would let the text forge header lines. The server refuses to send it: 500, and
+  // the std::invalid_argument naming the field goes to the loop's exception handler.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::response r = http::response::text(200, "fine");
+        if (req.path() == "/value") r.headers.add("X-Injected", "ok\r\nSet-Cookie: evil=1");
+        if (req.path() == "/lf") r.headers.add("X-Injected", "ok\nSet-Cookie: evil=1");
+        if (req.path() == "/nul") r.headers.add("X-Injected", "a\0b"s);
+        if (req.path() == "/name") r.headers.add("X-Injected\r\nSet-Cookie", "evil=1");
+        if (req.path() == "/reason") r.reason = "OK\r\nSet-Cookie: evil=1";
+        co_return r;
+      },
+      small_timeouts());
+  std::vector<std::string> reported;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::invalid_argument& error) {
+        reported.push_back(error.what());
+      } catch (...) {
+        reported.push_back("another exception");
+      }
+    });
+    for (const char* path : {"/value", "/lf", "/nul", "/name", "/reason"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 500);
+      EXPECT_EQ(r.headers.count("Set-Cookie"), 0u);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /clean HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+  }));
+  ASSERT_EQ(reported.size(), 5u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_NE(reported[i].find("X-Injected"), std::string::npos) << reported[i];
+  }
+  EXPECT_NE(reported[4].find("reason phrase"), std::string::npos) << reported[4];
+  http::server_options bad_name;
+  bad_name.server_name = "corio\r\nX-Injected: 1";
+  EXPECT_THROW(http::server(echo_handler, bad_name), std::invalid_argument);
+}
+
 // --- client ----------------------------------------------------------------------------------
 
 /// Like server::serve, but counts the connections it accepts; sets `done` when the listener
@@ -1080,6 +1130,47 @@ TEST_P(Http, ClientRejectsMalformedResponses) {
     EXPECT_THROW(co_await client.get(url(listener.port())), http::protocol_error);
     EXPECT_THROW(co_await client.get("ftp://x/"), std::invalid_argument);
   }());
+}
+
+TEST_P(Http, ClientRefusesToSendCrLfOrNulInItsRequest) {
+  // Header injection on the client side: method, URL (target and host), field names and
+  // values, User-Agent. std::invalid_argument naming the part, and nothing is sent.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    std::string none;
+    auto refused = [&](std::string method, std::string target, http::headers fields,
+                       std::string expected) -> task<void> {
+      std::string what;
+      try {
+        co_await client.request(std::move(method), url(port, target), std::move(fields), none);
+      } catch (const std::invalid_argument& e) {
+        what = e.what();
+      }
+      EXPECT_NE(what.find(expected), std::string::npos) << "\"" << what << "\"";
+    };
+    http::headers value;
+    value.add("X-Injected", "ok\r\nSet-Cookie: evil=1");
+    co_await refused("GET", "/", value, "X-Injected");
+    http::headers nul;
+    nul.add("X-Injected", "a\0b"s);
+    co_await refused("GET", "/", nul, "X-Injected");
+    http::headers name;
+    name.add("X-Injected\r\nEvil", "1");
+    co_await refused("GET", "/", name, "X-Injected");
+    http::headers empty;
+    co_await refused("GET / HTTP/1.1\r\nX-Injected:", "/", empty, "method");
+    co_await refused("GET", "/a\r\nX-Injected: 1", empty, "URL");
+    co_await refused("GET", "/a b", empty, "URL");
+    EXPECT_THROW(http::parse_url("http://evil\r\nX-Injected: 1/"), std::invalid_argument);
+    http::client_options o;
+    o.user_agent = "corio\r\nX-Injected: 1";
+    http::client agent(o);
+    EXPECT_THROW(co_await agent.get(url(port)), std::invalid_argument);
+    http::client_response r = co_await client.get(url(port, "/fine"));
+    EXPECT_EQ(r.body, "GET /fine ");
+  }));
+  EXPECT_EQ(server.requests_served(), 1u);  // only the last one reached the server
 }
 
 TEST_P(Http, HttpsAgainstTheCorioServer) {

@@ -1,6 +1,7 @@
 #include "http/parser.hpp"
 
 #include <charconv>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -275,6 +276,53 @@ std::uint64_t parse_chunk_size(std::string_view line) {
   }
   check_chunk_extensions(line.substr(digits));
   return value;
+}
+
+namespace {
+bool is_control(unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; }
+
+/// `text` for an error message, control bytes and non-ASCII bytes shown as \xNN.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text.substr(0, 64)) {
+    if (c < 0x20 || c >= 0x7f) {
+      constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > 64) out += "...";
+  return out;
+}
+}  // namespace
+
+bool is_method_token(std::string_view method) noexcept { return is_token(method); }
+
+void check_outgoing_field(std::string_view name, std::string_view value, std::string_view what) {
+  if (!is_token(name)) {
+    throw std::invalid_argument(std::string(what) + ": invalid header field name \"" +
+                                printable(name) + "\" (a token is required)");
+  }
+  for (unsigned char c : value) {
+    if (is_control(c)) {
+      throw std::invalid_argument(
+          std::string(what) + ": the value of header \"" + std::string(name) +
+          "\" contains a control character (CR, LF, NUL...): \"" + printable(value) + "\"");
+    }
+  }
+}
+
+void check_outgoing_text(std::string_view text, std::string_view part, std::string_view what) {
+  for (unsigned char c : text) {
+    if (is_control(c)) {
+      throw std::invalid_argument(std::string(what) + ": the " + std::string(part) +
+                                  " contains a control character (CR, LF, NUL...): \"" +
+                                  printable(text) + "\"");
+    }
+  }
 }
 
 void check_trailer_line(std::string_view line, std::size_t index) {

@@ -61,6 +61,17 @@ std::uint64_t parse_chunk_size(std::string_view line);
 /// control bytes), 431 past max_trailer_fields fields or max_trailer_line bytes.
 void check_trailer_line(std::string_view line, std::size_t index);
 
+/// Checks a header field before it is sent: throws std::invalid_argument naming the field
+/// (`what` says whose: "http::response", "http::client") unless `name` is a token and `value`
+/// holds no control byte but HTAB. CR, LF or NUL would let the text forge fields or whole
+/// messages (header injection).
+void check_outgoing_field(std::string_view name, std::string_view value, std::string_view what);
+/// True if `method` is a token (RFC 9110 §9.1).
+bool is_method_token(std::string_view method) noexcept;
+/// Checks free text sent on a start line (a reason phrase): no control byte but HTAB.
+/// Throws std::invalid_argument "`what`: <part> ..." otherwise.
+void check_outgoing_text(std::string_view text, std::string_view part, std::string_view what);
+
 /// Decodes a complete chunked body held in memory (tests and fuzzing), with the same line
 /// parsers and limits as the server's streaming reader; returns the body and sets `consumed`
 /// to the bytes used including trailers. Throws protocol_error.

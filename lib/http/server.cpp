@@ -53,6 +53,8 @@ const std::string& http_date() {
   return cached;
 }
 
+/// The status line and fields of `r`. Throws std::invalid_argument for a field or reason
+/// phrase that would inject header lines (detail::check_outgoing_field).
 std::string serialize_head(const response& r, std::string_view server_name, bool keep_alive,
                            int version_minor, bool chunked, bool omit_length) {
   std::string out;
@@ -60,7 +62,12 @@ std::string serialize_head(const response& r, std::string_view server_name, bool
   out += version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
   out += std::to_string(r.status);
   out += ' ';
-  out += r.reason.empty() ? reason_phrase(r.status) : std::string_view(r.reason);
+  if (r.reason.empty()) {
+    out += reason_phrase(r.status);
+  } else {
+    detail::check_outgoing_text(r.reason, "reason phrase", "http::response");
+    out += r.reason;
+  }
   out += "\r\n";
   if (!server_name.empty() && r.headers.count("Server") == 0) {
     out.append("Server: ").append(server_name).append("\r\n");
@@ -82,6 +89,7 @@ std::string serialize_head(const response& r, std::string_view server_name, bool
         iequals(name, "Connection")) {
       continue;  // framing is ours to decide
     }
+    detail::check_outgoing_field(name, value, "http::response");
     out.append(name).append(": ").append(value).append("\r\n");
   }
   out += "\r\n";
@@ -152,6 +160,9 @@ struct idle_guard {
 }  // namespace
 
 server::server(handler h, server_options options) : state_(std::make_shared<state>()) {
+  if (!options.server_name.empty()) {
+    detail::check_outgoing_field("Server", options.server_name, "http::server_options");
+  }
   state_->handle = std::move(h);
   state_->options = std::move(options);
 }
@@ -321,8 +332,17 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       if (res.producer && !head_only && req.version_minor == 0) {
         keep_alive = false;  // 1.0: the body is delimited by closing
       }
-      std::string out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
-                                       static_cast<bool>(res.producer) && !chunked);
+      std::string out;
+      try {
+        out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
+                             static_cast<bool>(res.producer) && !chunked);
+      } catch (const std::invalid_argument&) {
+        // A field with CR or LF would forge headers: the handler's error, answered as one.
+        send_error(s, o, 500, "the handler failed");
+        event_loop::current().report_exception(std::current_exception());
+        linger = true;
+        break;
+      }
       ++st.served;
       queued_since_drain += out.size();
       if (res.producer) {

@@ -49,7 +49,10 @@ class client {
   /// Sends `method` to `url` with extra header fields and a body (Content-Length is set when
   /// the body is not empty or the method is POST/PUT/PATCH) and reads the whole response.
   /// Throws protocol_error for a malformed response, stream_closed_error or tls_error from the
-  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL.
+  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL (a
+  /// space or control byte in it included), a method that is not a token, or a field name,
+  /// field value or User-Agent that would inject header lines (CR, LF, NUL…): then nothing
+  /// is sent.
   [[nodiscard]] task<client_response> request(std::string method, std::string url,
                                               http::headers fields, std::string body);
   /// GET `url`.
