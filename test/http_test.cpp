@@ -973,6 +973,82 @@ TEST_P(Http, ResponseFieldsWithCrLfOrNulAreRefusedWith500) {
   EXPECT_THROW(http::server(echo_handler, bad_name), std::invalid_argument);
 }
 
+task<void> canned_server(tcp_listener& listener, std::string answer, int n);
+
+TEST_P(Http, ErrorsFromOtherConnectionsInTheHandlerAre500) {
+  // A handler that calls an upstream server with http::client gets that connection's
+  // protocol_error (a malformed upstream response, status 400) or stream_closed_error. They
+  // are the handler's failure: 500 and reported, not the upstream's 400 with its text, nor
+  // this connection dropped without an answer.
+  tcp_listener upstream_listener;
+  http::server server(
+      [&upstream_listener](http::request& req) -> task<http::response> {
+        if (req.path() == "/protocol") throw http::protocol_error(400, "upstream secret");
+        if (req.path() == "/closed") throw stream_closed_error("read_until: stream is closed");
+        http::client client;  // /upstream: a real upstream answering garbage
+        http::client_response r =
+            co_await client.get(url(upstream_listener.port(), "/") + "garbage");
+        co_return http::response::text(200, r.body);
+      },
+      small_timeouts());
+  int reported = 0;
+  run(with_server(server, [&reported, &upstream_listener](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    upstream_listener = tcp_listener::bind("127.0.0.1", 0);
+    event_loop::current().spawn(
+        canned_server(upstream_listener, "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 1));
+    for (const char* path : {"/protocol", "/closed", "/upstream"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 500);
+      EXPECT_EQ(r.headers.get("Connection"), "close");  // as for every handler failure
+      EXPECT_EQ(r.body.find("secret"), std::string::npos);
+      EXPECT_EQ(r.body.find("Content-Length"), std::string::npos);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    EXPECT_EQ(reported, 3);
+  }));
+}
+
+TEST_P(Http, ErrorOfTheOwnBodyReadByTheHandlerIsStillAnswered) {
+  // After 100 Continue the handler reads the body; its failure is this connection's own
+  // (413 here), answered as such even if the handler turns it into another exception.
+  http::server_options o = small_timeouts();
+  o.max_body_bytes = 10;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/propagate") co_await req.read_body();
+        bool failed = false;
+        try {
+          co_await req.read_body();
+        } catch (const http::protocol_error&) {
+          failed = true;
+        }
+        if (failed) throw std::runtime_error("wrapped");
+        co_return http::response::text(200, "unreachable");
+      },
+      o);
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    for (const char* path : {"/propagate", "/rethrow"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("POST " + std::string(path) +
+              " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+              "Expect: 100-continue\r\n\r\n");
+      EXPECT_EQ(co_await c.read_until("\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+      c.write("20\r\n" + std::string(32, 'x') + "\r\n0\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 413);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+  }));
+  EXPECT_EQ(reported, 0);  // the client's fault, not the server's
+}
+
 // --- client ----------------------------------------------------------------------------------
 
 /// Like server::serve, but counts the connections it accepts; sets `done` when the listener

@@ -83,15 +83,21 @@ task<std::string_view> request::read_body() {
   }
   // A slow body is the client's fault (408), also when a handler reads it after 100 Continue:
   // a timeout_error escaping the handler would become a 500.
-  bool timed_out = false;
+  std::exception_ptr failure;
   try {
     body =
         co_await with_timeout(c.options->body_timeout,
                               detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
   } catch (const timeout_error&) {
-    timed_out = true;
+    failure = std::make_exception_ptr(
+        protocol_error(408, "HTTP: the request body did not arrive in time"));
+  } catch (...) {
+    failure = std::current_exception();
   }
-  if (timed_out) throw protocol_error(408, "HTTP: the request body did not arrive in time");
+  if (failure) {
+    c.body_failure = failure;  // the server answers this, not the handler's exception
+    std::rethrow_exception(failure);
+  }
   body_read = true;
   co_return std::string_view(body);
 }

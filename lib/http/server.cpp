@@ -289,6 +289,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
                                req.headers.has_token("Expect", "100-continue") &&
                                conn.framing.kind != detail::body_kind::none;
         conn.continue_sent = false;
+        conn.body_failure = nullptr;
         req.connection = &conn;
         if (!conn.expect_continue) co_await req.read_body();
       } catch (const protocol_error& e) {
@@ -303,18 +304,32 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
                                           : req.headers.has_token("Connection", "keep-alive");
       response res;
+      std::exception_ptr handler_failure;
       try {
         res = co_await st.handle(req);
-      } catch (const protocol_error& e) {
-        send_error(s, o, e.status(), e.what());
-        linger = true;
-        break;
-      } catch (const stream_closed_error&) {
-        break;
-      } catch (const std::exception& e) {
-        send_error(s, o, 500, "the handler failed");
-        event_loop::current().report_exception(std::current_exception());
-        linger = true;
+      } catch (...) {
+        handler_failure = std::current_exception();
+      }
+      if (handler_failure) {
+        // Only a failure of this connection's own request (its body, read by the handler
+        // after 100 Continue) is answered as such. Anything else the handler throws is its
+        // own failure, protocol_error or stream_closed_error included: those may come from
+        // an upstream connection (an http::client used by the handler), and must neither
+        // drop this connection without an answer nor answer with the upstream's status.
+        if (conn.body_failure) {
+          try {
+            std::rethrow_exception(conn.body_failure);
+          } catch (const protocol_error& e) {
+            send_error(s, o, e.status(), e.what());
+            linger = true;
+          } catch (...) {
+            // this connection failed (stream_closed_error): nobody to answer
+          }
+        } else {
+          send_error(s, o, 500, "the handler failed");
+          event_loop::current().report_exception(handler_failure);
+          linger = true;
+        }
         break;
       }
       // A body the handler did not read (Expect: 100-continue refused) cannot be skipped

@@ -40,7 +40,10 @@ struct server_options {
 };
 
 /// A request handler: a coroutine that turns a request into a response. An exception it
-/// throws becomes a 500 response and closes the connection.
+/// throws becomes a 500 response, is reported to the loop's exception handler, and closes the
+/// connection; protocol_error and stream_closed_error too (they come from other connections,
+/// e.g. an http::client's). Only a failure of request::read_body() on this request is answered
+/// as itself (400, 408, 413), or ends the connection if it was the connection that failed.
 using handler = std::function<task<response>(request&)>;
 
 /// Serves HTTP/1.1 (and 1.0) over streams: one coroutine per connection, keep-alive,
