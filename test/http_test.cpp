@@ -283,6 +283,31 @@ TEST_P(Http, Http10WithKeepAliveStaysOpen) {
   }));
 }
 
+TEST_P(Http, Http10WithTransferEncodingClosesAfterTheResponse) {
+  // RFC 9112 §6.1: an HTTP/1.0 request with Transfer-Encoding is answered, then the connection
+  // is closed even though it asked for keep-alive; what follows it is not served.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write(
+        "POST /te HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n"
+        "GET /smuggled HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "POST /te hello");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    std::string rest;
+    try {
+      rest = co_await with_timeout(2000ms, c.read_until_close());
+    } catch (const timeout_error&) {
+      ADD_FAILURE() << "the connection stayed open";
+    }
+    EXPECT_EQ(rest, "");  // no answer to the request after it
+  }));
+  EXPECT_EQ(server.requests_served(), 1u);
+}
+
 TEST_P(Http, PipelinedRequestsAnsweredInOrder) {
   // The first request is the slowest: responses must still come back in request order.
   http::server server(

@@ -303,6 +303,9 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       }
       keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
                                           : req.headers.has_token("Connection", "keep-alive");
+      // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its framing may be
+      // faulty (a 1.0 intermediary may not have understood it): close after the response.
+      if (req.version_minor == 0 && req.headers.count("Transfer-Encoding") > 0) keep_alive = false;
       response res;
       std::exception_ptr handler_failure;
       try {
