@@ -570,6 +570,46 @@ TEST_P(Http, ErrorAnswerReachesAClientStillSendingItsBody) {
   }));
 }
 
+TEST_P(Http, BodiesLargerThanTheStreamBufferAreServed) {
+  // max_body_bytes above streams.max_buffer_size: a body that fits the first limit but not the
+  // second used to close the connection without an answer (read_bytes overflowed the buffer).
+  http::server_options o = small_timeouts();
+  o.streams.max_buffer_size = 4096;
+  o.max_body_bytes = 64 * 1024;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        co_await req.read_body();
+        co_return http::response::text(200, std::to_string(req.body.size()) + " " +
+                                                std::to_string(req.body.find_first_not_of('b')));
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    const std::string npos = std::to_string(std::string::npos);
+    {
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n" +
+              std::string(40000, 'b'));
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "40000 " + npos);
+      // one chunk larger than the buffer, then the connection is still in step
+      c.write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n9c40\r\n" +
+              std::string(40000, 'b') + "\r\n3\r\nbbb\r\n0\r\n\r\n");
+      r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "40003 " + npos);
+    }
+    {
+      http::client client;
+      http::client_response r = co_await client.post(url(port), std::string(65536, 'b'), "a/b");
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "65536 " + npos);
+      r = co_await client.post(url(port), std::string(65537, 'b'), "a/b");
+      EXPECT_EQ(r.status, 413);
+    }
+  }));
+}
+
 TEST_P(Http, MalformedRequestsAre400AndClose) {
   http::server server(echo_handler, small_timeouts());
   std::vector<std::pair<std::string, int>> cases = {
@@ -1161,6 +1201,57 @@ TEST_P(Http, ClientReadsABodyDelimitedByClose) {
     EXPECT_EQ(r.version_minor, 0);
     EXPECT_EQ(r.body, body);
     EXPECT_EQ(client.idle_connections(), 0u);
+  }());
+}
+
+TEST_P(Http, ClientLimitsABodyDelimitedByClose) {
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    task<void> server =
+        canned_server(listener, "HTTP/1.0 200 OK\r\n\r\n" + std::string(300000, 'c'), 2);
+    event_loop::current().spawn(std::move(server));
+    http::client_options o;
+    o.max_body_bytes = 100000;
+    http::client client(o);
+    int status = 0;
+    try {
+      co_await client.get(url(listener.port()));
+    } catch (const http::protocol_error& e) {
+      status = e.status();
+    }
+    EXPECT_EQ(status, 413);     // not the whole 300,000 bytes
+    o.max_body_bytes = 300000;  // exactly the limit is fine
+    http::client exact(o);
+    http::client_response r = co_await exact.get(url(listener.port()));
+    EXPECT_EQ(r.body.size(), 300000u);
+  }());
+}
+
+TEST_P(Http, ResponseBodiesLargerThanTheStreamBufferAreRead) {
+  // The client's body reader (detail::read_body) on a stream whose max_buffer_size is smaller
+  // than the body, for each framing: the body limit decides, not the buffer (the client's
+  // 256 MiB default is above the 100 MiB stream default).
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::string body(40000, 'z');
+    std::string chunked = "9c40\r\n" + body + "\r\n0\r\n\r\n";
+    std::vector<std::pair<http::detail::body_framing, std::string>> cases = {
+        {{http::detail::body_kind::length, 40000}, body},
+        {{http::detail::body_kind::chunked, 0}, chunked},
+        {{http::detail::body_kind::until_close, 0}, body},
+    };
+    for (const auto& [framing, wire] : cases) {
+      connect_options co;
+      co.stream.max_buffer_size = 4096;
+      auto connecting = tcp_stream::connect("127.0.0.1", listener.port(), co);
+      tcp_stream peer = co_await listener.accept();
+      tcp_stream c = co_await std::move(connecting);
+      co_await peer.write(wire);
+      peer.close();
+      std::string got = co_await http::detail::read_body(c, framing, 1 << 20);
+      EXPECT_EQ(got.size(), body.size());
+      EXPECT_EQ(got, body);
+    }
   }());
 }
 

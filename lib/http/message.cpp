@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <span>
 
 #include "corio/stream.hpp"
 #include "corio/timeout.hpp"
@@ -196,6 +197,63 @@ std::string_view reason_phrase(int status) noexcept {
 namespace detail {
 
 namespace {
+// Why large bodies are read with partial read_into calls: read_bytes(n) (and a whole
+// read_into) waits until all n bytes are in the stream's buffer, so a body larger than the
+// stream's max_buffer_size (100 MiB by default, less than the client's 256 MiB
+// max_body_bytes) failed with buffer_full instead of being read, or answered. A partial
+// read_into moves what each receive brought into the body, and the body grows only as bytes
+// arrive, so a length that is never sent costs nothing.
+constexpr std::size_t body_piece = 64 * 1024;        // room made per partial read
+constexpr std::size_t whole_read_max = 1024 * 1024;  // larger bodies are read piece by piece
+
+/// Appends exactly `n` bytes from `s` to `body`.
+task<void> append_exactly(corio::stream& s, std::string& body, std::size_t n) {
+  for (std::size_t end = body.size() + n; body.size() < end;) {
+    std::size_t old = body.size();
+    body.resize(old + std::min(end - old, body_piece));
+    std::size_t got = 0;
+    try {
+      got = co_await s.read_into(std::as_writable_bytes(std::span(body).subspan(old)), true);
+    } catch (...) {
+      body.resize(old);
+      throw;
+    }
+    body.resize(old + got);
+  }
+}
+
+task<std::string> read_length_body(corio::stream& s, std::size_t n) {
+  std::string body;
+  co_await append_exactly(s, body, n);
+  co_return body;
+}
+
+/// A body delimited by the peer closing the connection, bounded by max_body.
+task<std::string> read_body_until_close(corio::stream& s, std::size_t max_body) {
+  std::string body;
+  for (;;) {
+    std::size_t old = body.size();
+    std::size_t room = max_body - old;
+    body.resize(old + (room < 64 * 1024 ? room + 1 : 64 * 1024));  // + 1: an overrun shows
+    std::size_t got = 0;
+    bool closed = false;
+    try {
+      got = co_await s.read_into(std::as_writable_bytes(std::span(body).subspan(old)), true);
+    } catch (const stream_closed_error& e) {
+      // Any close ends the body, as for read_until_close (S26), except an overflow (D5).
+      if (e.code() == errc::buffer_full) throw;
+      closed = true;
+    }
+    body.resize(old + got);
+    if (closed) break;
+    if (body.size() > max_body) {
+      throw protocol_error(413, "HTTP: body delimited by closing exceeds max_body_bytes=" +
+                                    std::to_string(max_body));
+    }
+  }
+  co_return body;
+}
+
 task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
   // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers. The
   // lines go through the parsers decode_chunked uses (parser.hpp), with the same limits.
@@ -213,7 +271,7 @@ task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
       throw protocol_error(413,
                            "HTTP: chunked body exceeds max_body_bytes=" + std::to_string(max_body));
     }
-    body += co_await s.read_bytes(static_cast<std::size_t>(size));
+    co_await append_exactly(s, body, static_cast<std::size_t>(size));
     if (co_await s.read_bytes(2) != "\r\n") {
       throw protocol_error(400, "HTTP: chunk data not followed by CRLF");
     }
@@ -239,9 +297,13 @@ task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t 
             protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
                                     " bytes exceeds max_body_bytes=" + std::to_string(max_body))));
       }
-      return s.read_bytes(static_cast<std::size_t>(framing.length));
+      // A small body comes whole with read_bytes: decided at the call when it is buffered.
+      if (framing.length <= std::min(whole_read_max, s.options().max_buffer_size / 2)) {
+        return s.read_bytes(static_cast<std::size_t>(framing.length));
+      }
+      return read_length_body(s, static_cast<std::size_t>(framing.length));
     case body_kind::until_close:
-      return s.read_until_close();
+      return read_body_until_close(s, max_body);
     case body_kind::chunked:
       break;
   }

@@ -21,7 +21,9 @@ struct client_options {
   bool follow_redirects = false;             ///< follow 301/302/303/307/308 (up to max_redirects)
   int max_redirects = 5;                     ///< redirect limit
   std::size_t max_header_bytes = 64 * 1024;  ///< response head limit
-  std::size_t max_body_bytes = 256 * 1024 * 1024;  ///< response body limit
+  /// Response body limit, whatever the framing (close-delimited included); past it:
+  /// protocol_error with status 413. May exceed the stream's max_buffer_size.
+  std::size_t max_body_bytes = 256 * 1024 * 1024;
   tls_context* tls = nullptr;  ///< for https://; nullptr: a default client context (verifying)
   std::string user_agent = "corio";  ///< the User-Agent header ("" omits it)
 };

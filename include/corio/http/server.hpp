@@ -20,8 +20,9 @@ namespace corio::http {
 
 /// Limits and timeouts of a server.
 struct server_options {
-  std::size_t max_header_bytes = 64 * 1024;       ///< request line + fields; past it: 431
-  std::size_t max_body_bytes = 16 * 1024 * 1024;  ///< past it: 413
+  std::size_t max_header_bytes = 64 * 1024;  ///< request line + fields; past it: 431
+  /// Past it: 413. May exceed streams.max_buffer_size: bodies are read as they arrive.
+  std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
   /// A kept-alive connection may stay silent this long between requests.
