@@ -38,6 +38,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   task<void> write(std::string_view data);
 
   void close(std::error_code reason) noexcept;
+  /// stream::shutdown_write(): the FIN follows the bytes queued so far.
+  void shutdown_write();
   /// close() called by the application: first one non-blocking attempt to send what is
   /// queued (what Tornado's inline write would already have sent), then close (S36). Over
   /// TLS the attempt is made by close() itself (send_close_notify), for every close.
@@ -99,6 +101,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void maybe_watch_idle();
 
   void flush();
+  /// After shutdown_write(): shuts the socket's sending side once nothing is left to send.
+  void shut_down_when_sent() noexcept;
   void require_write_room(std::size_t size) const;  // S31, throws stream_buffer_full_error
   /// Appends a small write to the last piece not yet handed to the kernel; false if it cannot.
   bool merge_into_last_piece(std::string_view data);
@@ -172,6 +176,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
 
   bool closed_ = false;
   bool released_ = false;
+  bool write_shut_ = false;  // shutdown_write() was called: no more writes
+  bool fin_sent_ = false;    // …and the socket's sending side is shut
   std::error_code error_;
   std::function<void()> close_callback_;
 

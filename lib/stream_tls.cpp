@@ -163,6 +163,7 @@ void stream_core::fail_handshake() {
 
 void stream_core::send_close_notify() noexcept {
   if (fd_ < 0 || released_ || write_op_ != nullptr) return;
+  if (write_shut_) return;  // shutdown_write() queued the alert already
   try {
     if (tls_->handshake_done()) {
       plain_pending_.clear();  // S36: never encrypted, so dropping it is invisible to the peer

@@ -10,6 +10,7 @@
 
 using namespace corio::http;
 using namespace corio::http::detail;
+using namespace std::string_view_literals;
 
 namespace {
 
@@ -221,6 +222,30 @@ TEST(HttpParser, ChunkSizeExtensionsIgnored) {
   EXPECT_EQ(parse_chunk_size("0;last"), 0u);
 }
 
+TEST(HttpParser, ChunkExtensionsOfEveryValidForm) {
+  for (const char* good : {"5;name", "5;name=value", "5;name=\"quoted\"", "5;a;b=c;d=\"e\"",
+                           "5 ; a = b", "5\t;a\t=\t\"x\"", "5;n=\"\"", "5;n=\"q\\\"x\"",
+                           "5;n=\"tab\there\"", "5;n=\"obs\xe9text\"", "5;!#$%&'*+-.^_`|~=x"}) {
+    SCOPED_TRACE(good);
+    EXPECT_EQ(status_of([&] { EXPECT_EQ(parse_chunk_size(good), 5u); }), 0);
+  }
+}
+
+TEST(HttpParser, MalformedChunkExtensionsAre400) {
+  // A lenient parser skipping everything after ';' finds other chunk boundaries than a strict
+  // one in front of or behind it (request smuggling): every deviation is refused.
+  for (std::string_view bad :
+       {"2;\nxx"sv,     "2;"sv,         "2; "sv,      "2;=v"sv,         "2;a="sv,
+        "2;a= "sv,      "2;a=\"open"sv, "2;a=b c"sv,  "2;a b"sv,        "2;a=b;"sv,
+        "2;a=\"x\"y"sv, "2;a=\"x\\"sv,  "2;a\x01"sv,  "2;a=\"x\ry\""sv, "2;a=\"x\ny\""sv,
+        "2;a=b\n"sv,    "2;a=b\r"sv,    "2;a=\x7f"sv, "2;a=\"\x00\""sv, "2;a=\"\\\n\""sv,
+        "2;a@b"sv,      "2 "sv,         "2\t"sv,      " 2"sv,           "\t2"sv,
+        "2;a=b "sv}) {
+    SCOPED_TRACE(testing::PrintToString(std::string(bad)));
+    EXPECT_EQ(status_of([&] { parse_chunk_size(bad); }), 400);
+  }
+}
+
 TEST(HttpParser, BadChunkSizesAre400) {
   for (const char* bad : {"", ";ext", "g", "-1", "+1", "0x10", "1 2", "5\r"}) {
     SCOPED_TRACE(bad);
@@ -263,6 +288,37 @@ TEST(HttpParser, DecodeChunkedHostileInputs) {
   EXPECT_EQ(status("6\r\nhello!\r\n0\r\n\r\n", 5), 413);
   EXPECT_EQ(status("3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n", 5), 413);  // total over max_body
   EXPECT_EQ(status("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 5), 0);     // exactly max_body
+}
+
+TEST(HttpParser, DecodeChunkedTrailersAreCheckedAsFieldLines) {
+  std::size_t consumed = 0;
+  auto status = [&](std::string_view trailers) {
+    return status_of([&] { decode_chunked("0\r\n" + std::string(trailers), 1 << 20, consumed); });
+  };
+  EXPECT_EQ(status("X-Ok: 1\r\nY:\r\n\r\n"), 0);
+  EXPECT_EQ(status("Bad Name: 1\r\n\r\n"), 400);
+  EXPECT_EQ(status("NoColon\r\n\r\n"), 400);
+  EXPECT_EQ(status("X: 1\r\n folded\r\n\r\n"), 400);
+  EXPECT_EQ(status("X: a\x01"
+                   "b\r\n\r\n"),
+            400);
+  EXPECT_EQ(status("X: a\0b\r\n\r\n"sv), 400);
+  EXPECT_EQ(status("X: 1\nY: 2\r\n\r\n"), 400);  // bare LF inside a trailer line
+  EXPECT_EQ(status("X: 1\rY: 2\r\n\r\n"), 400);  // bare CR
+}
+
+TEST(HttpParser, AtMost100TrailerFieldsOfAtMost8KiB) {
+  std::size_t consumed = 0;
+  auto trailers = [](int n) {
+    std::string out = "0\r\n";
+    for (int i = 0; i < n; ++i) out += "T" + std::to_string(i) + ": v\r\n";
+    return out + "\r\n";
+  };
+  EXPECT_EQ(status_of([&] { decode_chunked(trailers(100), 10, consumed); }), 0);
+  EXPECT_EQ(status_of([&] { decode_chunked(trailers(101), 10, consumed); }), 431);
+  std::string longest = "X: " + std::string(max_trailer_line - 3, 'v');
+  EXPECT_EQ(status_of([&] { decode_chunked("0\r\n" + longest + "\r\n\r\n", 10, consumed); }), 0);
+  EXPECT_EQ(status_of([&] { decode_chunked("0\r\n" + longest + "v\r\n\r\n", 10, consumed); }), 431);
 }
 
 // --- responses ---------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 // HTTP/1.1 server and client over loopback TCP (and TLS), both backends: the corio client
 // and raw tcp_streams against the corio server, the corio client against raw servers, and
 // curl as a real peer when it is installed.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -280,6 +283,31 @@ TEST_P(Http, Http10WithKeepAliveStaysOpen) {
   }));
 }
 
+TEST_P(Http, Http10WithTransferEncodingClosesAfterTheResponse) {
+  // RFC 9112 §6.1: an HTTP/1.0 request with Transfer-Encoding is answered, then the connection
+  // is closed even though it asked for keep-alive; what follows it is not served.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write(
+        "POST /te HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n"
+        "GET /smuggled HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "POST /te hello");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    std::string rest;
+    try {
+      rest = co_await with_timeout(2000ms, c.read_until_close());
+    } catch (const timeout_error&) {
+      ADD_FAILURE() << "the connection stayed open";
+    }
+    EXPECT_EQ(rest, "");  // no answer to the request after it
+  }));
+  EXPECT_EQ(server.requests_served(), 1u);
+}
+
 TEST_P(Http, PipelinedRequestsAnsweredInOrder) {
   // The first request is the slowest: responses must still come back in request order.
   http::server server(
@@ -323,6 +351,55 @@ TEST_P(Http, ManyPipelinedRequestsInOneWrite) {
     }
   }));
   EXPECT_EQ(server.requests_served(), 500u);
+}
+
+/// A blocking TCP connection to 127.0.0.1:`port` whose receive buffer is `rcvbuf` bytes (set
+/// before connecting, so the advertised window stays small), adopted as a tcp_stream.
+tcp_stream connect_with_small_receive_buffer(std::uint16_t port, int rcvbuf) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // The listener's backlog completes the handshake: connect returns without an accept.
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  return tcp_stream(fd);
+}
+
+TEST_P(Http, PipelinedRequestsWaitForAClientThatDoesNotRead) {
+  // 100 pipelined GETs for 128 KiB each, and the client reads nothing: the server must stop
+  // handling requests once max_unsent_response_bytes (1 MiB) of answers wait unsent, instead
+  // of queueing all 12.5 MiB (10,000 GETs of 1 MiB would be 10 GB).
+  constexpr int requests = 100;
+  constexpr std::size_t size = 128 * 1024;
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::text(200, std::string(size, 'r'));
+      },
+      small_timeouts());
+  run(with_server(server, [&server](std::uint16_t port) -> task<void> {
+    tcp_stream c = connect_with_small_receive_buffer(port, 4096);
+    std::string burst;
+    for (int i = 0; i < requests; ++i) burst += "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    co_await c.write(burst);
+    co_await sleep_for(300ms);
+    std::uint64_t served = server.requests_served();
+    // What the kernel buffers of both sockets and the 1 MiB mark hold, in answers.
+    EXPECT_LT(served, 50u);
+    co_await sleep_for(200ms);
+    EXPECT_LT(server.requests_served(), 50u);  // and it stays there
+    // Reading resumes the server: every answer arrives, in order and whole.
+    for (int i = 0; i < requests; ++i) {
+      raw_response r = co_await read_response(c);
+      if (r.status != 200 || r.body.size() != size) {
+        ADD_FAILURE() << "response " << i << ": " << r.status << ", " << r.body.size();
+        break;
+      }
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), static_cast<std::uint64_t>(requests));
 }
 
 TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {
@@ -409,6 +486,130 @@ TEST_P(Http, BodyOverLimitIs413) {
   }));
 }
 
+/// Writes `total` bytes of `filler` to `s` in 64 KiB writes, each awaited, until done or the
+/// peer closes; sets `done` at the end.
+task<void> keep_sending(stream& s, std::size_t total, char filler, bool& done) {
+  std::string piece(64 * 1024, filler);
+  try {
+    for (std::size_t sent = 0; sent < total; sent += piece.size()) co_await s.write(piece);
+  } catch (const corio::error&) {
+    // the server closed the connection (EPIPE / ECONNRESET)
+  }
+  done = true;
+}
+
+/// Sends `head` and `body_bytes` more, then reads the answer: a client that sends its whole
+/// request before it reads (`concurrently`: one that reads while it is still sending).
+task<raw_response> answer_to_a_long_request(std::uint16_t port, std::string head,
+                                            std::size_t body_bytes, bool concurrently) {
+  tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+  c.write(head);
+  bool done = false;
+  event_loop::current().spawn(keep_sending(c, body_bytes, 'b', done));
+  if (!concurrently) {
+    while (!done) co_await sleep_for(1ms);
+  }
+  raw_response r;
+  std::exception_ptr failure;
+  try {
+    r = co_await read_response(c);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (!failure) {
+    bool closed = co_await closes_within(c, 3000ms);
+    EXPECT_TRUE(closed);
+  }
+  c.close();  // ends the writer if it still runs
+  while (!done) co_await sleep_for(1ms);
+  if (failure) std::rethrow_exception(failure);
+  co_return r;
+}
+
+TEST_P(Http, ErrorAnswerReachesAClientStillSendingItsBody) {
+  // An answer sent while request bytes are unread used to be followed by close(), which
+  // makes the kernel send RST: the client's send fails with ECONNRESET and the answer is
+  // lost. The server now shuts its side down and reads for a while before it closes.
+  http::server_options o = small_timeouts();
+  o.max_body_bytes = 5 * 1000 * 1000;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/reject") co_return http::response::text(417, "no\n");
+        co_await req.read_body();
+        co_return http::response::text(200, "read");
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    constexpr std::size_t ten_mb = 10 * 1000 * 1000;
+    for (bool concurrently : {false, true}) {
+      SCOPED_TRACE(concurrently ? "reading while sending" : "reading after sending");
+      {  // Content-Length over max_body_bytes: 413 before the body is read
+        raw_response r = co_await answer_to_a_long_request(
+            port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n", ten_mb,
+            concurrently);
+        EXPECT_EQ(r.status, 413);
+        EXPECT_EQ(r.headers.get("Connection"), "close");
+      }
+      {  // Expect: 100-continue rejected by the handler, and the client sends the body anyway
+        raw_response r = co_await answer_to_a_long_request(
+            port,
+            "POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n"
+            "Expect: 100-continue\r\n\r\n",
+            4 * 1000 * 1000, concurrently);
+        EXPECT_EQ(r.status, 417);
+      }
+      {  // a malformed chunk in the middle of a chunked body: 400, and more body follows
+        raw_response r = co_await answer_to_a_long_request(
+            port,
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "5\r\nhello\r\nzz\r\n",
+            ten_mb, concurrently);
+        EXPECT_EQ(r.status, 400);
+      }
+    }
+  }));
+}
+
+TEST_P(Http, BodiesLargerThanTheStreamBufferAreServed) {
+  // max_body_bytes above streams.max_buffer_size: a body that fits the first limit but not the
+  // second used to close the connection without an answer (read_bytes overflowed the buffer).
+  http::server_options o = small_timeouts();
+  o.streams.max_buffer_size = 4096;
+  o.max_body_bytes = 64 * 1024;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        co_await req.read_body();
+        co_return http::response::text(200, std::to_string(req.body.size()) + " " +
+                                                std::to_string(req.body.find_first_not_of('b')));
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    const std::string npos = std::to_string(std::string::npos);
+    {
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n" +
+              std::string(40000, 'b'));
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "40000 " + npos);
+      // one chunk larger than the buffer, then the connection is still in step
+      c.write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n9c40\r\n" +
+              std::string(40000, 'b') + "\r\n3\r\nbbb\r\n0\r\n\r\n");
+      r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "40003 " + npos);
+    }
+    {
+      http::client client;
+      http::client_response r = co_await client.post(url(port), std::string(65536, 'b'), "a/b");
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "65536 " + npos);
+      r = co_await client.post(url(port), std::string(65537, 'b'), "a/b");
+      EXPECT_EQ(r.status, 413);
+    }
+  }));
+}
+
 TEST_P(Http, MalformedRequestsAre400AndClose) {
   http::server server(echo_handler, small_timeouts());
   std::vector<std::pair<std::string, int>> cases = {
@@ -442,6 +643,47 @@ TEST_P(Http, MalformedRequestsAre400AndClose) {
     }
   }));
   EXPECT_EQ(server.requests_served(), 0u);
+}
+
+TEST_P(Http, ChunkLinesAndTrailersAreParsedStrictly) {
+  // The reader the server uses (not only decode_chunked): chunk extensions per RFC 9112
+  // §7.1.1, trailer lines as header field lines, at most 100 trailer fields.
+  http::server server(echo_handler, small_timeouts());
+  const std::string post = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  auto trailers = [](int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += "T" + std::to_string(i) + ": v\r\n";
+    return out;
+  };
+  std::vector<std::pair<std::string, int>> cases = {
+      {"2;\nxx\r\nab\r\n0\r\n\r\n", 400},  // a bare LF hidden in an extension
+      {"2;a=b\rxx\r\nab\r\n0\r\n\r\n", 400},
+      {"2 \r\nab\r\n0\r\n\r\n", 400},
+      {" 2\r\nab\r\n0\r\n\r\n", 400},
+      {"2;a\x01\r\nab\r\n0\r\n\r\n", 400},
+      {"2;a=\"open\r\nab\r\n0\r\n\r\n", 400},
+      {"2\r\nab\r\n0\r\nBad Trailer: 1\r\n\r\n", 400},
+      {"2\r\nab\r\n0\r\nX: 1\nContent-Length: 5\r\n\r\n", 400},
+      {"2\r\nab\r\n0\r\n" + trailers(101) + "\r\n", 431},
+      {"2;name=value\r\nab\r\n3 ; q = \"x;\\\"y\"\r\ncde\r\n0;last\r\n\r\n", 200},
+      {"2\r\nab\r\n0\r\n" + trailers(100) + "\r\n", 200},
+  };
+  run(with_server(server, [&cases, &post](std::uint16_t port) -> task<void> {
+    for (const auto& [body, status] : cases) {
+      SCOPED_TRACE(::testing::PrintToString(body.substr(0, 40)));
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write(post + body);
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, status);
+      if (status == 200) {
+        EXPECT_TRUE(r.body == "POST /c abcde" || r.body == "POST /c ab") << r.body;
+      } else {
+        EXPECT_EQ(r.headers.get("Connection"), "close");
+        bool closed = co_await closes_within(c, 2000ms);
+        EXPECT_TRUE(closed);
+      }
+    }
+  }));
 }
 
 TEST_P(Http, MalformedRequestSentByteByByte) {
@@ -678,6 +920,42 @@ TEST_P(Http, NoBodyStatusesHaveNoContentLength) {
   }));
 }
 
+TEST_P(Http, NoBodyStatusesAndHeadSendNoBodyEvenIfGivenOne) {
+  // A body (or a chunked producer) given with 204/304, or with any answer to HEAD, must not
+  // reach the wire: the client would read it as the start of the next response.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        auto tick = [](http::body_writer& w) -> task<void> { co_await w.write("tick"); };
+        if (req.path() == "/304") co_return http::response::text(304, "stale body");
+        if (req.path() == "/204") co_return http::response::chunked(204, tick);
+        if (req.path() == "/stream") co_return http::response::chunked(200, tick);
+        co_return http::response::text(200, "next");
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    for (int minor : {1, 0}) {
+      SCOPED_TRACE(minor == 1 ? "HTTP/1.1" : "HTTP/1.0 keep-alive");
+      std::string version =
+          minor == 1 ? " HTTP/1.1\r\nHost: x\r\n" : " HTTP/1.0\r\nConnection: keep-alive\r\n";
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET /304" + version + "\r\nGET /204" + version + "\r\nHEAD /stream" + version +
+              "\r\nGET /next" + version + "\r\n");
+      raw_response r304 = co_await read_response(c);
+      raw_response r204 = co_await read_response(c);
+      raw_response head = co_await read_response(c, "HEAD");
+      raw_response next = co_await read_response(c);
+      EXPECT_EQ(r304.status, 304);
+      EXPECT_EQ(r204.status, 204);
+      EXPECT_EQ(r204.headers.count("Transfer-Encoding"), 0u);
+      EXPECT_EQ(head.status, 200);
+      EXPECT_EQ(next.status, 200);
+      EXPECT_EQ(next.body, "next");
+      EXPECT_EQ(next.headers.count("Connection"), minor == 1 ? 0u : 1u);  // still kept alive
+      EXPECT_FALSE(co_await closes_within(c, 50ms));
+    }
+  }));
+}
+
 TEST_P(Http, DateAndServerHeaders) {
   http::server server(echo_handler, small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {
@@ -708,6 +986,132 @@ TEST_P(Http, HandlerExceptionIs500AndCloses) {
     EXPECT_TRUE(co_await closes_within(c, 2000ms));
     EXPECT_EQ(reported, 1);
   }));
+}
+
+TEST_P(Http, ResponseFieldsWithCrLfOrNulAreRefusedWith500) {
+  // Header injection: a value, name or reason phrase with CR, LF or NUL (say, copied from the
+  // request) would let the text forge header lines. The server refuses to send it: 500, and
+  // the std::invalid_argument naming the field goes to the loop's exception handler.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::response r = http::response::text(200, "fine");
+        if (req.path() == "/value") r.headers.add("X-Injected", "ok\r\nSet-Cookie: evil=1");
+        if (req.path() == "/lf") r.headers.add("X-Injected", "ok\nSet-Cookie: evil=1");
+        if (req.path() == "/nul") r.headers.add("X-Injected", "a\0b"s);
+        if (req.path() == "/name") r.headers.add("X-Injected\r\nSet-Cookie", "evil=1");
+        if (req.path() == "/reason") r.reason = "OK\r\nSet-Cookie: evil=1";
+        co_return r;
+      },
+      small_timeouts());
+  std::vector<std::string> reported;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::invalid_argument& error) {
+        reported.push_back(error.what());
+      } catch (...) {
+        reported.push_back("another exception");
+      }
+    });
+    for (const char* path : {"/value", "/lf", "/nul", "/name", "/reason"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 500);
+      EXPECT_EQ(r.headers.count("Set-Cookie"), 0u);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /clean HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 200);
+  }));
+  ASSERT_EQ(reported.size(), 5u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_NE(reported[i].find("X-Injected"), std::string::npos) << reported[i];
+  }
+  EXPECT_NE(reported[4].find("reason phrase"), std::string::npos) << reported[4];
+  http::server_options bad_name;
+  bad_name.server_name = "corio\r\nX-Injected: 1";
+  EXPECT_THROW(http::server(echo_handler, bad_name), std::invalid_argument);
+}
+
+task<void> canned_server(tcp_listener& listener, std::string answer, int n);
+
+TEST_P(Http, ErrorsFromOtherConnectionsInTheHandlerAre500) {
+  // A handler that calls an upstream server with http::client gets that connection's
+  // protocol_error (a malformed upstream response, status 400) or stream_closed_error. They
+  // are the handler's failure: 500 and reported, not the upstream's 400 with its text, nor
+  // this connection dropped without an answer.
+  tcp_listener upstream_listener;
+  http::server server(
+      [&upstream_listener](http::request& req) -> task<http::response> {
+        if (req.path() == "/protocol") throw http::protocol_error(400, "upstream secret");
+        if (req.path() == "/closed") throw stream_closed_error("read_until: stream is closed");
+        http::client client;  // /upstream: a real upstream answering garbage
+        http::client_response r =
+            co_await client.get(url(upstream_listener.port(), "/") + "garbage");
+        co_return http::response::text(200, r.body);
+      },
+      small_timeouts());
+  int reported = 0;
+  run(with_server(server, [&reported, &upstream_listener](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    upstream_listener = tcp_listener::bind("127.0.0.1", 0);
+    event_loop::current().spawn(
+        canned_server(upstream_listener, "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 1));
+    for (const char* path : {"/protocol", "/closed", "/upstream"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 500);
+      EXPECT_EQ(r.headers.get("Connection"), "close");  // as for every handler failure
+      EXPECT_EQ(r.body.find("secret"), std::string::npos);
+      EXPECT_EQ(r.body.find("Content-Length"), std::string::npos);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    EXPECT_EQ(reported, 3);
+  }));
+}
+
+TEST_P(Http, ErrorOfTheOwnBodyReadByTheHandlerIsStillAnswered) {
+  // After 100 Continue the handler reads the body; its failure is this connection's own
+  // (413 here), answered as such even if the handler turns it into another exception.
+  http::server_options o = small_timeouts();
+  o.max_body_bytes = 10;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/propagate") co_await req.read_body();
+        bool failed = false;
+        try {
+          co_await req.read_body();
+        } catch (const http::protocol_error&) {
+          failed = true;
+        }
+        if (failed) throw std::runtime_error("wrapped");
+        co_return http::response::text(200, "unreachable");
+      },
+      o);
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    for (const char* path : {"/propagate", "/rethrow"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("POST " + std::string(path) +
+              " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+              "Expect: 100-continue\r\n\r\n");
+      EXPECT_EQ(co_await c.read_until("\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+      c.write("20\r\n" + std::string(32, 'x') + "\r\n0\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 413);
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+  }));
+  EXPECT_EQ(reported, 0);  // the client's fault, not the server's
 }
 
 // --- client ----------------------------------------------------------------------------------
@@ -800,6 +1204,57 @@ TEST_P(Http, ClientReadsABodyDelimitedByClose) {
   }());
 }
 
+TEST_P(Http, ClientLimitsABodyDelimitedByClose) {
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    task<void> server =
+        canned_server(listener, "HTTP/1.0 200 OK\r\n\r\n" + std::string(300000, 'c'), 2);
+    event_loop::current().spawn(std::move(server));
+    http::client_options o;
+    o.max_body_bytes = 100000;
+    http::client client(o);
+    int status = 0;
+    try {
+      co_await client.get(url(listener.port()));
+    } catch (const http::protocol_error& e) {
+      status = e.status();
+    }
+    EXPECT_EQ(status, 413);     // not the whole 300,000 bytes
+    o.max_body_bytes = 300000;  // exactly the limit is fine
+    http::client exact(o);
+    http::client_response r = co_await exact.get(url(listener.port()));
+    EXPECT_EQ(r.body.size(), 300000u);
+  }());
+}
+
+TEST_P(Http, ResponseBodiesLargerThanTheStreamBufferAreRead) {
+  // The client's body reader (detail::read_body) on a stream whose max_buffer_size is smaller
+  // than the body, for each framing: the body limit decides, not the buffer (the client's
+  // 256 MiB default is above the 100 MiB stream default).
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::string body(40000, 'z');
+    std::string chunked = "9c40\r\n" + body + "\r\n0\r\n\r\n";
+    std::vector<std::pair<http::detail::body_framing, std::string>> cases = {
+        {{http::detail::body_kind::length, 40000}, body},
+        {{http::detail::body_kind::chunked, 0}, chunked},
+        {{http::detail::body_kind::until_close, 0}, body},
+    };
+    for (const auto& [framing, wire] : cases) {
+      connect_options co;
+      co.stream.max_buffer_size = 4096;
+      auto connecting = tcp_stream::connect("127.0.0.1", listener.port(), co);
+      tcp_stream peer = co_await listener.accept();
+      tcp_stream c = co_await std::move(connecting);
+      co_await peer.write(wire);
+      peer.close();
+      std::string got = co_await http::detail::read_body(c, framing, 1 << 20);
+      EXPECT_EQ(got.size(), body.size());
+      EXPECT_EQ(got, body);
+    }
+  }());
+}
+
 TEST_P(Http, ClientRedirectsOnlyWhenAsked) {
   http::server server(
       [](http::request& req) -> task<http::response> {
@@ -869,6 +1324,47 @@ TEST_P(Http, ClientRejectsMalformedResponses) {
   }());
 }
 
+TEST_P(Http, ClientRefusesToSendCrLfOrNulInItsRequest) {
+  // Header injection on the client side: method, URL (target and host), field names and
+  // values, User-Agent. std::invalid_argument naming the part, and nothing is sent.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    std::string none;
+    auto refused = [&](std::string method, std::string target, http::headers fields,
+                       std::string expected) -> task<void> {
+      std::string what;
+      try {
+        co_await client.request(std::move(method), url(port, target), std::move(fields), none);
+      } catch (const std::invalid_argument& e) {
+        what = e.what();
+      }
+      EXPECT_NE(what.find(expected), std::string::npos) << "\"" << what << "\"";
+    };
+    http::headers value;
+    value.add("X-Injected", "ok\r\nSet-Cookie: evil=1");
+    co_await refused("GET", "/", value, "X-Injected");
+    http::headers nul;
+    nul.add("X-Injected", "a\0b"s);
+    co_await refused("GET", "/", nul, "X-Injected");
+    http::headers name;
+    name.add("X-Injected\r\nEvil", "1");
+    co_await refused("GET", "/", name, "X-Injected");
+    http::headers empty;
+    co_await refused("GET / HTTP/1.1\r\nX-Injected:", "/", empty, "method");
+    co_await refused("GET", "/a\r\nX-Injected: 1", empty, "URL");
+    co_await refused("GET", "/a b", empty, "URL");
+    EXPECT_THROW(http::parse_url("http://evil\r\nX-Injected: 1/"), std::invalid_argument);
+    http::client_options o;
+    o.user_agent = "corio\r\nX-Injected: 1";
+    http::client agent(o);
+    EXPECT_THROW(co_await agent.get(url(port)), std::invalid_argument);
+    http::client_response r = co_await client.get(url(port, "/fine"));
+    EXPECT_EQ(r.body, "GET /fine ");
+  }));
+  EXPECT_EQ(server.requests_served(), 1u);  // only the last one reached the server
+}
+
 TEST_P(Http, HttpsAgainstTheCorioServer) {
   const auto& pki = corio::testing::pki();
   tls_context server_ctx(tls_role::server);
@@ -896,6 +1392,31 @@ TEST_P(Http, HttpsAgainstTheCorioServer) {
     strict.tls = &default_trust;
     http::client untrusting(strict);
     EXPECT_THROW(co_await untrusting.get(base + "/"), corio::error);
+  }));
+}
+
+TEST_P(Http, HttpsErrorAnswerReachesAClientStillSendingItsBody) {
+  // The lingering close over TLS: close_notify and FIN after the answer, then the rest of
+  // the body is read and discarded.
+  const auto& pki = corio::testing::pki();
+  tls_context server_ctx(tls_role::server);
+  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  http::server_options o = small_timeouts();
+  o.tls = &server_ctx;
+  o.max_body_bytes = 1000;
+  http::server server(echo_handler, o);
+  run(with_server(server, [&pki](std::uint16_t port) -> task<void> {
+    tls_context trusting(tls_role::client);
+    trusting.load_verify_file(pki.ca_cert);
+    tls_stream c = co_await tls_stream::connect("localhost", port, trusting);
+    c.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n");
+    bool done = false;
+    event_loop::current().spawn(keep_sending(c, 4000000, 'b', done));
+    while (!done) co_await sleep_for(1ms);  // all sent before reading
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.status, 413);
+    EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    EXPECT_EQ(c.error(), std::error_code());  // close_notify came: no truncation
   }));
 }
 

@@ -1539,6 +1539,37 @@ TEST_P(stream_test, Close_SendsWhatTheKernelTakesAtOnce_S36) {
   });
 }
 
+TEST_P(stream_test, ShutdownWrite_PeerGetsTheDataThenEofAndCanStillSend) {
+  // Not in Tornado (no half-close, S35): a lingering close for HTTP error answers.
+  each_transport([](transport t) -> task<void> {
+    auto p = co_await with_raw_peer(t);
+    auto w = p.s.write("last words");
+    p.s.shutdown_write();  // the FIN follows the queued bytes
+    p.s.shutdown_write();  // idempotent
+    EXPECT_THROW(p.s.write("more"), std::logic_error);
+    EXPECT_THROW(p.s.write(std::string("more")), std::logic_error);
+    co_await std::move(w);
+    EXPECT_EQ(p.peer.recv(10), "last words");
+    EXPECT_TRUE(p.peer.sees_eof());
+    EXPECT_FALSE(p.s.closed());
+    p.peer.send("still sending");  // the other direction is open
+    EXPECT_EQ(co_await p.s.read_bytes(13), "still sending");
+    p.peer.close();
+    EXPECT_EQ(co_await p.s.read_until_close(), "");  // EOF closes the stream (S35)
+    EXPECT_EQ(p.s.error(), none());
+    p.s.shutdown_write();  // nothing on a closed stream
+  });
+}
+
+TEST_P(stream_test, ShutdownWrite_PipeStreamIsALogicError) {
+  run([]() -> task<void> {
+    auto [r, w] = make_pipe();
+    EXPECT_THROW(w.shutdown_write(), std::logic_error);
+    co_await w.write("still usable");
+    EXPECT_EQ(co_await r.read_bytes(12), "still usable");
+  }());
+}
+
 TEST_P(stream_test, Close_PendingOpsOutcomesInOrder_S37) {
   each_transport([](transport t) -> task<void> {
     {  // a pending read_until_close completes with the whole buffer

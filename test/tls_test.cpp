@@ -368,6 +368,36 @@ TEST_P(Tls, Handshake_ConnectAndAccept_S53) {
   }());
 }
 
+TEST_P(Tls, ShutdownWrite_CloseNotifyAfterTheDataAndTheOtherDirectionStaysOpen) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    server.write("answer\n");
+    server.shutdown_write();  // close_notify, then FIN, after the answer
+    EXPECT_THROW(server.write("more"), std::logic_error);
+    client.write("late\n");  // leaves in this turn, before the client reads the alert
+    EXPECT_EQ(co_await server.read_until("\n"), "late\n");  // the server still reads
+    EXPECT_EQ(co_await client.read_until_close(), "answer\n");
+    EXPECT_EQ(client.error(), std::error_code());  // a clean close_notify, no truncation
+    EXPECT_FALSE(server.closed());
+    // The client's stream closed on the alert (S35) and answered it: a clean EOF here too.
+    EXPECT_EQ(co_await server.read_until_close(), "");
+    EXPECT_EQ(server.error(), std::error_code());
+  }());
+}
+
+TEST_P(Tls, ShutdownWrite_BeforeTheHandshakeIsALogicError) {
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto plain = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    EXPECT_THROW(server.shutdown_write(), std::logic_error);  // no ClientHello yet
+    plain.close();
+  }());
+}
+
 TEST_P(Tls, Handshake_StartTlsBothSidesAndReversedRoles_S52_S53) {
   run([]() -> task<void> {
     auto server_ctx = server_context();

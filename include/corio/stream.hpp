@@ -89,6 +89,18 @@ class stream {
   /// Overload so that string literals pick the view overload.
   task<void> write(const char* data) { return write(std::string_view(data)); }
 
+  /// Half-closes the stream (a lingering close, as HTTP servers need after an error answer):
+  /// once every byte written so far has been sent (on a TLS stream, followed by a
+  /// close_notify alert), shuts down the sending direction of the socket (shutdown(2),
+  /// SHUT_WR), so that the peer reads EOF while this side can still read what the peer goes
+  /// on sending. Returns at once: to know when the bytes have left, await a write("") made
+  /// before the call.
+  /// Reads are unaffected: the stream still closes when it reads EOF (S35) or on close().
+  /// A later write throws std::logic_error. Idempotent; does nothing on a closed stream.
+  /// Throws std::logic_error on a pipe stream, or on a TLS stream whose handshake has not
+  /// finished. Not in Tornado, whose streams have no half-close (S35).
+  void shutdown_write();
+
   /// Closes the stream now; pending operations fail with stream_closed_error (S36, S37).
   /// Queued writes get one non-blocking send attempt first (what Tornado's inline write would
   /// already have sent, so `write(x); close();` delivers a small x); what the kernel does not

@@ -27,6 +27,13 @@ url_parts parse_url(std::string_view url) {
     throw std::invalid_argument("http: unsupported URL \"" + std::string(url) +
                                 "\" (expected http:// or https://)");
   }
+  for (unsigned char c : url) {
+    // A space, CR, LF or NUL would end the request line or forge header lines.
+    if (c <= 0x20 || c == 0x7f) {
+      throw std::invalid_argument("http: invalid character (space or control byte) in URL \"" +
+                                  std::string(url.substr(0, 200)) + "\"");
+    }
+  }
   std::size_t slash = rest.find_first_of("/?");
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {
@@ -111,6 +118,20 @@ task<corio::stream> open_connection(client::state& st, const url_parts& u) {
   co_return corio::stream(std::move(secured));
 }
 
+/// Throws std::invalid_argument before anything is sent if the method, a field or the
+/// User-Agent would break the request line or inject header lines.
+void check_request(const std::string& method, const http::headers& fields,
+                   const std::string& user_agent) {
+  if (!detail::is_method_token(method)) {
+    throw std::invalid_argument("http::client: invalid method \"" + method.substr(0, 64) +
+                                "\" (a token is required)");
+  }
+  for (const auto& [name, value] : fields.fields()) {
+    detail::check_outgoing_field(name, value, "http::client");
+  }
+  detail::check_outgoing_field("User-Agent", user_agent, "http::client_options");
+}
+
 std::string serialize_request(const std::string& method, const url_parts& u,
                               const http::headers& fields, const std::string& body,
                               const std::string& user_agent) {
@@ -140,6 +161,7 @@ std::string serialize_request(const std::string& method, const url_parts& u,
 task<client_response> exchange(client::state& st, const std::string& method, const url_parts& u,
                                const http::headers& fields, const std::string& body) {
   const client_options& o = st.options;
+  check_request(method, fields, o.user_agent);
   for (int attempt = 0;; ++attempt) {
     corio::stream s = co_await open_connection(st, u);
     s.write(serialize_request(method, u, fields, body, o.user_agent));

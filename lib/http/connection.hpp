@@ -1,6 +1,8 @@
 // lib/http/connection.hpp - what a request needs from the connection it arrived on.
 #pragma once
 
+#include <exception>
+
 #include "corio/http/server.hpp"
 #include "corio/stream.hpp"
 #include "http/parser.hpp"
@@ -14,6 +16,10 @@ struct connection_state {
   detail::body_framing framing;
   bool expect_continue = false;
   bool continue_sent = false;
+  /// Why request::read_body() failed on this connection (its own body: protocol_error, or
+  /// stream_closed_error), so that the server answers that, and not a 500, whatever the
+  /// handler does with the exception.
+  std::exception_ptr body_failure;
 };
 
 namespace detail {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <span>
 
 #include "corio/stream.hpp"
 #include "corio/timeout.hpp"
@@ -83,15 +84,21 @@ task<std::string_view> request::read_body() {
   }
   // A slow body is the client's fault (408), also when a handler reads it after 100 Continue:
   // a timeout_error escaping the handler would become a 500.
-  bool timed_out = false;
+  std::exception_ptr failure;
   try {
     body =
         co_await with_timeout(c.options->body_timeout,
                               detail::read_body(*c.stream, c.framing, c.options->max_body_bytes));
   } catch (const timeout_error&) {
-    timed_out = true;
+    failure = std::make_exception_ptr(
+        protocol_error(408, "HTTP: the request body did not arrive in time"));
+  } catch (...) {
+    failure = std::current_exception();
   }
-  if (timed_out) throw protocol_error(408, "HTTP: the request body did not arrive in time");
+  if (failure) {
+    c.body_failure = failure;  // the server answers this, not the handler's exception
+    std::rethrow_exception(failure);
+  }
   body_read = true;
   co_return std::string_view(body);
 }
@@ -190,32 +197,89 @@ std::string_view reason_phrase(int status) noexcept {
 namespace detail {
 
 namespace {
-task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
-  // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers.
-  // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
-  // lines are read with twice the limit they may have, and the limit is checked here.
-  constexpr std::size_t max_line = 4096;
+// Why large bodies are read with partial read_into calls: read_bytes(n) (and a whole
+// read_into) waits until all n bytes are in the stream's buffer, so a body larger than the
+// stream's max_buffer_size (100 MiB by default, less than the client's 256 MiB
+// max_body_bytes) failed with buffer_full instead of being read, or answered. A partial
+// read_into moves what each receive brought into the body, and the body grows only as bytes
+// arrive, so a length that is never sent costs nothing.
+constexpr std::size_t body_piece = 64 * 1024;        // room made per partial read
+constexpr std::size_t whole_read_max = 1024 * 1024;  // larger bodies are read piece by piece
+
+/// Appends exactly `n` bytes from `s` to `body`.
+task<void> append_exactly(corio::stream& s, std::string& body, std::size_t n) {
+  for (std::size_t end = body.size() + n; body.size() < end;) {
+    std::size_t old = body.size();
+    body.resize(old + std::min(end - old, body_piece));
+    std::size_t got = 0;
+    try {
+      got = co_await s.read_into(std::as_writable_bytes(std::span(body).subspan(old)), true);
+    } catch (...) {
+      body.resize(old);
+      throw;
+    }
+    body.resize(old + got);
+  }
+}
+
+task<std::string> read_length_body(corio::stream& s, std::size_t n) {
+  std::string body;
+  co_await append_exactly(s, body, n);
+  co_return body;
+}
+
+/// A body delimited by the peer closing the connection, bounded by max_body.
+task<std::string> read_body_until_close(corio::stream& s, std::size_t max_body) {
   std::string body;
   for (;;) {
-    std::string line = co_await s.read_until("\r\n", 2 * max_line);
-    if (line.size() > max_line) throw protocol_error(400, "HTTP: chunk-size line too long");
+    std::size_t old = body.size();
+    std::size_t room = max_body - old;
+    body.resize(old + (room < 64 * 1024 ? room + 1 : 64 * 1024));  // + 1: an overrun shows
+    std::size_t got = 0;
+    bool closed = false;
+    try {
+      got = co_await s.read_into(std::as_writable_bytes(std::span(body).subspan(old)), true);
+    } catch (const stream_closed_error& e) {
+      // Any close ends the body, as for read_until_close (S26), except an overflow (D5).
+      if (e.code() == errc::buffer_full) throw;
+      closed = true;
+    }
+    body.resize(old + got);
+    if (closed) break;
+    if (body.size() > max_body) {
+      throw protocol_error(413, "HTTP: body delimited by closing exceeds max_body_bytes=" +
+                                    std::to_string(max_body));
+    }
+  }
+  co_return body;
+}
+
+task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
+  // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers. The
+  // lines go through the parsers decode_chunked uses (parser.hpp), with the same limits.
+  // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
+  // lines are read with twice the limit they may have, and the limit is checked here.
+  std::string body;
+  for (;;) {
+    std::string line = co_await s.read_until("\r\n", 2 * max_chunk_line + 2);
+    if (line.size() - 2 > max_chunk_line) {
+      throw protocol_error(400, "HTTP: chunk-size line too long");
+    }
     std::uint64_t size = parse_chunk_size(std::string_view(line).substr(0, line.size() - 2));
     if (size == 0) break;
     if (size > max_body - body.size()) {
       throw protocol_error(413,
                            "HTTP: chunked body exceeds max_body_bytes=" + std::to_string(max_body));
     }
-    body += co_await s.read_bytes(static_cast<std::size_t>(size));
+    co_await append_exactly(s, body, static_cast<std::size_t>(size));
     if (co_await s.read_bytes(2) != "\r\n") {
       throw protocol_error(400, "HTTP: chunk data not followed by CRLF");
     }
   }
-  for (int fields = 0;; ++fields) {  // trailer fields: read and ignored, bounded
-    std::string trailer = co_await s.read_until("\r\n", 4 * max_line);
+  for (std::size_t index = 0;; ++index) {  // trailer fields: checked, bounded, then ignored
+    std::string trailer = co_await s.read_until("\r\n", 2 * max_trailer_line + 2);
     if (trailer == "\r\n") break;
-    if (fields > 100 || trailer.size() > 2 * max_line) {
-      throw protocol_error(431, "HTTP: trailer section too large");
-    }
+    check_trailer_line(std::string_view(trailer).substr(0, trailer.size() - 2), index);
   }
   co_return body;
 }
@@ -233,9 +297,13 @@ task<std::string> read_body(corio::stream& s, body_framing framing, std::size_t 
             protocol_error(413, "HTTP: body of " + std::to_string(framing.length) +
                                     " bytes exceeds max_body_bytes=" + std::to_string(max_body))));
       }
-      return s.read_bytes(static_cast<std::size_t>(framing.length));
+      // A small body comes whole with read_bytes: decided at the call when it is buffered.
+      if (framing.length <= std::min(whole_read_max, s.options().max_buffer_size / 2)) {
+        return s.read_bytes(static_cast<std::size_t>(framing.length));
+      }
+      return read_length_body(s, static_cast<std::size_t>(framing.length));
     case body_kind::until_close:
-      return s.read_until_close();
+      return read_body_until_close(s, max_body);
     case body_kind::chunked:
       break;
   }

@@ -1,6 +1,9 @@
 #include "http/parser.hpp"
 
 #include <charconv>
+#include <stdexcept>
+#include <string>
+#include <utility>
 
 namespace corio::http::detail {
 namespace {
@@ -67,6 +70,22 @@ void for_each_line(std::string_view head, bool strict, F&& line_fn) {
   }
 }
 
+/// One field line (RFC 9112 §5): name ":" OWS value OWS; returns name and trimmed value.
+std::pair<std::string_view, std::string_view> parse_field_line(std::string_view line) {
+  if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
+    bad("obsolete line folding (obs-fold) is not accepted");
+  }
+  std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos) bad("header line without a colon");
+  std::string_view name = line.substr(0, colon);
+  if (!is_token(name)) bad("invalid header field name \"" + std::string(name) + "\"");
+  std::string_view value = trim_ows(line.substr(colon + 1));
+  for (unsigned char c : value) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) bad("control character in a header value");
+  }
+  return {name, value};
+}
+
 void parse_fields(std::string_view head, bool strict, http::headers& out,
                   std::string_view& first_line) {
   bool first = true;
@@ -81,21 +100,64 @@ void parse_fields(std::string_view head, bool strict, http::headers& out,
       done = true;
       return false;
     }
-    if (line.front() == ' ' || line.front() == '\t') {
-      bad("obsolete line folding (obs-fold) is not accepted");
-    }
-    std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) bad("header line without a colon");
-    std::string_view name = line.substr(0, colon);
-    if (!is_token(name)) bad("invalid header field name \"" + std::string(name) + "\"");
-    std::string_view value = trim_ows(line.substr(colon + 1));
-    for (unsigned char c : value) {
-      if ((c < 0x20 && c != '\t') || c == 0x7f) bad("control character in a header value");
-    }
+    auto [name, value] = parse_field_line(line);
     out.add(std::string(name), std::string(value));
     return true;
   });
   if (!done) bad("header block is not terminated by an empty line");
+}
+
+bool is_hex_digit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/// Checks the chunk extensions after a chunk size (RFC 9112 §7.1.1):
+///   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+///   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+/// Anything else, control bytes and bare CR or LF included, is refused (request smuggling:
+/// a lenient parser and a strict one would find different chunk boundaries).
+void check_chunk_extensions(std::string_view ext) {
+  std::size_t pos = 0;
+  auto skip_bws = [&] {
+    while (pos < ext.size() && (ext[pos] == ' ' || ext[pos] == '\t')) ++pos;
+  };
+  auto token = [&] {
+    std::size_t start = pos;
+    while (pos < ext.size() && is_tchar(static_cast<unsigned char>(ext[pos]))) ++pos;
+    return pos > start;
+  };
+  auto quoted_string = [&] {
+    ++pos;  // the opening quote
+    while (pos < ext.size()) {
+      auto c = static_cast<unsigned char>(ext[pos++]);
+      if (c == '"') return true;
+      if (c == '\\') {  // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+        if (pos == ext.size()) return false;
+        c = static_cast<unsigned char>(ext[pos++]);
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {  // qdtext
+        return false;
+      }
+    }
+    return false;  // no closing quote
+  };
+  while (pos < ext.size()) {
+    skip_bws();
+    if (pos == ext.size() || ext[pos] != ';') bad("invalid chunk extension");
+    ++pos;
+    skip_bws();
+    if (!token()) bad("invalid chunk extension name");
+    std::size_t after_name = pos;
+    skip_bws();
+    if (pos < ext.size() && ext[pos] == '=') {
+      ++pos;
+      skip_bws();
+      bool ok = pos < ext.size() && ext[pos] == '"' ? quoted_string() : token();
+      if (!ok) bad("invalid chunk extension value");
+    } else {
+      pos = after_name;  // BWS is allowed only before "=" or ";"
+    }
+  }
 }
 
 int parse_version(std::string_view v) {
@@ -200,39 +262,91 @@ body_framing response_framing(const http::headers& fields, int status, std::stri
 }
 
 std::uint64_t parse_chunk_size(std::string_view line) {
-  std::size_t end = line.find(';');
-  std::string_view digits = trim_ows(line.substr(0, end));
-  if (digits.empty()) bad("empty chunk size");
+  std::size_t digits = 0;
   std::uint64_t value = 0;
-  for (char c : digits) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else if (c >= 'A' && c <= 'F') {
-      d = c - 'A' + 10;
-    } else {
-      bad("invalid chunk size \"" + std::string(digits) + "\"");
-    }
+  for (; digits < line.size() && is_hex_digit(line[digits]); ++digits) {
+    char c = line[digits];
+    int d = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
     if (value > (std::uint64_t{1} << 59)) bad("chunk size overflows");
     value = value * 16 + static_cast<std::uint64_t>(d);
   }
+  if (digits == 0) {
+    bad(line.empty() ? std::string("empty chunk size")
+                     : "invalid chunk size line \"" + std::string(line.substr(0, 64)) + "\"");
+  }
+  check_chunk_extensions(line.substr(digits));
   return value;
+}
+
+namespace {
+bool is_control(unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; }
+
+/// `text` for an error message, control bytes and non-ASCII bytes shown as \xNN.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text.substr(0, 64)) {
+    if (c < 0x20 || c >= 0x7f) {
+      constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > 64) out += "...";
+  return out;
+}
+}  // namespace
+
+bool is_method_token(std::string_view method) noexcept { return is_token(method); }
+
+void check_outgoing_field(std::string_view name, std::string_view value, std::string_view what) {
+  if (!is_token(name)) {
+    throw std::invalid_argument(std::string(what) + ": invalid header field name \"" +
+                                printable(name) + "\" (a token is required)");
+  }
+  for (unsigned char c : value) {
+    if (is_control(c)) {
+      throw std::invalid_argument(
+          std::string(what) + ": the value of header \"" + std::string(name) +
+          "\" contains a control character (CR, LF, NUL...): \"" + printable(value) + "\"");
+    }
+  }
+}
+
+void check_outgoing_text(std::string_view text, std::string_view part, std::string_view what) {
+  for (unsigned char c : text) {
+    if (is_control(c)) {
+      throw std::invalid_argument(std::string(what) + ": the " + std::string(part) +
+                                  " contains a control character (CR, LF, NUL...): \"" +
+                                  printable(text) + "\"");
+    }
+  }
+}
+
+void check_trailer_line(std::string_view line, std::size_t index) {
+  if (index >= max_trailer_fields || line.size() > max_trailer_line) {
+    bad("trailer section too large (at most " + std::to_string(max_trailer_fields) +
+            " fields of at most " + std::to_string(max_trailer_line) + " bytes)",
+        431);
+  }
+  parse_field_line(line);
 }
 
 std::string decode_chunked(std::string_view in, std::size_t max_body, std::size_t& consumed) {
   std::string body;
   std::size_t pos = 0;
-  auto line = [&]() {
+  auto line = [&](std::size_t limit, int status) {
     std::size_t crlf = in.find("\r\n", pos);
-    if (crlf == std::string_view::npos || crlf - pos > 4096) bad("chunk line too long or cut");
+    if (crlf == std::string_view::npos) bad("chunked body cut short");
+    if (crlf - pos > limit) bad("chunk-size or trailer line too long", status);
     std::string_view l = in.substr(pos, crlf - pos);
     pos = crlf + 2;
     return l;
   };
   for (;;) {
-    std::uint64_t size = parse_chunk_size(line());
+    std::uint64_t size = parse_chunk_size(line(max_chunk_line, 400));
     if (size == 0) break;
     if (size > max_body - body.size()) bad("chunked body exceeds max_body_bytes", 413);
     if (in.size() - pos < size + 2) bad("chunk data cut short");
@@ -241,7 +355,11 @@ std::string decode_chunked(std::string_view in, std::size_t max_body, std::size_
     if (in.substr(pos, 2) != "\r\n") bad("chunk data not followed by CRLF");
     pos += 2;
   }
-  while (!line().empty()) {  // trailer fields are read and ignored
+  // Trailer fields: checked like header fields, then ignored (as read_chunked_body does).
+  for (std::size_t index = 0;; ++index) {
+    std::string_view trailer = line(max_trailer_line, 431);
+    if (trailer.empty()) break;
+    check_trailer_line(trailer, index);
   }
   consumed = pos;
   return body;

@@ -2,8 +2,11 @@
 #include "corio/http/server.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <span>
+#include <stdexcept>
 #include <vector>
 
 #include "corio/loop.hpp"
@@ -50,6 +53,8 @@ const std::string& http_date() {
   return cached;
 }
 
+/// The status line and fields of `r`. Throws std::invalid_argument for a field or reason
+/// phrase that would inject header lines (detail::check_outgoing_field).
 std::string serialize_head(const response& r, std::string_view server_name, bool keep_alive,
                            int version_minor, bool chunked, bool omit_length) {
   std::string out;
@@ -57,7 +62,12 @@ std::string serialize_head(const response& r, std::string_view server_name, bool
   out += version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
   out += std::to_string(r.status);
   out += ' ';
-  out += r.reason.empty() ? reason_phrase(r.status) : std::string_view(r.reason);
+  if (r.reason.empty()) {
+    out += reason_phrase(r.status);
+  } else {
+    detail::check_outgoing_text(r.reason, "reason phrase", "http::response");
+    out += r.reason;
+  }
   out += "\r\n";
   if (!server_name.empty() && r.headers.count("Server") == 0) {
     out.append("Server: ").append(server_name).append("\r\n");
@@ -79,6 +89,7 @@ std::string serialize_head(const response& r, std::string_view server_name, bool
         iequals(name, "Connection")) {
       continue;  // framing is ours to decide
     }
+    detail::check_outgoing_field(name, value, "http::response");
     out.append(name).append(": ").append(value).append("\r\n");
   }
   out += "\r\n";
@@ -91,6 +102,36 @@ void send_error(corio::stream& s, const server_options& o, int status, const std
   std::string out = serialize_head(r, o.server_name, false, 1, false, false);
   out += r.body;
   s.write(std::move(out));
+}
+
+/// How long, and how many bytes, a lingering close reads and discards at most.
+constexpr std::chrono::seconds linger_time{1};
+constexpr std::size_t linger_bytes = 16 * 1024 * 1024;
+
+/// Ends a connection whose peer may still be sending (its body was not read, or an error was
+/// answered mid-request).
+/// Why: closing a socket with unread received bytes makes the kernel send RST instead of FIN;
+/// a client still sending its body then fails with ECONNRESET, usually before it has read the
+/// answer (RFC 9112 §9.6). So: send the answer, shut down the sending side (the client reads
+/// EOF after the answer), and read and discard what the client still sends, for at most
+/// linger_time and linger_bytes, before closing.
+task<void> linger_close(corio::stream& s, const server_options& o) {
+  try {
+    co_await with_timeout(o.idle_timeout, s.write(""));
+    s.shutdown_write();
+    std::vector<std::byte> discard(64 * 1024);
+    auto deadline = std::chrono::steady_clock::now() + linger_time;
+    for (std::size_t discarded = 0; discarded < linger_bytes;) {
+      auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::nanoseconds::zero()) break;
+      discarded += co_await with_timeout(left, s.read_into(std::span(discard), true));
+    }
+  } catch (const corio::error&) {
+    // the peer's EOF (stream_closed_error), time is up, or the connection failed
+  } catch (const std::logic_error&) {
+    // a stream that cannot be half-closed (a pipe): closed at once
+  }
+  s.close();
 }
 
 /// The most a request head may take before the connection is dropped without an answer:
@@ -119,6 +160,9 @@ struct idle_guard {
 }  // namespace
 
 server::server(handler h, server_options options) : state_(std::make_shared<state>()) {
+  if (!options.server_name.empty()) {
+    detail::check_outgoing_field("Server", options.server_name, "http::server_options");
+  }
   state_->handle = std::move(h);
   state_->options = std::move(options);
 }
@@ -191,6 +235,10 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   connection_state conn;
   conn.stream = &s;
   conn.options = &o;
+  // Response bytes queued since the write queue was last seen empty: a bound on what is still
+  // unsent, kept without asking the stream after every response (pipelining back-pressure).
+  std::size_t queued_since_drain = 0;
+  bool linger = false;  // close with linger_close: the peer may still be sending
   try {
     while (!st.stopping) {
       // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
@@ -213,11 +261,13 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
             co_await with_timeout(o.header_timeout, s.read_until("\r\n\r\n", header_hard_limit(o)));
       } catch (const timeout_error&) {
         send_error(s, o, 408, "the request head did not arrive in time");
+        linger = true;
         break;
       }
       if (head.size() > o.max_header_bytes) {
         send_error(s, o, 431,
                    "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
+        linger = true;
         break;
       }
       request req;
@@ -239,28 +289,50 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
                                req.headers.has_token("Expect", "100-continue") &&
                                conn.framing.kind != detail::body_kind::none;
         conn.continue_sent = false;
+        conn.body_failure = nullptr;
         req.connection = &conn;
         if (!conn.expect_continue) co_await req.read_body();
       } catch (const protocol_error& e) {
         send_error(s, o, e.status(), e.what());
+        linger = true;
         break;
       } catch (const timeout_error&) {
         send_error(s, o, 408, "the request body did not arrive in time");
+        linger = true;
         break;
       }
       keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
                                           : req.headers.has_token("Connection", "keep-alive");
+      // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its framing may be
+      // faulty (a 1.0 intermediary may not have understood it): close after the response.
+      if (req.version_minor == 0 && req.headers.count("Transfer-Encoding") > 0) keep_alive = false;
       response res;
+      std::exception_ptr handler_failure;
       try {
         res = co_await st.handle(req);
-      } catch (const protocol_error& e) {
-        send_error(s, o, e.status(), e.what());
-        break;
-      } catch (const stream_closed_error&) {
-        break;
-      } catch (const std::exception& e) {
-        send_error(s, o, 500, "the handler failed");
-        event_loop::current().report_exception(std::current_exception());
+      } catch (...) {
+        handler_failure = std::current_exception();
+      }
+      if (handler_failure) {
+        // Only a failure of this connection's own request (its body, read by the handler
+        // after 100 Continue) is answered as such. Anything else the handler throws is its
+        // own failure, protocol_error or stream_closed_error included: those may come from
+        // an upstream connection (an http::client used by the handler), and must neither
+        // drop this connection without an answer nor answer with the upstream's status.
+        if (conn.body_failure) {
+          try {
+            std::rethrow_exception(conn.body_failure);
+          } catch (const protocol_error& e) {
+            send_error(s, o, e.status(), e.what());
+            linger = true;
+          } catch (...) {
+            // this connection failed (stream_closed_error): nobody to answer
+          }
+        } else {
+          send_error(s, o, 500, "the handler failed");
+          event_loop::current().report_exception(handler_failure);
+          linger = true;
+        }
         break;
       }
       // A body the handler did not read (Expect: 100-continue refused) cannot be skipped
@@ -268,17 +340,35 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       if (!req.body_read && conn.framing.kind != detail::body_kind::none) keep_alive = false;
       if (st.stopping) keep_alive = false;
       bool head_only = req.method == "HEAD";
+      // RFC 9110 §6.4.1: a 1xx, 204 or 304 response ends with its head. A body given anyway
+      // would be read as the start of the next response: it is dropped, producer included.
+      if (res.status < 200 || res.status == 204 || res.status == 304) {
+        res.body.clear();
+        res.producer = nullptr;
+      }
       bool chunked = static_cast<bool>(res.producer) && !head_only && req.version_minor == 1;
-      if (res.producer && req.version_minor == 0) keep_alive = false;  // 1.0: close-delimited
-      std::string out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
-                                       static_cast<bool>(res.producer) && !chunked);
+      if (res.producer && !head_only && req.version_minor == 0) {
+        keep_alive = false;  // 1.0: the body is delimited by closing
+      }
+      std::string out;
+      try {
+        out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
+                             static_cast<bool>(res.producer) && !chunked);
+      } catch (const std::invalid_argument&) {
+        // A field with CR or LF would forge headers: the handler's error, answered as one.
+        send_error(s, o, 500, "the handler failed");
+        event_loop::current().report_exception(std::current_exception());
+        linger = true;
+        break;
+      }
       ++st.served;
+      queued_since_drain += out.size();
       if (res.producer) {
         s.write(std::move(out));
         if (!head_only) {
           if (chunked) {
             body_writer writer(s);
-            co_await res.producer(writer);
+            co_await res.producer(writer);  // each chunk is awaited: nothing piles up
             s.write("0\r\n\r\n");
           } else {
             // HTTP/1.0 has no chunked coding: the body is delimited by closing.
@@ -287,17 +377,34 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
           }
         }
       } else {
-        if (!head_only) out += res.body;
+        if (!head_only) {
+          out += res.body;
+          queued_since_drain += res.body.size();
+        }
         s.write(std::move(out));  // gathered with the other writes of this loop turn
       }
+      // Why: a client that pipelines requests without reading the answers would otherwise
+      // make the server queue every response (10,000 GETs of 1 MiB: 10 GB). Past the mark,
+      // wait until the queue is sent before handling the next request. A client that sends
+      // one request at a time reads each answer first: the mark is never reached, or the
+      // queue has drained by then, and no request waits here.
+      if (queued_since_drain > o.max_unsent_response_bytes) {
+        if (s.writing()) co_await with_timeout(o.idle_timeout, s.write(""));
+        queued_since_drain = 0;
+      }
       if (!keep_alive) {
-        co_await s.write("");  // flush, then close
+        if (!req.body_read && conn.framing.kind != detail::body_kind::none) {
+          linger = true;  // the client may be sending the body it was refused
+        } else {
+          co_await s.write("");  // flush, then close
+        }
         break;
       }
     }
   } catch (const stream_closed_error&) {
   } catch (const timeout_error&) {
   }
+  if (linger) co_await linger_close(s, o);
   s.close();
 }
 

@@ -21,7 +21,9 @@ struct client_options {
   bool follow_redirects = false;             ///< follow 301/302/303/307/308 (up to max_redirects)
   int max_redirects = 5;                     ///< redirect limit
   std::size_t max_header_bytes = 64 * 1024;  ///< response head limit
-  std::size_t max_body_bytes = 256 * 1024 * 1024;  ///< response body limit
+  /// Response body limit, whatever the framing (close-delimited included); past it:
+  /// protocol_error with status 413. May exceed the stream's max_buffer_size.
+  std::size_t max_body_bytes = 256 * 1024 * 1024;
   tls_context* tls = nullptr;  ///< for https://; nullptr: a default client context (verifying)
   std::string user_agent = "corio";  ///< the User-Agent header ("" omits it)
 };
@@ -49,7 +51,10 @@ class client {
   /// Sends `method` to `url` with extra header fields and a body (Content-Length is set when
   /// the body is not empty or the method is POST/PUT/PATCH) and reads the whole response.
   /// Throws protocol_error for a malformed response, stream_closed_error or tls_error from the
-  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL.
+  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL (a
+  /// space or control byte in it included), a method that is not a token, or a field name,
+  /// field value or User-Agent that would inject header lines (CR, LF, NUL…): then nothing
+  /// is sent.
   [[nodiscard]] task<client_response> request(std::string method, std::string url,
                                               http::headers fields, std::string body);
   /// GET `url`.

@@ -20,21 +20,31 @@ namespace corio::http {
 
 /// Limits and timeouts of a server.
 struct server_options {
-  std::size_t max_header_bytes = 64 * 1024;       ///< request line + fields; past it: 431
-  std::size_t max_body_bytes = 16 * 1024 * 1024;  ///< past it: 413
+  std::size_t max_header_bytes = 64 * 1024;  ///< request line + fields; past it: 431
+  /// Past it: 413. May exceed streams.max_buffer_size: bodies are read as they arrive.
+  std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
   /// A kept-alive connection may stay silent this long between requests.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// The body must arrive within this once the head was read.
   std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
+  /// Pipelining back-pressure: once more than this many response bytes wait unsent on a
+  /// connection (a client that pipelines requests without reading the answers), the server
+  /// waits until they are sent before it handles the next request; if that takes longer
+  /// than idle_timeout, the connection is closed. Requests answered one at a time never
+  /// wait for this.
+  std::size_t max_unsent_response_bytes = 1024 * 1024;
   std::string server_name = "corio";  ///< the Server header ("" omits it)
   tls_context* tls = nullptr;         ///< serve HTTPS with this server context
   stream_options streams{};           ///< options of accepted streams
 };
 
 /// A request handler: a coroutine that turns a request into a response. An exception it
-/// throws becomes a 500 response and closes the connection.
+/// throws becomes a 500 response, is reported to the loop's exception handler, and closes the
+/// connection; protocol_error and stream_closed_error too (they come from other connections,
+/// e.g. an http::client's). Only a failure of request::read_body() on this request is answered
+/// as itself (400, 408, 413), or ends the connection if it was the connection that failed.
 using handler = std::function<task<response>(request&)>;
 
 /// Serves HTTP/1.1 (and 1.0) over streams: one coroutine per connection, keep-alive,
