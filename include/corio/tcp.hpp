@@ -50,9 +50,12 @@ class tcp_stream : public stream {
   explicit tcp_stream(int connected_fd, stream_options options = {});
 
   /// Resolves `host` without blocking the loop (a numeric address is used at once; a name is
-  /// resolved on a helper thread) and connects to the first address that accepts, trying
-  /// each in turn (S46, S51). Failure: stream_closed_error whose code() is the OS error of
-  /// the last attempt (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error on expiry.
+  /// resolved on a helper thread, one per call) and connects to the first address that
+  /// accepts, trying each in turn (S46, S51). Failure: stream_closed_error whose code() is
+  /// the OS error of the last attempt (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error on
+  /// expiry. The attempts are sequential (no Happy Eyeballs): an address that drops SYNs (a
+  /// broken IPv6 route) holds up the next until the kernel gives up (~2 min) or
+  /// options.timeout expires, so set a timeout, or pass a numeric address where that matters.
   [[nodiscard]] static task<tcp_stream> connect(std::string_view host, std::uint16_t port,
                                                 connect_options options = {});
 
@@ -86,11 +89,16 @@ class tcp_listener {
   ~tcp_listener();
 
   /// Binds and listens on host:port ("127.0.0.1", "::1", "0.0.0.0", "localhost"); port 0
-  /// picks a free port (see port()). Throws corio::error with the OS error on failure.
+  /// picks a free port (see port()). Throws corio::error with the OS error on failure. A name
+  /// is resolved with getaddrinfo on the calling thread (a numeric address never is) and
+  /// only its first address is bound: where "localhost" means ::1 and 127.0.0.1, name the
+  /// one you want, or "::" for both families.
   static tcp_listener bind(std::string_view host, std::uint16_t port, listen_options options = {});
 
   /// Accepts the next connection. Throws corio::error with the OS error (EMFILE, …), or
-  /// stream_closed_error if the listener is closed while waiting. After an accept that found
+  /// stream_closed_error if the listener is closed while waiting. After EMFILE or ENFILE
+  /// the connection stays queued, so an accept loop should pause (sleep_for) before it
+  /// accepts again: retrying at once only spins. After an accept that found
   /// a connection, the next one takes a connection already queued at once, without waiting
   /// a loop turn, so that one accept loop drains a burst quickly (every 64th yields a turn).
   [[nodiscard]] task<tcp_stream> accept(stream_options options = {});
