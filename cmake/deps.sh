@@ -16,7 +16,7 @@ REQUIRED_PACKAGES=(
   clang-14 libclang-rt-14-dev
   liburing-dev libssl-dev libpcre2-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  openssl python3-tornado curl doxygen valgrind
+  openssl python3 python3-tornado curl doxygen valgrind
 )
 OPTIONAL_PACKAGES=("$@")
 

@@ -19,7 +19,8 @@ class regex_matcher {
   regex_matcher& operator=(const regex_matcher&) = delete;
 
   const std::string& pattern() const noexcept { return pattern_; }
-  /// End offset of the leftmost match in `subject`, if any.
+  /// End offset of the leftmost match in `subject`, if any. Throws regex_error if PCRE2
+  /// cannot decide (its match, depth or heap limit): that is not "no match".
   std::optional<std::size_t> match_end(std::string_view subject) const;
 
  private:

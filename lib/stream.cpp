@@ -98,6 +98,29 @@ const char* find_delimiter(const char* from, const char* end, std::string_view d
   return nullptr;
 }
 
+/// The close callbacks of a stream destroyed before they ran: they still run once, from the
+/// loop (S38), and the node deletes itself (or is discarded with the loop).
+class orphaned_close_notice final : public ready_node {
+ public:
+  orphaned_close_notice(event_loop& loop, std::vector<std::function<void()>>&& callbacks) noexcept
+      : loop_(loop), callbacks_(std::move(callbacks)) {}
+  void run_ready() override {
+    std::unique_ptr<orphaned_close_notice> self(this);
+    for (auto& callback : callbacks_) {
+      try {
+        callback();
+      } catch (...) {
+        loop_.report_exception(std::current_exception());
+      }
+    }
+  }
+  void discard() noexcept override { delete this; }
+
+ private:
+  event_loop& loop_;
+  std::vector<std::function<void()>> callbacks_;
+};
+
 }  // namespace
 
 stream_core::stream_core(event_loop& loop, int fd, stream::transport_kind kind,
@@ -108,8 +131,18 @@ stream_core::stream_core(event_loop& loop, int fd, stream::transport_kind kind,
 }
 
 stream_core::~stream_core() {
-  close_callback_ = nullptr;  // destruction does not run the close callback
-  close({});
+  close_callback_ = nullptr;  // destruction is not a close: a callback not yet taken never runs
+  // As close() (S36): queued writes get their one non-blocking send, so `write(x)` and then
+  // letting the stream go delivers a small x, as it does with an explicit close().
+  close_by_user({});
+  // S38: callbacks taken by an earlier close run exactly once, from the loop, even when the
+  // stream is destroyed before they ran (a read's catch block that ends the coroutine).
+  if (close_notice_.queued() && !close_notice_.callbacks.empty()) {
+    if (auto* orphan =
+            new (std::nothrow) orphaned_close_notice(loop_, std::move(close_notice_.callbacks))) {
+      loop_.schedule(*orphan);
+    }
+  }
   loop_.remove_turn_hook(*this);
 }
 
@@ -417,7 +450,16 @@ void stream_core::try_read_progress() {
     return;
   }
   std::size_t consume = 0;
-  switch (evaluate(consume)) {
+  verdict v = verdict::wait;
+  try {
+    v = evaluate(consume);
+  } catch (const regex_error&) {
+    // The pattern could not be matched at all (PCRE2's match or depth limit): the read
+    // fails, every byte stays buffered and the stream stays usable, as for a bad pattern (D8).
+    fail_read(std::current_exception());
+    return;
+  }
+  switch (v) {
     case verdict::ready:
       complete_read(consume);
       maybe_watch_idle();
@@ -966,7 +1008,9 @@ namespace {
 /// is unregistered so that the stream stays usable (no phantom "already reading", no leak).
 template <class Call>
 auto guarded_read(detail::stream_core& core, Call call) -> decltype(call(core)) {
-  const bool was_reading = core.reading();
+  // Why read_pending, not reading(): a TLS stream whose handshake is under way is "reading"
+  // with no read registered, and a read that throws after registering must still be undone.
+  const bool was_reading = core.read_pending();
   try {
     return call(core);
   } catch (...) {

@@ -48,6 +48,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   /// A read call threw (std::bad_alloc, B13) after registering itself: no task was returned,
   /// so the read is unregistered and its op, if made, freed.
   void abandon_read() noexcept;
+  /// True while a read call is registered (reading() also counts a TLS handshake).
+  bool read_pending() const noexcept { return read_.kind != read_kind::none; }
   bool reading() const noexcept {
     return read_.kind != read_kind::none || (tls_ && !closed_ && !tls_->handshake_done());
   }

@@ -1027,6 +1027,36 @@ TEST_P(stream_test, ReadUntilRegex_InvalidPatternLeavesStreamUsable_D8) {
   });
 }
 
+TEST_P(stream_test, ReadUntilRegex_BacktrackingOverManyBytesStillMatches_S20) {
+  // (?:.|\n)*? pushes a backtracking frame per byte: 64 KiB of them exhaust the JIT's 32 KiB
+  // stack. That is not "no match": the interpreter (heap frames) decides instead.
+  each_transport([](transport t) -> task<void> {
+    auto d = co_await connected(t);
+    const std::string head = std::string(64 << 10, 'x') + "\r\n\r\n";
+    d.a.write(head);
+    EXPECT_EQ(co_await d.b.read_until_regex("(?:.|\n)*?\r\n\r\n"), head);
+  });
+}
+
+TEST_P(stream_test, ReadUntilRegex_PatternPcre2CannotDecideFailsTheReadKeepsTheBytes_S20) {
+  // ^(a+)+$ on 40 a's and an X reaches PCRE2's match limit. The read fails with regex_error
+  // (it used to wait forever); nothing is consumed and the stream reads on.
+  each_transport([](transport t) -> task<void> {
+    auto d = co_await connected(t);
+    const std::string as = std::string(40, 'a') + "X";
+    co_await d.a.write(as);
+    co_await sleep_for(5ms);
+    auto e = co_await failure_of([&] { return d.b.read_until_regex("^(a+)+$"); });
+    EXPECT_TRUE(failed_with<regex_error>(e));
+    EXPECT_FALSE(d.b.closed());
+    EXPECT_FALSE(d.b.reading());
+    EXPECT_EQ(co_await d.b.read_bytes(as.size()), as);
+    // Byte-wise only (S20): a pattern asking for UTF is refused at the call.
+    e = co_await failure_of([&] { return d.b.read_until_regex("(*UTF)a"); });
+    EXPECT_TRUE(failed_with<regex_error>(e));
+  });
+}
+
 // ================================================================== 6. read_bytes (S21-S23)
 
 TEST_P(stream_test, ReadBytes_ExactAccumulatesAcrossChunksExcessStays_S21) {
@@ -1950,6 +1980,40 @@ TEST_P(stream_test, CallTimeErrors_SurfaceAtCallOrAwait_D7) {
     // The pending read is untouched by all of that, and sees the EOF.
     auto e = co_await failure_of([&] { return std::move(pending); });
     EXPECT_TRUE(closed_with(e, none()));
+  });
+}
+
+TEST_P(stream_test, Destroy_SendsQueuedWritesOnceAsCloseDoes_S36) {
+  // `write(x)` and then letting the stream go delivers a small x, as write(x); close() does.
+  each_transport([](transport t) -> task<void> {
+    auto d = co_await connected(t);
+    {
+      tcp_stream leaving = std::move(d.a);
+      leaving.write("bye");
+    }
+    EXPECT_EQ(co_await d.b.read_until_close(), "bye");
+  });
+}
+
+TEST_P(stream_test, Destroy_AfterACloseItsCallbackStillRunsOnce_S38) {
+  // The usual handler: read until the peer closes, then end the coroutine, destroying the
+  // stream before the loop ran the close callback the close had already taken.
+  each_transport([](transport t) -> task<void> {
+    auto d = co_await connected(t);
+    int calls = 0;
+    {
+      tcp_stream s = std::move(d.b);
+      s.set_close_callback([&calls] { ++calls; });
+      d.a.close();
+      try {
+        co_await s.read_until("\n");
+        ADD_FAILURE() << "read_until completed after the peer closed";
+      } catch (const stream_closed_error&) {
+      }
+    }
+    co_await sleep_for(1ms);
+    co_await sleep_for(1ms);
+    EXPECT_EQ(calls, 1);
   });
 }
 

@@ -12,7 +12,7 @@ enum class errc {
   unsatisfiable_read = 1,  ///< read_until/read_until_regex: max_bytes exceeded (S16).
   buffer_full,             ///< The read buffer grew past max_buffer_size (S42).
   tls_truncated,           ///< TLS peer closed without close_notify (D10).
-  timed_out,               ///< A deadline expired.
+  timed_out,               ///< Reserved: timeouts throw timeout_error, whose code() is empty.
 };
 
 /// The category of corio::errc codes ("corio").
@@ -42,8 +42,9 @@ class stream_closed_error : public error {
   using error::error;
 };
 
-/// A delimiter or pattern was not found within max_bytes. Appears as the cause
-/// (errc::unsatisfiable_read) of the stream_closed_error a read fails with (S16).
+/// Reserved: corio does not throw it. A delimiter or pattern not found within max_bytes
+/// closes the stream, and the read fails with stream_closed_error whose code() is
+/// errc::unsatisfiable_read (S16).
 class unsatisfiable_read_error : public error {
  public:
   using error::error;

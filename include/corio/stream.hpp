@@ -38,8 +38,9 @@ class stream_core;
 /// no later than the co_await of the returned task (S5).
 ///
 /// Writes issued during one loop turn leave in one gathered send at the end of that turn.
-/// A stream is movable; destroying it behaves like close() (without running the close
-/// callback), and its in-flight kernel operations are cancelled safely.
+/// A stream is movable; destroying it behaves like close() (queued writes get their one
+/// non-blocking send; a close callback not yet taken by a close does not run, one already
+/// taken still runs once), and its in-flight kernel operations are cancelled safely.
 ///
 /// Cancellation (with_timeout or destroying the task of a pending read) withdraws the read:
 /// nothing is consumed, every byte received stays buffered (S13, "total" cancellation).
@@ -80,8 +81,9 @@ class stream {
 
   /// Queues `data` (copied at the call) for sending; completes when it and everything written
   /// before it have been accepted by the kernel (S28-S34). write("") is a flush barrier (S30).
-  /// Throws stream_buffer_full_error past max_write_buffer_size (S31) and
-  /// stream_closed_error on a closed stream (S32). Destroying the task only stops the waiting.
+  /// Throws stream_buffer_full_error past max_write_buffer_size (S31), at the call. On a
+  /// closed stream the returned task fails with stream_closed_error (S32): a write whose task
+  /// is never awaited does not report it. Destroying the task only stops the waiting.
   task<void> write(std::string_view data);
   /// As write(string_view), taking the string without copying it (a small one may still be
   /// appended to the previous unsent write, so that one turn's replies leave contiguously).

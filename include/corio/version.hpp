@@ -1,7 +1,7 @@
 #pragma once
 
 /// @file
-/// @brief Library version (validation stub from the build-infrastructure work).
+/// @brief The library's version.
 
 namespace corio {
 

@@ -59,7 +59,7 @@ std::string explain_setup_failure(int err) {
         " (io_uring is disabled: check the kernel.io_uring_disabled sysctl, a seccomp "
         "policy such as Docker's default, or RLIMIT_MEMLOCK)";
   } else if (err == ENOSYS) {
-    text += " (the kernel has no io_uring: Linux 5.19 or later is needed)";
+    text += " (the kernel has no io_uring: Linux 5.6 or later is needed, 6.1 for every feature)";
   } else if (err == ENOMEM) {
     text += " (RLIMIT_MEMLOCK may be too low for the ring)";
   }
