@@ -1296,6 +1296,64 @@ TEST_P(Http, ClientRedirectsOnlyWhenAsked) {
   }));
 }
 
+http::response redirect_to(std::string location) {
+  http::response r = http::response::text(302, "");
+  r.headers.add("Location", std::move(location));
+  return r;
+}
+
+/// "<name> <target> auth=<Authorization> cookie=<Cookie>" for what the request carried.
+http::response describe_request(const char* name, const http::request& req) {
+  return http::response::text(
+      200, std::string(name) + " " + req.target +
+               " auth=" + std::string(req.headers.get("Authorization").value_or("-")) +
+               " cookie=" + std::string(req.headers.get("Cookie").value_or("-")));
+}
+
+TEST_P(Http, ClientRedirectsResolveRelativeLocationsAndKeepCredentialsToTheirOrigin) {
+  std::uint16_t other_port = 0;
+  http::server other(
+      [](http::request& req) -> task<http::response> {
+        co_await req.read_body();
+        co_return describe_request("other", req);
+      },
+      small_timeouts());
+  http::server first(
+      [&other_port](http::request& req) -> task<http::response> {
+        co_await req.read_body();
+        const std::string path(req.path());
+        if (path == "/dir/page") co_return redirect_to("next#fragment");
+        if (path == "/dir/query" && req.query().empty()) co_return redirect_to("?q=1");
+        if (path == "/scheme-relative")
+          co_return redirect_to("//127.0.0.1:" + std::to_string(other_port) + "/x");
+        if (path == "/away")
+          co_return redirect_to("http://127.0.0.1:" + std::to_string(other_port) + "/landed");
+        co_return describe_request("first", req);
+      },
+      small_timeouts());
+  run(with_server(other, [&](std::uint16_t port_of_other) -> task<void> {
+    other_port = port_of_other;
+    co_await with_server(first, [](std::uint16_t port) -> task<void> {
+      http::client_options o;
+      o.follow_redirects = true;
+      http::client client(o);
+      http::headers fields;
+      fields.add("Authorization", "Bearer secret");
+      fields.add("Cookie", "session=1");
+      // Relative locations, same origin: the credentials go along.
+      http::client_response r = co_await client.request("GET", url(port, "/dir/page"), fields, "");
+      EXPECT_EQ(r.body, "first /dir/next auth=Bearer secret cookie=session=1");
+      r = co_await client.request("GET", url(port, "/dir/query"), fields, "");
+      EXPECT_EQ(r.body, "first /dir/query?q=1 auth=Bearer secret cookie=session=1");
+      // Another origin (another port): they do not.
+      r = co_await client.request("GET", url(port, "/away"), fields, "");
+      EXPECT_EQ(r.body, "other /landed auth=- cookie=-");
+      r = co_await client.request("GET", url(port, "/scheme-relative"), fields, "");
+      EXPECT_EQ(r.body, "other /x auth=- cookie=-");
+    });
+  }));
+}
+
 TEST_P(Http, ClientTimeout) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
