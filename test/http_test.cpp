@@ -1423,10 +1423,17 @@ TEST_P(Http, ClientRefusesToSendCrLfOrNulInItsRequest) {
   EXPECT_EQ(server.requests_served(), 1u);  // only the last one reached the server
 }
 
+/// A server context with the test PKI's certificate and key.
+tls_context test_server_context() {
+  const auto& pki = corio::testing::pki();
+  tls_context context(tls_role::server);
+  context.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  return context;
+}
+
 TEST_P(Http, HttpsAgainstTheCorioServer) {
   const auto& pki = corio::testing::pki();
-  tls_context server_ctx(tls_role::server);
-  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  tls_context server_ctx = test_server_context();
   http::server_options o = small_timeouts();
   o.tls = &server_ctx;
   http::server server(echo_handler, o);
@@ -1457,8 +1464,7 @@ TEST_P(Http, HttpsErrorAnswerReachesAClientStillSendingItsBody) {
   // The lingering close over TLS: close_notify and FIN after the answer, then the rest of
   // the body is read and discarded.
   const auto& pki = corio::testing::pki();
-  tls_context server_ctx(tls_role::server);
-  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  tls_context server_ctx = test_server_context();
   http::server_options o = small_timeouts();
   o.tls = &server_ctx;
   o.max_body_bytes = 1000;
@@ -1540,8 +1546,7 @@ TEST_P(Http, CurlKeepAliveChunkedExpectHeadAndHttp10) {
 TEST_P(Http, CurlOverHttps) {
   if (!have_curl()) GTEST_SKIP() << "curl not installed";
   const auto& pki = corio::testing::pki();
-  tls_context server_ctx(tls_role::server);
-  server_ctx.use_certificate_chain_file(pki.server_cert).use_private_key_file(pki.server_key);
+  tls_context server_ctx = test_server_context();
   http::server_options o = small_timeouts();
   o.tls = &server_ctx;
   http::server server(echo_handler, o);
