@@ -147,7 +147,9 @@ class event_loop {
   /// (nanoseconds::max() for "never") never fires.
   timer_handle call_later(std::chrono::nanoseconds delay, std::function<void()> fn);
 
-  /// Makes run() return after the current iteration.
+  /// Makes run() return after the current iteration. Only a run() in progress is stopped: a
+  /// stop() made while none runs is forgotten (run() starts afresh); from outside the loop's
+  /// thread, post() it.
   void stop() noexcept;
 
   /// Counters since the loop was created, as a snapshot: a copy that does not follow the
