@@ -1188,6 +1188,69 @@ task<void> canned_server(tcp_listener& listener, std::string answer, int n) {
   }
 }
 
+/// Answers one request with `answer` and keeps the connection open until the client closes it.
+task<void> canned_keep_alive_server(tcp_listener& listener, std::string answer) {
+  tcp_stream s = co_await listener.accept();
+  co_await s.read_until("\r\n\r\n");
+  co_await s.write(answer);
+  try {
+    co_await s.read_until_close();
+  } catch (const stream_closed_error&) {
+  }
+}
+
+TEST_P(Http, ClientFramesResponsesAsRfc9112Says) {
+  run([]() -> task<void> {
+    http::client_options o;
+    o.timeout = 2s;
+    {  // chunked as the final coding frames the body
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(canned_keep_alive_server(
+          listener,
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
+      http::client client(o);
+      http::client_response r = co_await client.get(url(listener.port()));
+      EXPECT_EQ(r.body, "hello");
+      EXPECT_EQ(client.idle_connections(), 1u);
+    }
+    {  // chunked not final: the body runs until the connection closes
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(canned_server(
+          listener, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nraw", 1));
+      http::client client(o);
+      http::client_response r = co_await client.get(url(listener.port()));
+      EXPECT_EQ(r.body, "5\r\nraw");
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+    {  // both framings: chunked wins, and the connection is not reused
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(canned_keep_alive_server(
+          listener,
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+          "5\r\nhello\r\n0\r\n\r\n"));
+      http::client client(o);
+      http::client_response r = co_await client.get(url(listener.port()));
+      EXPECT_EQ(r.body, "hello");
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+    {  // 101 is a final answer, not an interim one: returned at once, never reused
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(canned_keep_alive_server(
+          listener,
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"));
+      http::client client(o);
+      int status = 0;
+      try {
+        status = (co_await client.get(url(listener.port()))).status;
+      } catch (const timeout_error&) {
+        ADD_FAILURE() << "the client waited for another head after 101";
+      }
+      EXPECT_EQ(status, 101);
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+  }());
+}
+
 TEST_P(Http, ClientReadsABodyDelimitedByClose) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);

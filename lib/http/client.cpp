@@ -182,7 +182,9 @@ task<client_response> exchange(client::state& st, const std::string& method, con
       throw;
     }
     detail::response_head parsed = detail::parse_response_head(head);
-    while (parsed.status >= 100 && parsed.status < 200) {  // 100 Continue and friends
+    // 100 Continue and friends; 101 Switching Protocols is final (the connection now speaks
+    // another protocol: it is returned, never reused).
+    while (parsed.status >= 100 && parsed.status < 200 && parsed.status != 101) {
       head = co_await s.read_until("\r\n\r\n", o.max_header_bytes);
       parsed = detail::parse_response_head(head);
     }
@@ -193,7 +195,12 @@ task<client_response> exchange(client::state& st, const std::string& method, con
     r.version_minor = parsed.version_minor;
     r.headers = std::move(parsed.headers);
     r.body = co_await detail::read_body(s, framing, o.max_body_bytes);
+    // Not reused either: a response framed by both Transfer-Encoding and Content-Length (RFC
+    // 9112 §6.3: a sign of smuggling; the chunked framing was used, then the connection ends).
+    const bool both_framings =
+        r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
     bool reusable = framing.kind != detail::body_kind::until_close && !s.closed() &&
+                    r.status != 101 && !both_framings &&
                     (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                           : r.headers.has_token("Connection", "keep-alive"));
     if (reusable) st.idle[client::state::origin(u)].push_back(std::move(s));

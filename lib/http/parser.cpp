@@ -246,7 +246,14 @@ body_framing response_framing(const http::headers& fields, int status, std::stri
     return {body_kind::none, 0};
   }
   if (fields.count("Transfer-Encoding") > 0) {
-    if (fields.has_token("Transfer-Encoding", "chunked")) return {body_kind::chunked, 0};
+    // RFC 9112 §6.3: chunked frames the body only as the final coding ("gzip, chunked");
+    // otherwise ("chunked, gzip", "gzip") the body runs until the connection closes.
+    std::string_view last_field;
+    for (const auto& [name, value] : fields.fields()) {
+      if (iequals(name, "Transfer-Encoding")) last_field = value;
+    }
+    std::string_view final_coding = last_field.substr(last_field.rfind(',') + 1);
+    if (iequals(trim_ows(final_coding), "chunked")) return {body_kind::chunked, 0};
     return {body_kind::until_close, 0};
   }
   if (fields.count("Content-Length") > 0) {
