@@ -743,6 +743,15 @@ TEST_P(Tls, KeyUpdateDuringFullDuplexTraffic_E13) {
     EXPECT_EQ(d.digest, b.digest);
     EXPECT_EQ(c.first_mismatch, std::string::npos);
     EXPECT_EQ(d.first_mismatch, std::string::npos);
+    // SSL_key_update only schedules the update for the next SSL_write: one more line each way
+    // makes sure both went out (none pending any more) and were read by the peer, even if
+    // the transfers had ended before the updates were scheduled.
+    client.write("after\n");
+    server.write("after\n");
+    EXPECT_EQ(co_await server.read_until("\n"), "after\n");
+    EXPECT_EQ(co_await client.read_until("\n"), "after\n");
+    EXPECT_EQ(SSL_get_key_update_type(client.core().tls()->native()), SSL_KEY_UPDATE_NONE);
+    EXPECT_EQ(SSL_get_key_update_type(server.core().tls()->native()), SSL_KEY_UPDATE_NONE);
   }());
 }
 
