@@ -61,10 +61,11 @@ class tcp_stream : public stream {
 
   /// Starts TLS on this idle connection (no pending read or write, nothing buffered: S52,
   /// else std::logic_error; on a closed stream stream_closed_error with the reason it closed,
-  /// where Tornado raises its "not idle" ValueError) and completes with the TLS stream once the handshake and the
-  /// certificate checks succeeded (S53). The handshake starts at the call. `server_hostname`
-  /// is sent as SNI and checked against the certificate; it is required when the context
-  /// checks host names (std::invalid_argument otherwise, S55). Failure: the raw tls_error.
+  /// where Tornado raises its "not idle" ValueError) and completes with the TLS stream once
+  /// the handshake and the certificate checks succeeded (S53). The handshake starts at the
+  /// call. `server_hostname` is sent as SNI and checked against the certificate; it is
+  /// required when the context checks host names (std::invalid_argument otherwise, S55).
+  /// Failure: the raw tls_error.
   /// The tcp_stream is empty afterwards. The new stream keeps the options and close callback.
   [[nodiscard]] task<tls_stream> start_tls(tls_context& context,
                                            std::string_view server_hostname = {}) &&;
