@@ -98,6 +98,17 @@ const char* find_delimiter(const char* from, const char* end, std::string_view d
   return nullptr;
 }
 
+/// Runs close callbacks in order (S38); one that throws is reported and the others still run.
+void run_close_callbacks(event_loop& loop, std::vector<std::function<void()>>& callbacks) {
+  for (auto& callback : callbacks) {
+    try {
+      callback();
+    } catch (...) {
+      loop.report_exception(std::current_exception());
+    }
+  }
+}
+
 /// The close callbacks of a stream destroyed before they ran: they still run once, from the
 /// loop (S38), and the node deletes itself (or is discarded with the loop).
 class orphaned_close_notice final : public ready_node {
@@ -106,13 +117,7 @@ class orphaned_close_notice final : public ready_node {
       : loop_(loop), callbacks_(std::move(callbacks)) {}
   void run_ready() override {
     std::unique_ptr<orphaned_close_notice> self(this);
-    for (auto& callback : callbacks_) {
-      try {
-        callback();
-      } catch (...) {
-        loop_.report_exception(std::current_exception());
-      }
-    }
+    run_close_callbacks(loop_, callbacks_);
   }
   void discard() noexcept override { delete this; }
 
@@ -952,13 +957,7 @@ void stream_core::close_notice::run_ready() {
   std::vector<std::function<void()>> pending = std::move(callbacks);
   callbacks.clear();
   // A callback may destroy the stream (and this node): only locals are used from here on.
-  for (auto& callback : pending) {
-    try {
-      callback();
-    } catch (...) {
-      loop.report_exception(std::current_exception());
-    }
-  }
+  run_close_callbacks(loop, pending);
 }
 
 void stream_core::set_close_callback(std::function<void()> callback) {

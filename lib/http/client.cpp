@@ -81,8 +81,11 @@ struct client::state {
   std::unique_ptr<tls_context> default_tls;
   std::map<std::string, std::vector<corio::stream>> idle;  // origin -> kept-alive streams
 
+  /// "https://host:port" (IPv6 in brackets): the pool's key, and the base of a redirect.
   static std::string origin(const url_parts& u) {
-    return (u.tls ? "https://" : "http://") + u.host + ":" + std::to_string(u.port);
+    return (u.tls ? "https://" : "http://") +
+           (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
+           std::to_string(u.port);
   }
 
   tls_context& tls() {
@@ -208,12 +211,6 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   }
 }
 
-std::string origin_text(const url_parts& u) {
-  return std::string(u.tls ? "https://" : "http://") +
-         (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
-         std::to_string(u.port);
-}
-
 /// The absolute URL a Location header names, resolved against the request's URL (RFC 3986
 /// §5.2, without dot-segment removal): absolute, scheme-relative ("//host/x"), absolute-path
 /// ("/x"), query-only ("?q") or relative to the request's directory ("next"). The fragment
@@ -227,7 +224,7 @@ std::string resolve_location(const url_parts& base, std::string_view location) {
   };
   if (has_scheme("http://") || has_scheme("https://")) return std::string(location);
   if (location.substr(0, 2) == "//") return (base.tls ? "https:" : "http:") + std::string(location);
-  const std::string origin = origin_text(base);
+  const std::string origin = client::state::origin(base);
   if (!location.empty() && location.front() == '/') return origin + std::string(location);
   const std::string_view target = base.target;
   const std::string_view path = target.substr(0, target.find('?'));
@@ -250,7 +247,7 @@ task<client_response> request_with_redirects(client::state& st, std::string meth
     }
     url = resolve_location(u, *r.headers.get("Location"));
     const url_parts next = parse_url(url);  // throws std::invalid_argument for a bad Location
-    if (origin_text(next) != origin_text(u)) {
+    if (client::state::origin(next) != client::state::origin(u)) {
       // Credentials given for one origin are not handed to another (nor over a downgrade
       // from https to http); a caller's Host named the old origin.
       for (std::string_view name : {"Authorization", "Proxy-Authorization", "Cookie", "Host"}) {

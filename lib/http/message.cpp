@@ -234,7 +234,7 @@ task<std::string> read_body_until_close(corio::stream& s, std::size_t max_body) 
   for (;;) {
     std::size_t old = body.size();
     std::size_t room = max_body - old;
-    body.resize(old + (room < 64 * 1024 ? room + 1 : 64 * 1024));  // + 1: an overrun shows
+    body.resize(old + (room < body_piece ? room + 1 : body_piece));  // + 1: an overrun shows
     std::size_t got = 0;
     bool closed = false;
     try {

@@ -70,6 +70,9 @@ void for_each_line(std::string_view head, bool strict, F&& line_fn) {
   }
 }
 
+/// A control byte, which no field value, reason phrase or chunk extension may hold (HTAB may).
+bool is_control(unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; }
+
 /// One field line (RFC 9112 §5): name ":" OWS value OWS; returns name and trimmed value.
 std::pair<std::string_view, std::string_view> parse_field_line(std::string_view line) {
   if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
@@ -81,7 +84,7 @@ std::pair<std::string_view, std::string_view> parse_field_line(std::string_view 
   if (!is_token(name)) bad("invalid header field name \"" + std::string(name) + "\"");
   std::string_view value = trim_ows(line.substr(colon + 1));
   for (unsigned char c : value) {
-    if ((c < 0x20 && c != '\t') || c == 0x7f) bad("control character in a header value");
+    if (is_control(c)) bad("control character in a header value");
   }
   return {name, value};
 }
@@ -133,9 +136,8 @@ void check_chunk_extensions(std::string_view ext) {
       if (c == '"') return true;
       if (c == '\\') {  // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
         if (pos == ext.size()) return false;
-        c = static_cast<unsigned char>(ext[pos++]);
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {  // qdtext
+        if (is_control(static_cast<unsigned char>(ext[pos++]))) return false;
+      } else if (is_control(c)) {  // qdtext
         return false;
       }
     }
@@ -286,8 +288,6 @@ std::uint64_t parse_chunk_size(std::string_view line) {
 }
 
 namespace {
-bool is_control(unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; }
-
 /// `text` for an error message, control bytes and non-ASCII bytes shown as \xNN.
 std::string printable(std::string_view text) {
   std::string out;
