@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "corio/corio.hpp"
@@ -705,6 +706,26 @@ TEST_P(stream_test, WithTimeout_WithdrawsPendingReadNoBytesLost_D9) {
     EXPECT_TRUE(failed_with<timeout_error>(e));
     std::string xyz = co_await d.b.read_bytes(3);
     EXPECT_EQ(xyz, "xyz");
+  });
+}
+
+TEST_P(stream_test, WithTimeout_ReadDecidedInTheTurnTheLimitExpiresIsNotLost_S13) {
+  // close() from a timer callback decides a pending read_until_close (S26) in the loop turn
+  // in which with_timeout's limit also expires, and the read's resumption is queued behind
+  // the limit's timer. The read has taken the bytes (S12), so the limit lets its result
+  // through instead of dropping it.
+  each_transport([](transport t) -> task<void> {
+    auto d = co_await connected(t);
+    auto everything = d.b.read_until_close();
+    co_await d.a.write("kept");
+    for (int i = 0; i < 200 && d.b.buffered_bytes() < 4; ++i) co_await sleep_for(1ms);
+    EXPECT_EQ(d.b.buffered_bytes(), 4u);
+    auto& loop = event_loop::current();
+    loop.call_later(5ms, [&] { d.b.close(); });
+    // Blocks the loop past both deadlines, so that both timers are due in the same turn.
+    loop.call_later(1ms, [] { std::this_thread::sleep_for(30ms); });
+    std::string got = co_await with_timeout(6ms, std::move(everything));
+    EXPECT_EQ(got, "kept");
   });
 }
 

@@ -73,8 +73,10 @@ template <class T>
 using timeout_storage = std::conditional_t<std::is_reference_v<T>, std::remove_reference_t<T>*,
                                            std::conditional_t<std::is_void_v<T>, bool, T>>;
 
+/// Awaits `inner`, which stays in the timeout_awaiter so that the timer can see whether
+/// its operation was decided.
 template <class T>
-timeout_child<T> run_inner(task<T> inner, std::optional<timeout_storage<T>>& out,
+timeout_child<T> run_inner(task<T>& inner, std::optional<timeout_storage<T>>& out,
                            std::exception_ptr& failure) {
   try {
     if constexpr (std::is_void_v<T>) {
@@ -103,7 +105,7 @@ class timeout_awaiter final : ready_node {
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> waiting) {
     waiting_ = waiting;
     loop_ = &event_loop::current();
-    child_ = run_inner<T>(std::move(inner_), value_, failure_).handle;
+    child_ = run_inner<T>(inner_, value_, failure_).handle;
     child_.promise().owner = this;
     timer_ = loop_->add_timer(limit_, *this);
     timer_armed_ = true;
@@ -116,7 +118,7 @@ class timeout_awaiter final : ready_node {
       throw timeout_error("with_timeout: the operation did not finish within " +
                           std::to_string(ms) + " ms");
     }
-    if (!child_ && inner_) return std::move(inner_).operator co_await().await_resume();
+    if (!child_) return std::move(inner_).operator co_await().await_resume();
     cleanup();
     if (failure_) std::rethrow_exception(failure_);
     if constexpr (std::is_void_v<T>) {
@@ -138,9 +140,19 @@ class timeout_awaiter final : ready_node {
   /// The timer fired first: destroy the inner work (withdrawing its operation) and resume.
   void run_ready() override {
     timer_armed_ = false;
+    // Why: the operation may have been decided earlier in this same loop turn (a close() from
+    // a callback, a completion reaped with the timer), its resumption queued behind this
+    // timer. A decided read has consumed its bytes (S12), so timing out now would lose them:
+    // the result exists, so it passes through when the resumption runs.
+    if (inner_.is_ready()) return;
     timed_out_ = true;
-    if (child_) std::exchange(child_, nullptr).destroy();
+    cancel_inner();
     waiting_.resume();
+  }
+  /// Destroys the child frame, then the inner task, which withdraws its operation (S13).
+  void cancel_inner() noexcept {
+    if (child_) std::exchange(child_, nullptr).destroy();
+    inner_ = task<T>();
   }
   void disarm() noexcept {
     if (timer_armed_) {
@@ -151,7 +163,7 @@ class timeout_awaiter final : ready_node {
   }
   void cleanup() noexcept {
     if (loop_ != nullptr) disarm();
-    if (child_) std::exchange(child_, nullptr).destroy();
+    cancel_inner();
   }
 
   std::chrono::nanoseconds limit_;
@@ -187,8 +199,13 @@ inline task<void> sleep_for(std::chrono::nanoseconds delay) {
 /// passes through; otherwise the inner work is destroyed at its current suspension point
 /// and timeout_error is thrown. Destroying the inner work withdraws a pending stream read
 /// with no byte lost (S13, D9), abandons a write's wait without un-sending it (S28), and
-/// cancels a low-level operation. A task already decided at the call (a read served from the
-/// buffer, S7) is returned as it is: no timer is set, and even a zero limit cannot expire.
+/// cancels a low-level operation. A stream operation decided in the loop turn in which the
+/// limit expires (its resumption still queued) counts as finished first, so its result is
+/// never dropped. That check sees only the operation `inner` itself is: when `inner` is a
+/// coroutine, an operation it awaits that was decided but not yet resumed is destroyed with
+/// it, and a read's bytes are then gone (S13's completed-read case). A task already decided at the
+/// call (a read served from the buffer, S7) is returned as it is: no timer is set, and even a zero
+/// limit cannot expire.
 template <class T>
 task<T> with_timeout(std::chrono::nanoseconds limit, task<T> inner) {
   // Decided at the call (a read served from the buffer): nothing to time, so no timer and no
