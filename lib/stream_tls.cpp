@@ -79,10 +79,13 @@ bool stream_core::pump_tls() {
 
 void stream_core::on_tls_eof() {
   if (!tls_->handshake_done()) {
-    handshake_error_ = std::make_exception_ptr(
-        tls_error("TLS handshake failed: the peer closed the connection during the handshake",
-                  std::error_code(ECONNRESET, std::generic_category())));
-    close(std::error_code(ECONNRESET, std::generic_category()));
+    // Why not ECONNRESET: a reset arrives as that OS error on the receive and is reported
+    // as such; an orderly EOF is a truncated TLS stream (no close_notify, S53's "TLS EOF
+    // error"), whatever set_truncation_is_error says, since the handshake cannot finish.
+    std::error_code truncated = make_error_code(errc::tls_truncated);
+    handshake_error_ = std::make_exception_ptr(tls_error(
+        "TLS handshake failed: the peer closed the connection during the handshake", truncated));
+    close(truncated);
     return;
   }
   // D10: like an EOF for every read rule, but a missing close_notify is recorded.

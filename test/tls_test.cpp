@@ -538,6 +538,9 @@ TEST_P(Tls, WaitForHandshake_PeerClosesDuringHandshake_S53) {
     (co_await std::move(raw_task)).close();
     outcome hs = co_await outcome_of(server.wait_for_handshake());
     EXPECT_EQ(hs.kind, outcome::tls) << hs;  // the raw error, not stream_closed_error
+    // An orderly EOF is a truncation, told apart from a reset (ECONNRESET, the next test).
+    EXPECT_EQ(hs.code, make_error_code(errc::tls_truncated)) << hs;
+    EXPECT_EQ(server.error(), make_error_code(errc::tls_truncated));
     outcome rd = co_await outcome_of(std::move(pending_read));
     EXPECT_EQ(rd.kind, outcome::closed) << rd;  // other ops: S37
     EXPECT_TRUE(server.closed());

@@ -11,7 +11,7 @@ namespace corio {
 enum class errc {
   unsatisfiable_read = 1,  ///< read_until/read_until_regex: max_bytes exceeded (S16).
   buffer_full,             ///< The read buffer grew past max_buffer_size (S42).
-  tls_truncated,           ///< TLS peer closed without close_notify (D10).
+  tls_truncated,           ///< TLS peer closed without close_notify (D10), or during the handshake.
   timed_out,               ///< Reserved: timeouts throw timeout_error, whose code() is empty.
 };
 
