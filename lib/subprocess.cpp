@@ -28,6 +28,8 @@ struct subprocess::state {
   int pidfd = -1;
   std::string command;
   std::optional<int> status;
+  bool reaped = false;  // a group leader's status is known before it is reaped
+  bool group = false;   // subprocess_options::new_process_group
   bool detached = false;
   pipe_stream in, out, err;
 
@@ -39,16 +41,20 @@ struct subprocess::state {
     return info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
   }
 
-  /// Reaps the child if it has exited (never blocks). Throws if waitid fails for a reason
-  /// other than a signal or someone else having reaped the child: waiting would spin.
+  /// Reaps the child if it has exited (never blocks); a group leader's status is only read,
+  /// and the leader stays a zombie until the object goes (see send()). Throws if waitid
+  /// fails for a reason other than a signal or someone else having reaped the child:
+  /// waiting would spin.
   bool try_reap() {
     if (status) return true;
     siginfo_t info{};
-    if (::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG) != 0) {
+    int flags = WEXITED | WNOHANG | (group ? WNOWAIT : 0);
+    if (::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, flags) != 0) {
       int e = errno;
       if (e == EINTR) return false;
       if (e == ECHILD) {  // reaped by someone else (SIGCHLD ignored, waitpid(-1)): unknown
         status = -1;
+        reaped = true;
         return true;
       }
       throw error("subprocess \"" + command +
@@ -57,25 +63,47 @@ struct subprocess::state {
     }
     if (info.si_pid == 0) return false;  // still running
     status = decode(info);
+    reaped = !group;
     return true;
   }
 
   void send(int signal) const noexcept {
-    // Why a pidfd: a pid could be reused by another process once reaped; a pidfd cannot.
-    if (!status && pidfd >= 0) ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0);
+    if (pid <= 0 || reaped) return;
+    if (group) {
+      // Why a group leader is reaped only at the end: while it is an unreaped zombie, Linux
+      // cannot give its pid to another process, so the group id still names our group even
+      // after the leader exited (run_process's limit must reach what it left running).
+      ::kill(-pid, signal);
+    } else if (pidfd >= 0) {
+      // Why a pidfd: a pid could be reused by another process once reaped; a pidfd cannot.
+      ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0);
+    }
   }
 
-  /// The destruction policy: kill and reap a child that still runs, so that neither a
-  /// process nor a zombie outlives the subprocess object (unless it was detached).
-  void kill_and_reap() noexcept {
-    if (pid <= 0 || status || detached || pidfd < 0) return;
-    send(SIGKILL);
+  /// Waits for the child to exit and reaps it.
+  void reap_blocking() noexcept {
     siginfo_t info{};
     int rc;
     do {
       rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
     } while (rc != 0 && errno == EINTR);
-    status = rc == 0 ? decode(info) : -1;
+    if (!status) status = rc == 0 ? decode(info) : -1;
+    reaped = true;
+  }
+
+  /// The destruction policy: kill and reap a child that still runs (with its whole process
+  /// group, if it leads one), so that neither a process nor a zombie outlives the subprocess
+  /// object (unless it was detached).
+  void kill_and_reap() noexcept {
+    if (pid <= 0 || reaped || pidfd < 0) return;
+    if (detached) {
+      // A group leader kept as a zombie only to pin the group id: nobody will signal it now.
+      if (group && status) reap_blocking();
+      return;
+    }
+    if (!group && status) return;
+    send(SIGKILL);
+    reap_blocking();
   }
 
   void close_pidfd() noexcept {
@@ -250,7 +278,13 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
   sigaddset(&default_action, SIGPIPE);
   posix_spawnattr_setsigmask(&setup.attributes, &child_mask);
   posix_spawnattr_setsigdefault(&setup.attributes, &default_action);
-  posix_spawnattr_setflags(&setup.attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (options.new_process_group) {
+    posix_spawnattr_setpgroup(&setup.attributes, 0);  // a group of its own, id = its pid
+    flags |= POSIX_SPAWN_SETPGROUP;
+    child->group = true;
+  }
+  posix_spawnattr_setflags(&setup.attributes, flags);
 
   pid_t pid = -1;
   int rc = ::posix_spawnp(&pid, args[0], &setup.actions, &setup.attributes, args.data(),
@@ -286,6 +320,7 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
       // handler calling waitpid(-1)) before its pidfd could be opened: it ran, its status
       // is unknown, as when the same happens later (try_reap's ECHILD).
       child->status = -1;
+      child->reaped = true;
     } else {
       // Still our unreaped child (nobody else reaps while SIGCHLD is not ignored), so its
       // pid cannot have been reused yet.

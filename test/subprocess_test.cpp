@@ -370,6 +370,86 @@ TEST_P(Subprocess, RunProcess_LimitAlsoBoundsOutputHeldOpenByABackgroundProcess_
   }());
 }
 
+// ---------------------------------------------------------------- process groups
+
+/// Waits (bounded) until `pid` is gone or a zombie; kills it if not, so no sleep outlives
+/// a failing test. True if it went by itself.
+task<bool> gone_by_itself(pid_t pid) {
+  for (int i = 0; i < 300 && process_running(pid); ++i) co_await sleep_for(10ms);
+  if (!process_running(pid)) co_return true;
+  ::kill(pid, SIGKILL);
+  co_return false;
+}
+
+TEST_P(Subprocess, ProcessGroup_RunProcessLimitKillsWhatTheChildLeftRunning_Issue5) {
+  // As above, but in a process group of its own: the limit also kills the background sleep
+  // that held stdout open, although the shell itself had already exited.
+  run([]() -> task<void> {
+    subprocess_options options;
+    options.new_process_group = true;
+    auto argv = sh("sleep 30 & echo $!");
+    process_result r = co_await run_process(argv, 300ms, options);
+    EXPECT_TRUE(r.timed_out);
+    EXPECT_EQ(r.status, 0);  // the shell exited in time
+    pid_t background = std::stoi(r.out);
+    EXPECT_TRUE(co_await gone_by_itself(background)) << "the background sleep outlived the limit";
+  }());
+}
+
+TEST_P(Subprocess, ProcessGroup_KillWaitForAndTheDestructorReachTheWholeGroup_Issue5) {
+  run([]() -> task<void> {
+    subprocess_options options = with_stdio(stdio::null, stdio::pipe, stdio::inherit);
+    options.new_process_group = true;
+    auto argv = sh("sleep 30 & echo $!; wait");
+    {  // kill()
+      subprocess child = subprocess::spawn(argv, options);
+      pid_t background = std::stoi(co_await child.stdout_stream().read_until("\n"));
+      EXPECT_TRUE(process_running(background));
+      child.kill();
+      EXPECT_EQ(co_await child.wait(), -SIGKILL);
+      EXPECT_TRUE(co_await gone_by_itself(background)) << "kill() missed the background sleep";
+    }
+    {  // wait_for's limit
+      subprocess child = subprocess::spawn(argv, options);
+      pid_t background = std::stoi(co_await child.stdout_stream().read_until("\n"));
+      bool timed_out = false;
+      try {
+        co_await child.wait_for(100ms);
+      } catch (const timeout_error&) {
+        timed_out = true;
+      }
+      EXPECT_TRUE(timed_out);
+      EXPECT_TRUE(co_await gone_by_itself(background)) << "wait_for missed the background sleep";
+    }
+    pid_t background = 0;
+    {  // the destructor
+      subprocess child = subprocess::spawn(argv, options);
+      background = std::stoi(co_await child.stdout_stream().read_until("\n"));
+    }
+    EXPECT_TRUE(co_await gone_by_itself(background)) << "the destructor missed the sleep";
+  }());
+}
+
+TEST_P(Subprocess, ProcessGroup_LeaderIsReapedOnlyWhenTheObjectGoes_Issue5) {
+  // wait() reports the status but leaves the leader a zombie: it keeps the group id ours,
+  // so kill() after the leader exited still reaches the group and nobody else.
+  run([]() -> task<void> {
+    subprocess_options options;
+    options.new_process_group = true;
+    {
+      subprocess child = subprocess::spawn({"sh", "-c", "exit 7"}, options);
+      EXPECT_EQ(co_await child.wait(), 7);
+      EXPECT_EQ(child.exit_status(), 7);
+      auto children = child_processes();
+      EXPECT_EQ(children, std::vector<pid_t>{child.pid()}) << describe_processes(children);
+      EXPECT_FALSE(process_running(child.pid()));  // a zombie
+      child.kill();                                // harmless: the group is empty
+      EXPECT_EQ(co_await child.wait(), 7);
+    }
+    EXPECT_TRUE(no_children_left()) << describe_processes(child_processes());
+  }());
+}
+
 TEST_P(Subprocess, RunProcess_OutputOverMaxBufferSizeThrowsBufferFull_Issue5) {
   run([]() -> task<void> {
     subprocess_options options;

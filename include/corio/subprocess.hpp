@@ -31,6 +31,15 @@ struct subprocess_options {
   std::optional<std::vector<std::string>> environment;
   std::string working_directory;  ///< empty: the parent's
   stream_options streams{};       ///< options of the pipe streams
+  /// Starts the child in a new process group of its own (its id is the child's pid), so that
+  /// what it starts in turn can be stopped with it: terminate(), kill(), send_signal(), the
+  /// destructor, wait_for()'s and run_process()'s time limits then signal the whole group,
+  /// even after the child itself exited. The child is then reaped only when the object goes
+  /// (until then it is a zombie that keeps the group id from being reused), and wait()
+  /// reports its status without reaping it. Processes that leave the group (setsid, a
+  /// daemon) are not reached. A group other than the terminal's foreground group that
+  /// reads the terminal is stopped (SIGTTIN): use it with stdin not inherited from a tty.
+  bool new_process_group = false;
 };
 
 /// A running (or finished) child process. Spawning is immediate; waiting is a coroutine
@@ -88,11 +97,14 @@ class subprocess {
 
   /// The exit status if the child has been reaped.
   std::optional<int> exit_status() const noexcept;
-  /// Sends SIGTERM. Does nothing once the child has been reaped.
+  /// Sends SIGTERM (to the group with options.new_process_group). Does nothing once the
+  /// child has been reaped.
   void terminate() noexcept;
-  /// Sends SIGKILL. Does nothing once the child has been reaped.
+  /// Sends SIGKILL (to the group with options.new_process_group). Does nothing once the
+  /// child has been reaped.
   void kill() noexcept;
-  /// Sends `signal`. Does nothing once the child has been reaped.
+  /// Sends `signal` (to the group with options.new_process_group). Does nothing once the
+  /// child has been reaped.
   void send_signal(int signal) noexcept;
   /// Gives up ownership: the child keeps running and is not killed on destruction.
   void detach() noexcept;
@@ -119,7 +131,9 @@ struct process_result {
 /// child's exit and the end of its output (a process it started in the background may hold
 /// the pipes open after it exits). When it expires, a child still running is killed, the
 /// pipes are closed, and the result says timed_out, with the status (-SIGKILL if it was
-/// killed) and whatever output had arrived. Throws corio::error if the command cannot be
+/// killed) and whatever output had arrived; with options.new_process_group the whole group is
+/// killed, so what the command left running in the background goes too. Throws corio::error
+/// if the command cannot be
 /// executed, and stream_closed_error (code errc::buffer_full) if stdout or stderr carries
 /// more than options.streams.max_buffer_size (100 MiB by default; the child, its pipe
 /// closed, then dies of SIGPIPE: raise the limit for bigger outputs). options.out and options.err
