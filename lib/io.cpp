@@ -8,6 +8,11 @@
 #include "backend/backend.hpp"
 
 namespace corio::io {
+namespace {
+// Why: Linux moves at most MAX_RW_COUNT (2 GiB - 4 KiB) per call, and io_uring's SQE length
+// is 32 bits (a 4 GiB span would become 0); a larger span gets a short count, as with send(2).
+constexpr std::size_t max_transfer = 0x7ffff000;
+}  // namespace
 
 void operation::await_suspend(std::coroutine_handle<> waiting) {
   waiting_ = waiting;
@@ -21,13 +26,13 @@ void operation::await_suspend(std::coroutine_handle<> waiting) {
   switch (params_.kind) {
     case detail::op_kind::recv:
     case detail::op_kind::read:
-      op.length = params_.into.size();
+      op.length = std::min(params_.into.size(), max_transfer);
       op.sink = this;
       break;
     case detail::op_kind::send:
     case detail::op_kind::write:
       op.source = params_.from.data();
-      op.length = params_.from.size();
+      op.length = std::min(params_.from.size(), max_transfer);
       break;
     case detail::op_kind::sendmsg:
       op.iov.assign(params_.pieces.begin(), params_.pieces.end());

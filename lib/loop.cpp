@@ -194,6 +194,10 @@ event_loop::event_loop(loop_options options)
 }
 
 event_loop::~event_loop() {
+  if (!backend_->usable_on_this_thread()) {
+    abandon_on_foreign_thread();
+    return;
+  }
   event_loop* previous = current_loop;
   current_loop = this;  // Why: destructors below may schedule or submit on this loop.
   // Destroy detached tasks: their frames cancel their operations (orphaning the io_ops).
@@ -251,6 +255,34 @@ event_loop::~event_loop() {
     pthread_sigmask(SIG_UNBLOCK, &pipe_only, nullptr);
   }
   current_loop = (previous == this) ? previous_current_ : previous;
+}
+
+void event_loop::abandon_on_foreign_thread() noexcept {
+  // Why: every cancel or wait would fail with -EEXIST from this thread, and destroying the
+  // tasks or buffers would free memory the kernel may still write (a receive into a provided
+  // buffer, a send reading a frame). Leaking them is the memory-safe answer to the misuse.
+  std::fprintf(stderr,
+               "corio: an io_uring event_loop was destroyed on a thread other than the one that "
+               "created it; its tasks, buffers and operations in flight (%zu) are leaked (create, "
+               "run and destroy a loop on one thread)\n",
+               backend_->in_flight());
+  backend_.release()->abandon();
+  roots_ = nullptr;
+  ready_.clear_discarding();
+  for (auto& [key, entry] : timers_) {
+    (void)key;
+    entry.node = nullptr;
+  }
+  {
+    // Callbacks that never ran may hold streams, whose destructors would use the backend.
+    std::lock_guard lock(posted_->mutex);
+    new std::vector<std::function<void()>>(std::move(posted_->callbacks));
+    posted_->callbacks.clear();
+  }
+  new std::vector<std::function<void()>>(std::move(draining_));
+  draining_.clear();
+  op_pool_.clear();
+  if (current_loop == this) current_loop = nullptr;
 }
 
 backend event_loop::backend() const noexcept { return backend_->kind(); }
@@ -381,13 +413,20 @@ void event_loop::run_once() {
 }
 
 void event_loop::run_until(const bool& done) {
+  if (!backend_->usable_on_this_thread()) {
+    throw std::logic_error(
+        "event_loop::run: this loop's io_uring ring belongs to the thread that created the loop "
+        "(IORING_SETUP_SINGLE_ISSUER): create, run and destroy a loop on one thread");
+  }
   event_loop* previous = std::exchange(current_loop, this);
   stopping_ = false;
   try {
     while (!done && !stopping_) run_once();
     // Writes the finished task queued without awaiting still leave (S4): hand them to the
-    // backend now; the next run, or the loop's destructor, delivers their completions.
+    // kernel now (io_uring would otherwise hold their SQEs until the loop is entered again);
+    // the next run, or the loop's destructor, delivers their completions.
     run_turn_hooks();
+    backend_->submit_queued();
   } catch (...) {
     current_loop = previous ? previous : this;
     throw;

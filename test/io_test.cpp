@@ -409,6 +409,41 @@ TEST_P(IoTest, Poll_WaitsForPollin) {
   }
 }
 
+TEST_P(IoTest, Poll_ForInputOrOutputCompletesWhenOnlyWritabilityArrives) {
+  // A poll for POLLIN|POLLOUT on a socket whose send buffer is full and that receives
+  // nothing: only the peer draining it (an output edge) can complete it. epoll used to
+  // retry such a poll on input edges only.
+  fd_pair p = corio::testing::make_stream_pair(socket_kind::unix_stream);
+  std::string chunk(64 << 10, 'x');
+  while (::send(p.first.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT) > 0) {
+  }
+  auto body = [&]() -> task<int> {
+    event_loop::current().call_later(20ms, [&] {
+      while (::recv(p.second.get(), chunk.data(), chunk.size(), MSG_DONTWAIT) > 0) {
+      }
+    });
+    co_return co_await corio::with_timeout(
+        5s, [&]() -> task<int> { co_return co_await io::poll(p.first.get(), POLLIN | POLLOUT); }());
+  };
+  int events = run(body());
+  EXPECT_NE(events & POLLOUT, 0) << events;
+  EXPECT_EQ(events & POLLIN, 0) << events;
+}
+
+TEST_P(IoTest, Recv_IntoAnEmptySpanCompletesWithZeroAndTakesNothing) {
+  // io_uring used to hand the kernel a zero-length receive with a provided buffer, which
+  // then took a whole buffer of data that had nowhere to go: the loop spun forever.
+  fd_pair p = corio::testing::make_stream_pair(socket_kind::unix_stream);
+  ASSERT_EQ(::send(p.first.get(), "hello", 5, MSG_NOSIGNAL), 5);
+  auto body = [&]() -> task<void> {
+    std::span<std::byte> nothing;
+    EXPECT_EQ(co_await io::recv(p.second.get(), nothing), 0);
+    EXPECT_EQ(co_await io::read(p.second.get(), nothing), 0);
+    EXPECT_EQ(co_await recv_exactly(p.second.get(), 5), "hello");
+  };
+  run(body(), 5s);
+}
+
 TEST_P(IoTest, Timeout_CompletesWithEtimeAfterTheDuration) {
   auto body = []() -> task<std::pair<int, double>> {
     auto start = clock_type::now();

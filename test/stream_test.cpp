@@ -729,6 +729,27 @@ TEST_P(stream_test, WithTimeout_ReadDecidedInTheTurnTheLimitExpiresIsNotLost_S13
   });
 }
 
+TEST_P(stream_test, Write_NotAwaitedByAFinishedTaskLeavesWhenRunReturns_S4) {
+  // run() returns right after the task that wrote; the write must reach the kernel then, not
+  // at the next run(): a program that now blocks outside the loop waiting for the peer's
+  // answer would otherwise wait forever (io_uring held the SQE until the next enter).
+  event_loop loop(options());
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  raw_fd peer(fds[1]);
+  std::optional<tcp_stream> s;
+  loop.run([](std::optional<tcp_stream>& s, int fd) -> task<void> {
+    s.emplace(fd);
+    s->write("hello");
+    co_return;
+  }(s, fds[0]));
+  pollfd readable{peer.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&readable, 1, 2000), 1) << "the write did not leave when run() returned";
+  char got[8];
+  EXPECT_EQ(::recv(peer.get(), got, sizeof got, MSG_DONTWAIT), 5);
+  s.reset();
+}
+
 // ================================================================== 4. read_until (S14-S17)
 
 TEST_P(stream_test, ReadUntil_DelimiterSplitAcrossChunks_S14) {

@@ -31,8 +31,13 @@ class [[nodiscard]] operation final : detail::io_handler, detail::recv_sink, det
   operation& operator=(const operation&) = delete;
   ~operation();
 
-  /// Always false: the operation is submitted when awaited.
-  bool await_ready() const noexcept { return false; }
+  /// True only for a receive or read into an empty span, which completes at once with 0
+  /// (what recv(2) returns) without reaching the backend; every other operation is
+  /// submitted when awaited.
+  bool await_ready() const noexcept {
+    return params_.into.empty() &&
+           (params_.kind == detail::op_kind::recv || params_.kind == detail::op_kind::read);
+  }
   /// Submits the operation to the loop's backend; `waiting` resumes on completion.
   void await_suspend(std::coroutine_handle<> waiting);
   /// The syscall-style result: bytes transferred or a new fd (>= 0), or -errno.
@@ -67,14 +72,17 @@ class [[nodiscard]] operation final : detail::io_handler, detail::recv_sink, det
   int result_ = 0;
 };
 
-/// Receives up to into.size() bytes from a socket. Result: bytes (0 = EOF) or -errno.
+/// Receives up to into.size() bytes from a socket. Result: bytes (0 = EOF) or -errno. On
+/// io_uring one call takes at most one provided buffer (loop_options::recv_buffer_size,
+/// 32 KiB by default); an empty span completes with 0 at once on both backends.
 inline operation recv(int fd, std::span<std::byte> into, int flags = 0) noexcept {
   return operation({.kind = detail::op_kind::recv,
                     .fd = fd,
                     .flags = static_cast<std::uint32_t>(flags),
                     .into = into});
 }
-/// Sends bytes on a socket (MSG_NOSIGNAL is always added). Result: bytes sent or -errno.
+/// Sends bytes on a socket (MSG_NOSIGNAL is always added). Result: bytes sent or -errno;
+/// at most 0x7ffff000 bytes per call (Linux's limit), as send(2).
 inline operation send(int fd, std::span<const std::byte> from, int flags = 0) noexcept {
   return operation({.kind = detail::op_kind::send,
                     .fd = fd,

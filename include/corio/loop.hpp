@@ -111,6 +111,13 @@ class turn_hook;
 
 /// An event loop: runs coroutines, timers and posted callbacks, and drives I/O through
 /// io_uring or epoll. One per thread; not thread-safe except post(). See architecture.md.
+///
+/// Thread: with io_uring on Linux 6.1+ the ring belongs to the thread that created the loop
+/// (IORING_SETUP_SINGLE_ISSUER, which the batched completion work needs), so create, run and
+/// destroy a loop on one thread; run_per_core does. run() on another thread throws
+/// std::logic_error. Destroying it on another thread cannot cancel what is in flight: the
+/// loop then prints a warning and leaks its tasks and buffers rather than free memory the
+/// kernel may still write. The epoll backend has no such tie.
 class event_loop {
  public:
   /// The clock of timers and deadlines (monotonic).
@@ -192,6 +199,7 @@ class event_loop {
   friend class timer_handle;
   void run_until(const bool& done);
   void run_once();
+  void abandon_on_foreign_thread() noexcept;
   void run_turn_hooks();
   void drain_posted();
   void fire_due_timers();

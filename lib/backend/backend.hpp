@@ -48,6 +48,16 @@ class backend_base {
   virtual std::size_t in_flight() const noexcept = 0;
   /// True if a recv op marked `multishot` is kept armed between requests (io_op::multishot).
   virtual bool supports_multishot_recv() const noexcept { return false; }
+  /// Hands queued submissions to the kernel without waiting (io_uring: the SQEs of the last
+  /// turn; epoll has nothing queued).
+  virtual void submit_queued() noexcept {}
+  /// False if the calling thread cannot use this backend: an io_uring ring set up with
+  /// SINGLE_ISSUER refuses every other thread (-EEXIST).
+  virtual bool usable_on_this_thread() const noexcept { return true; }
+  /// For a backend this thread cannot use, instead of destruction: closes its fds without
+  /// cancelling or waiting, and leaves every byte of memory the kernel may still write
+  /// allocated (the object itself is leaked by the caller).
+  virtual void abandon() noexcept {}
 };
 
 /// Creates the io_uring backend; throws backend_unavailable_error with the reason.

@@ -25,8 +25,6 @@ bool waits_for_input(const io_op& op) {
     case op_kind::read:
     case op_kind::accept:
       return true;
-    case op_kind::poll:
-      return (op.flags & POLLIN) != 0;
     default:
       return false;
   }
@@ -44,6 +42,9 @@ struct fd_waiters {
   bool input_final = false;
   io_op* input_head = nullptr;
   io_op* output_head = nullptr;
+  // io::poll ops: any edge may be theirs (POLLIN|POLLOUT, POLLPRI), and each asks for
+  // different events, so every edge retries each of them.
+  io_op* poll_head = nullptr;
 };
 
 void append(io_op*& head, io_op& op) {
@@ -137,7 +138,7 @@ class epoll_backend final : public backend_base {
     }
     fd_waiters* w = find(op.fd);
     if (w == nullptr) return;
-    if (remove(w->input_head, op) || remove(w->output_head, op)) {
+    if (remove(w->input_head, op) || remove(w->output_head, op) || remove(w->poll_head, op)) {
       op.result = -ECANCELED;
       push_done(op);
     }
@@ -150,7 +151,7 @@ class epoll_backend final : public backend_base {
     fd_waiters* w = find(fd);
     if (w == nullptr) return;
     // Ops still waiting on a closing fd complete as cancelled.
-    for (io_op** head : {&w->input_head, &w->output_head}) {
+    for (io_op** head : {&w->input_head, &w->output_head, &w->poll_head}) {
       while (io_op* op = *head) {
         *head = op->next_waiter;
         op->next_waiter = nullptr;
@@ -384,7 +385,7 @@ class epoll_backend final : public backend_base {
       // One registration per fd for its lifetime, edge-triggered: every new arrival of data
       // or buffer space raises an edge, and every waiter retries its syscall first.
       epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
       ev.data.fd = op.fd;
       count_syscall();
       if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, op.fd, &ev) < 0 && errno != EEXIST) {
@@ -394,7 +395,11 @@ class epoll_backend final : public backend_base {
       }
       w.registered = true;
     }
-    append(waits_for_input(op) ? w.input_head : w.output_head, op);
+    if (op.kind == op_kind::poll) {
+      append(w.poll_head, op);
+    } else {
+      append(waits_for_input(op) ? w.input_head : w.output_head, op);
+    }
   }
 
   /// True when a plain receive on op's fd would only say EAGAIN (see fd_waiters).
@@ -419,6 +424,7 @@ class epoll_backend final : public backend_base {
       retry(w->input_head);
     }
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) retry(w->output_head);
+    if (w->poll_head != nullptr) retry_each(w->poll_head);
   }
 
   /// The waiters of `fd`, or nullptr if nothing was ever recorded for it (an entry back in
@@ -443,6 +449,20 @@ class epoll_backend final : public backend_base {
     while (io_op* op = head) {
       if (!attempt(*op)) return;
       head = op->next_waiter;
+      op->next_waiter = nullptr;
+      push_done(*op);
+    }
+  }
+
+  /// Retries every op of the list, completing those that are ready, in order.
+  void retry_each(io_op*& head) {
+    io_op** slot = &head;
+    while (io_op* op = *slot) {
+      if (!attempt(*op)) {
+        slot = &op->next_waiter;
+        continue;
+      }
+      *slot = op->next_waiter;
       op->next_waiter = nullptr;
       push_done(*op);
     }

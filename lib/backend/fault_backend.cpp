@@ -183,6 +183,9 @@ class fault_backend final : public backend_base, io_handler {
   }
 
   void wake() noexcept override { inner_->wake(); }
+  void submit_queued() noexcept override { inner_->submit_queued(); }
+  bool usable_on_this_thread() const noexcept override { return inner_->usable_on_this_thread(); }
+  void abandon() noexcept override { inner_.release()->abandon(); }
 
   std::size_t in_flight() const noexcept override {
     return inner_->in_flight() + held_.size() + deferred_.size() + ready_.size();

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -59,7 +61,7 @@ std::string explain_setup_failure(int err) {
         " (io_uring is disabled: check the kernel.io_uring_disabled sysctl, a seccomp "
         "policy such as Docker's default, or RLIMIT_MEMLOCK)";
   } else if (err == ENOSYS) {
-    text += " (the kernel has no io_uring: Linux 5.6 or later is needed, 6.1 for every feature)";
+    text += " (the kernel has no io_uring: Linux 5.11 or later is needed, 6.1 for every feature)";
   } else if (err == ENOMEM) {
     text += " (RLIMIT_MEMLOCK may be too low for the ring)";
   }
@@ -84,7 +86,17 @@ class uring_backend final : public backend_base {
       if (rc == -EINVAL) rc = setup_ring(depth, params, 0);
     }
     if (rc < 0) throw backend_unavailable_error(explain_setup_failure(-rc));
+    single_issuer_ = (params.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
+    owner_ = std::this_thread::get_id();
     try {
+      // Why: without EXT_ARG (Linux < 5.11) liburing implements a timed wait with a timeout
+      // SQE of its own whose completion (user_data LIBURING_UDATA_TIMEOUT) reap() would take
+      // for an io_op; refuse the ring, so that backend::automatic falls back to epoll.
+      if (!(params.features & IORING_FEAT_EXT_ARG)) {
+        throw backend_unavailable_error(
+            "io_uring unavailable: the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11 or later is "
+            "needed)");
+      }
       // B14: a forked child must not inherit the ring's mappings (it would share the parent's
       // SQ/CQ memory); it builds its own loop instead.
       if (int frc = io_uring_ring_dontfork(&ring_); frc < 0) {
@@ -157,6 +169,19 @@ class uring_backend final : public backend_base {
 
   void forget_fd(int) noexcept override {}
 
+  void submit_queued() noexcept override { flush_submissions(); }
+
+  bool usable_on_this_thread() const noexcept override {
+    return !single_issuer_ || std::this_thread::get_id() == owner_;
+  }
+
+  void abandon() noexcept override {
+    // Closing the ring fd makes the kernel cancel what is in flight, in its own time; the
+    // ring's mappings, the buffer ring and the ops stay allocated for it (leaked).
+    if (wake_fd_ >= 0) ::close(std::exchange(wake_fd_, -1));
+    if (ring_.ring_fd >= 0) ::close(std::exchange(ring_.ring_fd, -1));
+  }
+
   void wait(std::optional<std::chrono::nanoseconds> timeout) override {
     __kernel_timespec ts{};
     __kernel_timespec* tsp = nullptr;
@@ -184,7 +209,10 @@ class uring_backend final : public backend_base {
       rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
     }
     if (rc == -EBUSY) ++loop_.mutable_stats().cq_backlog;
-    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
+    // Why -EBADR: the kernel (5.19+) reports once that it dropped completions it could not
+    // allocate overflow entries for (counted in koverflow, hence stats().cq_overflow);
+    // nothing brings them back, and throwing out of run() would not help either.
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN && rc != -EBADR) {
       throw error(std::string("io_uring_submit_and_wait_timeout failed: ") + std::strerror(-rc),
                   std::error_code(-rc, std::generic_category()));
     }
@@ -982,6 +1010,8 @@ class uring_backend final : public backend_base {
   // IORING_REGISTER_SYNC_CANCEL (Linux 6.0+); off after the kernel refused it once, or with
   // CORIO_NO_SYNC_CANCEL=1 (tests run the older kernels' path with it).
   bool sync_cancel_ = true;
+  bool single_issuer_ = false;  // the ring refuses every thread but owner_
+  std::thread::id owner_;
   std::size_t pending_head_ = 0;
   std::size_t pending_count_ = 0;
   std::size_t in_flight_ = 0;

@@ -57,6 +57,7 @@ class recv_sink {
   virtual void deliver(std::span<const std::byte> bytes) {
     while (!bytes.empty()) {
       std::span<std::byte> space = prepare(bytes.size());
+      if (space.empty()) return;  // a sink with no room left: drop the rest, never spin
       const std::size_t take = space.size() < bytes.size() ? space.size() : bytes.size();
       std::memcpy(space.data(), bytes.data(), take);
       commit(take);
