@@ -102,11 +102,11 @@ TEST_P(When, WhenAll_VoidTasksGiveMonostate_ReferencesGiveReferenceWrappers) {
     co_return target;
   };
   auto body = [&]() -> task<void> {
-    auto all = co_await when_all(sleep_for(2ms), value_after(1ms, 7), ref(),
-                                 detail::make_ready_task());
-    static_assert(std::is_same_v<decltype(all), std::tuple<std::monostate, int,
-                                                           std::reference_wrapper<int>,
-                                                           std::monostate>>);
+    auto all =
+        co_await when_all(sleep_for(2ms), value_after(1ms, 7), ref(), detail::make_ready_task());
+    static_assert(
+        std::is_same_v<decltype(all), std::tuple<std::monostate, int, std::reference_wrapper<int>,
+                                                 std::monostate>>);
     EXPECT_EQ(std::get<1>(all), 7);
     std::get<2>(all).get() = 5;
     EXPECT_EQ(target, 5);
@@ -218,7 +218,8 @@ TEST_P(When, WhenAll_ATaskFailedAtTheCall_FailsWithoutStartingTheOthers) {
 TEST_P(When, WhenAll_Vector_ValuesInVectorOrder) {
   auto body = []() -> task<void> {
     std::vector<task<int>> tasks;
-    for (int i = 0; i < 5; ++i) tasks.push_back(value_after(std::chrono::milliseconds(10 - 2 * i), i));
+    for (int i = 0; i < 5; ++i)
+      tasks.push_back(value_after(std::chrono::milliseconds(10 - 2 * i), i));
     tasks.push_back(detail::make_ready_task<int>(5));
     std::vector<int> values = co_await when_all(std::move(tasks));
     EXPECT_EQ(values, (std::vector<int>{0, 1, 2, 3, 4, 5}));
@@ -279,8 +280,7 @@ TEST(WhenNoTasks, WhenAnyOfNone_ThrowsInvalidArgument) {
 }
 
 TEST(WhenNoTasks, AnEmptyTask_ThrowsInvalidArgumentAtTheCall) {
-  EXPECT_THROW((void)when_all(detail::make_ready_task<int>(1), task<int>()),
-               std::invalid_argument);
+  EXPECT_THROW((void)when_all(detail::make_ready_task<int>(1), task<int>()), std::invalid_argument);
   EXPECT_THROW((void)when_any(task<void>()), std::invalid_argument);
   std::vector<task<int>> tasks;
   tasks.emplace_back();
