@@ -15,6 +15,7 @@
 #include "corio/timeout.hpp"
 #include "corio/tls.hpp"
 #include "corio/version.hpp"
+#include "corio/when.hpp"
 
 /// @namespace corio
 /// @brief Coroutine tasks, the event loop, and streams with Tornado IOStream semantics.
