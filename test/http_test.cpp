@@ -439,10 +439,12 @@ TEST_P(Http, HeaderSectionOverLimitIs431) {
       raw_response r = co_await read_response(c);
       EXPECT_EQ(r.status, 431);
     }
-    {  // a head that never ends is dropped (without an answer) once past the hard limit
+    {  // a head that never ends is answered too, as soon as it is over the limit
       tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
       c.write("GET / HTTP/1.1\r\nHost: x\r\nX: ");
       c.write(std::string(64 * 1024, 'x'));
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 431);
       EXPECT_TRUE(co_await closes_within(c, 2000ms));
     }
     {  // just under the limit is fine
@@ -568,6 +570,58 @@ TEST_P(Http, ErrorAnswerReachesAClientStillSendingItsBody) {
       }
     }
   }));
+}
+
+TEST_P(Http, HeadsLargerThanTheStreamBufferAreServedOrAnswered431) {
+  // streams.max_buffer_size below max_header_bytes: a head that did not fit the stream's
+  // buffer closed the connection (buffer_full) without an answer. Now a head within
+  // max_header_bytes is served whatever the buffer, and one past it is answered 431 (also
+  // when it never ends, and while the client is still sending it).
+  http::server_options o = small_timeouts();
+  o.streams.max_buffer_size = 4096;
+  o.max_header_bytes = 16 * 1024;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    const std::string start = "GET /big HTTP/1.1\r\nHost: x\r\nX-Big: ";
+    {  // 12 KiB: three times the buffer, within the limit; then the connection is in step
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      std::string head = start + std::string(12 * 1024, 'a') + "\r\n\r\n";
+      c.write(head + "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "GET /big ");
+      r = co_await read_response(c);
+      EXPECT_EQ(r.body, "GET /next ");
+    }
+    {  // exactly the limit, in pieces that split the final CRLFCRLF
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      std::string head = start + std::string(16 * 1024 - start.size() - 4, 'a') + "\r\n\r\n";
+      EXPECT_EQ(head.size(), 16u * 1024u);
+      co_await c.write(std::string_view(head).substr(0, head.size() - 3));
+      co_await sleep_for(20ms);
+      co_await c.write(std::string_view(head).substr(head.size() - 3, 2));
+      co_await sleep_for(20ms);
+      c.write(std::string_view(head).substr(head.size() - 1));
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+    }
+    {  // one byte over the limit, ending
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write(start + std::string(16 * 1024 - start.size() - 3, 'a') + "\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 431);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    for (bool concurrently : {false, true}) {  // a head that never ends: 4 MB of one field
+      SCOPED_TRACE(concurrently ? "reading while sending" : "reading after sending");
+      raw_response r =
+          co_await answer_to_a_long_request(port, start, 4 * 1000 * 1000, concurrently);
+      EXPECT_EQ(r.status, 431);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), 3u);
 }
 
 TEST_P(Http, BodiesLargerThanTheStreamBufferAreServed) {

@@ -20,7 +20,9 @@ namespace corio::http {
 
 /// Limits and timeouts of a server.
 struct server_options {
-  std::size_t max_header_bytes = 64 * 1024;  ///< request line + fields; past it: 431
+  /// Request line + fields; past it: 431 (also for a head that has not ended yet). May exceed
+  /// streams.max_buffer_size: a head is taken as it arrives, not whole into the stream's buffer.
+  std::size_t max_header_bytes = 64 * 1024;
   /// Past it: 413. May exceed streams.max_buffer_size: bodies are read as they arrive.
   std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// The whole header block must arrive within this (a slowloris peer is cut off).
