@@ -108,8 +108,8 @@ void send_error(corio::stream& s, const server_options& o, int status, const std
 constexpr std::chrono::seconds linger_time{1};
 constexpr std::size_t linger_bytes = 16 * 1024 * 1024;
 
-/// Ends a connection whose peer may still be sending (its body was not read, or an error was
-/// answered mid-request).
+/// Ends a connection after the response that closes it: its peer may still be sending (a body
+/// that was not read, an error answered mid-request, requests pipelined after the last one).
 /// Why: closing a socket with unread received bytes makes the kernel send RST instead of FIN;
 /// a client still sending its body then fails with ECONNRESET, usually before it has read the
 /// answer (RFC 9112 §9.6). So: send the answer, shut down the sending side (the client reads
@@ -429,11 +429,11 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         queued_since_drain = 0;
       }
       if (!keep_alive) {
-        if (!req.body_read && conn.framing.kind != detail::body_kind::none) {
-          linger = true;  // the client may be sending the body it was refused
-        } else {
-          co_await s.write("");  // flush, then close
-        }
+        // Why linger after every response that ends the connection: the client may still be
+        // sending (a body it was refused, requests pipelined after a Connection: close or an
+        // HTTP/1.0 request, or anything else never read), and closing with unread bytes sends
+        // RST, which can destroy the response on its way (linger_close).
+        linger = true;
         break;
       }
     }
