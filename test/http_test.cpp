@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <exception>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -958,6 +959,119 @@ TEST_P(Http, ShutdownClosesEveryIdleConnection) {
     for (tcp_stream& c : clients) EXPECT_TRUE(co_await closes_within(c, 200ms));
     while (!served) co_await sleep_for(1ms);
     EXPECT_EQ(server.active_connections(), 0u);
+  }(server));
+}
+
+/// Reads from `s` until it closes, counting the bytes; sets `done` at the end.
+task<void> read_all(stream& s, std::size_t& received, bool& done) {
+  std::vector<std::byte> buffer(64 * 1024);
+  try {
+    for (;;) received += co_await s.read_into(std::span(buffer), true);
+  } catch (const stream_closed_error&) {
+    // the server closed the connection
+  }
+  done = true;
+}
+
+TEST_P(Http, ShutdownClosesConnectionsStillBusyAfterTheGracePeriod) {
+  // Producers that stream forever, to a client that reads and to one that reads nothing, kept
+  // shutdown from finishing: serve() waited for them without end. Now shutdown closes idle
+  // connections at once, lets a request in flight finish within the grace period, then
+  // closes what is left, which ends the producers (their writes fail), and serve() returns.
+  int producers = 0;  // producers running
+  http::server server(
+      [&producers](http::request& req) -> task<http::response> {
+        if (req.path() == "/slow") {
+          co_await sleep_for(100ms);
+          co_return http::response::text(200, "slow");
+        }
+        int* live = &producers;
+        co_return http::response::chunked(200, [live](http::body_writer& out) -> task<void> {
+          ++*live;
+          struct ended {
+            int* n;
+            ~ended() { --*n; }
+          } guard{live};
+          const std::string chunk(16 * 1024, 'f');
+          for (;;) co_await out.write(chunk);
+        });
+      },
+      small_timeouts());
+  const int fds = corio::testing::open_fd_count();
+  run([](http::server& server, const int& producers) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::uint16_t port = listener.port();
+    bool served = false;
+    event_loop::current().spawn(serve_and_flag(server, listener, served));
+    tcp_stream reader = co_await tcp_stream::connect("127.0.0.1", port);
+    reader.write("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::size_t received = 0;
+    bool reader_done = false;
+    event_loop::current().spawn(read_all(reader, received, reader_done));
+    tcp_stream stalled = connect_with_small_receive_buffer(port, 4096);
+    stalled.write("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");  // and never reads
+    tcp_stream idle = co_await tcp_stream::connect("127.0.0.1", port);
+    idle.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response first = co_await read_response(idle);
+    EXPECT_EQ(first.status, 200);
+    while (producers < 2) co_await sleep_for(1ms);
+    tcp_stream in_flight = co_await tcp_stream::connect("127.0.0.1", port);
+    in_flight.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (server.active_connections() < 4) co_await sleep_for(1ms);
+    co_await sleep_for(20ms);  // its handler is running; the stalled producer is blocked
+    EXPECT_GT(received, 0u);
+
+    auto start = clock_type::now();
+    server.shutdown(400ms);
+    EXPECT_TRUE(co_await closes_within(idle, 100ms));
+    raw_response r = co_await read_response(in_flight);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "slow");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_TRUE(co_await closes_within(in_flight, 300ms));
+    EXPECT_EQ(producers, 2);  // still within the grace period
+    while (!served) co_await sleep_for(1ms);
+    auto elapsed = clock_type::now() - start;
+    EXPECT_GE(elapsed, 380ms);
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_EQ(producers, 0);
+    EXPECT_EQ(server.active_connections(), 0u);
+    while (!reader_done) co_await sleep_for(1ms);
+    EXPECT_TRUE(co_await closes_within(stalled, 2000ms));
+  }(server, producers));
+  EXPECT_EQ(corio::testing::open_fd_count(), fds);
+}
+
+TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::chunked(200, [](http::body_writer& out) -> task<void> {
+          for (;;) {
+            co_await out.write("tick\n");
+            co_await sleep_for(1ms);
+          }
+        });
+      },
+      small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    bool served = false;
+    event_loop::current().spawn(serve_and_flag(server, listener, served));
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::size_t received = 0;
+    bool done = false;
+    event_loop::current().spawn(read_all(c, received, done));
+    while (received == 0) co_await sleep_for(1ms);
+    auto start = clock_type::now();
+    server.shutdown(std::chrono::hours(1));
+    server.shutdown(std::chrono::hours(2));  // longer: changes nothing
+    co_await sleep_for(50ms);
+    EXPECT_FALSE(served);
+    server.shutdown(0ms);  // now
+    while (!served) co_await sleep_for(1ms);
+    EXPECT_LT(clock_type::now() - start, 1000ms);
+    while (!done) co_await sleep_for(1ms);
   }(server));
 }
 

@@ -5,8 +5,10 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <span>
 #include <stdexcept>
+#include <system_error>
 #include <vector>
 
 #include "corio/loop.hpp"
@@ -25,14 +27,18 @@ struct server::state {
   std::size_t active = 0;
   std::uint64_t served = 0;
   tcp_listener* listener = nullptr;
-  /// A connection waiting for its next request, linked into `idle` while it waits (the node
-  /// lives in the connection's coroutine frame: marking a connection idle allocates nothing).
-  struct idle_entry {
+  /// A connection linked into a list of the server (the node lives in the connection's
+  /// coroutine frame: linking a connection allocates nothing).
+  struct stream_link {
     corio::stream* stream = nullptr;
-    idle_entry* previous = nullptr;
-    idle_entry* next = nullptr;
+    stream_link* previous = nullptr;
+    stream_link* next = nullptr;
   };
-  idle_entry* idle = nullptr;  // connections waiting for their next request
+  stream_link* idle = nullptr;         // connections waiting for their next request
+  stream_link* connections = nullptr;  // every connection being served
+  /// When shutdown's grace period ends (max: not shutting down).
+  std::chrono::steady_clock::time_point grace_deadline =
+      std::chrono::steady_clock::time_point::max();
 };
 
 namespace {
@@ -177,21 +183,39 @@ task<std::string> read_head(corio::stream& s, const server_options& o) {
   }
 }
 
-/// Marks a connection idle while it waits for a request, so that shutdown can close it.
-struct idle_guard {
-  server::state& st;
-  server::state::idle_entry entry;
-  idle_guard(server::state& state, corio::stream* s) : st(state), entry{s, nullptr, state.idle} {
-    if (st.idle != nullptr) st.idle->previous = &entry;
-    st.idle = &entry;
+/// Links a connection into one of the server's lists while it lives (every connection, or
+/// the idle ones while they wait for a request), so that shutdown can find it.
+struct linked_stream {
+  server::state::stream_link*& head;
+  server::state::stream_link entry;
+  linked_stream(server::state::stream_link*& list, corio::stream* s)
+      : head(list), entry{s, nullptr, list} {
+    if (head != nullptr) head->previous = &entry;
+    head = &entry;
   }
-  idle_guard(const idle_guard&) = delete;
-  idle_guard& operator=(const idle_guard&) = delete;
-  ~idle_guard() {
-    (entry.previous != nullptr ? entry.previous->next : st.idle) = entry.next;
+  linked_stream(const linked_stream&) = delete;
+  linked_stream& operator=(const linked_stream&) = delete;
+  ~linked_stream() {
+    (entry.previous != nullptr ? entry.previous->next : head) = entry.next;
     if (entry.next != nullptr) entry.next->previous = entry.previous;
   }
 };
+
+/// The streams of a list, copied: closing one wakes its connection a turn later (S6), but a
+/// copy also survives a close that ends a connection at once.
+std::vector<corio::stream*> streams_of(const server::state::stream_link* list) {
+  std::vector<corio::stream*> out;
+  for (; list != nullptr; list = list->next) out.push_back(list->stream);
+  return out;
+}
+
+/// The end of the grace period: every connection still open is closed; the reads and writes
+/// of its handler, response producer or lingering close fail with stream_closed_error.
+void close_connections(server::state& st) {
+  for (corio::stream* s : streams_of(st.connections)) {
+    s->close(std::make_error_code(std::errc::operation_canceled));
+  }
+}
 
 }  // namespace
 
@@ -208,14 +232,24 @@ server::~server() = default;
 std::size_t server::active_connections() const noexcept { return state_->active; }
 std::uint64_t server::requests_served() const noexcept { return state_->served; }
 
-void server::shutdown() {
-  state_->stopping = true;
-  if (state_->listener != nullptr) state_->listener->close();
-  // Closing wakes each waiting connection a turn later, so the list stays as it is while
-  // this walks it; the copy guards against a close callback that ends a connection at once.
-  std::vector<corio::stream*> idle;
-  for (auto* e = state_->idle; e != nullptr; e = e->next) idle.push_back(e->stream);
-  for (corio::stream* s : idle) s->close();
+void server::shutdown(std::chrono::nanoseconds grace_period) {
+  state& st = *state_;
+  st.stopping = true;
+  if (st.listener != nullptr) st.listener->close();
+  for (corio::stream* s : streams_of(st.idle)) s->close();
+  const auto deadline = corio::detail::deadline_after(grace_period);
+  if (deadline >= st.grace_deadline) return;  // an earlier call set a sooner end
+  st.grace_deadline = deadline;
+  if (grace_period <= std::chrono::nanoseconds::zero()) {
+    close_connections(st);
+  } else if (event_loop* loop = event_loop::current_or_null()) {
+    // Why not cancelled when everything ended sooner (or a later call set a sooner end): a
+    // timer handle kept in the state could outlive its loop. The timer holds a weak reference
+    // and, if the state is still there, finds nothing left to close.
+    loop->call_later(grace_period, [weak = std::weak_ptr<state>(state_)] {
+      if (std::shared_ptr<state> alive = weak.lock()) close_connections(*alive);
+    });
+  }  // without a running loop, serve() keeps the deadline
 }
 
 task<void> server::serve(tcp_listener& listener) {
@@ -247,7 +281,10 @@ task<void> server::serve(tcp_listener& listener) {
     }
   }
   st.listener = nullptr;
-  while (st.active > 0) co_await sleep_for(std::chrono::milliseconds(5));
+  while (st.active > 0) {
+    if (std::chrono::steady_clock::now() >= st.grace_deadline) close_connections(st);
+    co_await sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 namespace {
@@ -268,6 +305,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
     std::size_t& n;
     ~active_guard() { --n; }
   } guard{st.active};
+  linked_stream listed(st.connections, &s);
   connection_state conn;
   conn.stream = &s;
   conn.options = &o;
@@ -279,7 +317,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
     while (!st.stopping) {
       // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
       if (s.buffered_bytes() == 0) {
-        idle_guard idle(st, &s);
+        linked_stream idle(st.idle, &s);
         try {
           co_await with_timeout(o.idle_timeout, s.read_until(""));
         } catch (const timeout_error&) {

@@ -61,16 +61,26 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  /// Accepts connections from `listener` and serves each until shutdown() (then returns once
-  /// every connection has finished its request in progress). Accept failures such as EMFILE
-  /// are logged and retried after a pause, so the server never spins.
+  /// Accepts connections from `listener` and serves each until shutdown(), then returns once
+  /// every connection has ended (within shutdown's grace period, see there). Accept failures
+  /// such as EMFILE are logged and retried after a pause, so the server never spins.
   [[nodiscard]] task<void> serve(tcp_listener& listener);
-  /// Serves one connection until the peer or the protocol closes it.
+  /// Serves one connection until the peer or the protocol closes it, or shutdown() ends it.
   [[nodiscard]] task<void> serve_connection(corio::stream connection);
 
-  /// Stops accepting, closes idle connections, and lets requests in progress finish; serve()
-  /// returns when the last connection is done.
-  void shutdown();
+  /// Graceful shutdown. Stops accepting (closes the listener) and closes at once the
+  /// connections waiting for a request. Requests in progress may finish for `grace_period`
+  /// (their responses say Connection: close, and the connection is then closed). When the
+  /// grace period ends, every connection still open is closed, with error() ECANCELED: the
+  /// reads and writes of its handler, its response producer or its lingering close fail with
+  /// stream_closed_error, which ends them (a producer streaming forever, a client that does
+  /// not read). serve() returns once the last connection has ended. A handler that neither
+  /// reads nor writes its connection (awaiting something else) is not interrupted: it ends
+  /// when what it awaits does.
+  /// Call it on the loop's thread. Calling it again shortens the grace period when the new
+  /// one ends sooner (shutdown(0s) closes every connection now); a longer one changes
+  /// nothing.
+  void shutdown(std::chrono::nanoseconds grace_period = std::chrono::seconds(10));
   /// Connections being served now.
   std::size_t active_connections() const noexcept;
   /// Requests answered since the server was created.
