@@ -1042,6 +1042,59 @@ TEST_P(Http, ShutdownClosesConnectionsStillBusyAfterTheGracePeriod) {
   EXPECT_EQ(corio::testing::open_fd_count(), fds);
 }
 
+TEST_P(Http, ShutdownLetsAKeptAliveClientReadTheRestOfItsResponse) {
+  // A kept-alive connection whose response is still being sent waits for its next request
+  // like an idle one; shutdown closed it at once, and close() discards what is unsent (S36):
+  // the client got a cut body. Now such a connection is half-closed instead: the client
+  // reads the whole response, then the end of the stream, also if it sends another request.
+  run([]() -> task<void> {
+    // More than the kernel's socket buffers hold, and under max_unsent_response_bytes, so
+    // that the connection waits for its next request with most of the response unsent.
+    constexpr std::size_t size = 16 * 1024 * 1024;
+    http::server_options o = small_timeouts();
+    o.max_unsent_response_bytes = 2 * size;
+    for (bool another_request : {false, true}) {
+      SCOPED_TRACE(another_request ? "the client sends another request" : "the client reads");
+      http::server server(
+          [](http::request&) -> task<http::response> {
+            co_return http::response::text(200, std::string(size, 'k'));
+          },
+          o);
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      bool served = false;
+      event_loop::current().spawn(serve_and_flag(server, listener, served));
+      tcp_stream c = connect_with_small_receive_buffer(listener.port(), 4096);
+      co_await c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      while (server.requests_served() == 0) co_await sleep_for(1ms);
+      co_await sleep_for(
+          50ms);  // the response waits in the server's queue; the client reads nothing
+      server.shutdown();
+      co_await sleep_for(20ms);
+      EXPECT_EQ(server.active_connections(), 1u);
+      if (another_request) {
+        // Not answered (the server is stopping), and must not make the server reset the
+        // connection over the response still on its way.
+        c.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(64 * 1024, 'x'));
+        // and start reading only after the server's lingering close would have given up
+        // (1 s) had it not waited for the response to leave
+        co_await sleep_for(1200ms);
+      }
+      raw_response r;
+      try {
+        r = co_await read_response(c);
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "the response was cut: " << e.what();
+      }
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body.size(), std::size_t{size});
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+      c.close();
+      while (!served) co_await sleep_for(1ms);
+      EXPECT_EQ(server.requests_served(), 1u);
+    }
+  }());
+}
+
 TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
   http::server server(
       [](http::request&) -> task<http::response> {

@@ -118,19 +118,37 @@ constexpr std::size_t linger_bytes = 16 * 1024 * 1024;
 /// that was not read, an error answered mid-request, requests pipelined after the last one).
 /// Why: closing a socket with unread received bytes makes the kernel send RST instead of FIN;
 /// a client still sending its body then fails with ECONNRESET, usually before it has read the
-/// answer (RFC 9112 §9.6). So: send the answer, shut down the sending side (the client reads
-/// EOF after the answer), and read and discard what the client still sends, for at most
-/// linger_time and linger_bytes, before closing.
+/// answer (RFC 9112 §9.6). So: send the answer (within idle_timeout), shut down the sending
+/// side (the client reads EOF after the answer), and read and discard what the client still
+/// sends, for at most linger_time and linger_bytes, before closing.
+/// A stream that shutdown() half-closed already cannot take the write("") that waits for the
+/// answer to leave: the discarding then goes on, in steps of linger_time, while the answer is
+/// still being sent (at most idle_timeout), since close() would drop what is unsent.
 task<void> linger_close(corio::stream& s, const server_options& o) {
   try {
-    co_await with_timeout(o.idle_timeout, s.write(""));
+    const auto start = std::chrono::steady_clock::now();
+    task<void> flushed;
+    try {
+      flushed = s.write("");
+    } catch (const std::logic_error&) {
+      // half-closed by shutdown(): the end of the stream follows what is queued
+    }
+    if (flushed) co_await with_timeout(o.idle_timeout, std::move(flushed));
     s.shutdown_write();
     std::vector<std::byte> discard(64 * 1024);
     auto deadline = std::chrono::steady_clock::now() + linger_time;
     for (std::size_t discarded = 0; discarded < linger_bytes;) {
-      auto left = deadline - std::chrono::steady_clock::now();
+      const auto now = std::chrono::steady_clock::now();
+      if (s.writing()) {
+        deadline = std::max(deadline, std::min(now + linger_time, start + o.idle_timeout));
+      }
+      const auto left = deadline - now;
       if (left <= std::chrono::nanoseconds::zero()) break;
-      discarded += co_await with_timeout(left, s.read_into(std::span(discard), true));
+      try {
+        discarded += co_await with_timeout(left, s.read_into(std::span(discard), true));
+      } catch (const timeout_error&) {
+        // the deadline was reached: it may have moved on if the answer is still being sent
+      }
     }
   } catch (const corio::error&) {
     // the peer's EOF (stream_closed_error), time is up, or the connection failed
@@ -236,7 +254,20 @@ void server::shutdown(std::chrono::nanoseconds grace_period) {
   state& st = *state_;
   st.stopping = true;
   if (st.listener != nullptr) st.listener->close();
-  for (corio::stream* s : streams_of(st.idle)) s->close();
+  for (corio::stream* s : streams_of(st.idle)) {
+    if (s->writing()) {
+      // Not idle yet: its last response is still being sent, and close() would drop the rest
+      // (S36). The end of the stream follows the response instead; the client's close (or its
+      // next request, answered by a lingering close) ends the connection, or the grace period.
+      try {
+        s->shutdown_write();
+        continue;
+      } catch (const std::logic_error&) {
+        // a pipe, or TLS before its handshake ended: closed as idle
+      }
+    }
+    s->close();
+  }
   const auto deadline = corio::detail::deadline_after(grace_period);
   if (deadline >= st.grace_deadline) return;  // an earlier call set a sooner end
   st.grace_deadline = deadline;
@@ -314,7 +345,13 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   std::size_t queued_since_drain = 0;
   bool linger = false;  // close with linger_close: the peer may still be sending
   try {
-    while (!st.stopping) {
+    for (;;) {
+      // Shutting down: the client may be sending a request that will not be answered while
+      // the last response is still on its way (linger_close).
+      if (st.stopping) {
+        linger = true;
+        break;
+      }
       // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
       if (s.buffered_bytes() == 0) {
         linked_stream idle(st.idle, &s);
@@ -323,8 +360,8 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         } catch (const timeout_error&) {
           break;
         }
+        continue;  // stopping meanwhile?
       }
-      if (st.stopping) break;
       std::string head;
       // Usually the whole head is buffered (one receive brought it, or it was pipelined):
       // taken at once, with no timer.

@@ -69,7 +69,9 @@ class server {
   [[nodiscard]] task<void> serve_connection(corio::stream connection);
 
   /// Graceful shutdown. Stops accepting (closes the listener) and closes at once the
-  /// connections waiting for a request. Requests in progress may finish for `grace_period`
+  /// connections waiting for a request (one whose last response is still being sent is
+  /// half-closed instead: its client reads the rest, then the end of the stream, and the
+  /// connection ends when the client closes). Requests in progress may finish for `grace_period`
   /// (their responses say Connection: close, and the connection is then closed). When the
   /// grace period ends, every connection still open is closed, with error() ECANCELED: the
   /// reads and writes of its handler, its response producer or its lingering close fail with
