@@ -889,6 +889,52 @@ TEST_P(Http, BodyTimeoutAfter100ContinueIs408) {
   EXPECT_EQ(reported, 0);  // a slow client is not a server failure
 }
 
+TEST_P(Http, ChunkedProducerToAClientThatStopsReadingEndsAfterTheIdleTimeout) {
+  // A client that asks for a streamed response and then reads nothing blocked the producer in
+  // a write for ever: connection and producer stayed until the client went away. Now a chunk
+  // the client does not take within idle_timeout closes the connection, and the producer's
+  // write fails with stream_closed_error (ETIMEDOUT).
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 200ms;
+  int producers = 0;
+  std::error_code failure;
+  http::server server(
+      [&producers, &failure](http::request&) -> task<http::response> {
+        int* live = &producers;
+        std::error_code* code = &failure;
+        co_return http::response::chunked(200, [live, code](http::body_writer& out) -> task<void> {
+          ++*live;
+          struct ended {
+            int* n;
+            ~ended() { --*n; }
+          } guard{live};
+          const std::string chunk(64 * 1024, 'p');
+          try {
+            for (;;) co_await out.write(chunk);
+          } catch (const stream_closed_error& e) {
+            *code = e.code();
+            throw;
+          }
+        });
+      },
+      o);
+  run(with_server(server, [&server, &producers, &failure](std::uint16_t port) -> task<void> {
+    tcp_stream c = connect_with_small_receive_buffer(port, 4096);
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (producers == 0) co_await sleep_for(1ms);
+    auto start = clock_type::now();
+    while (producers > 0 && clock_type::now() - start < 3s) co_await sleep_for(5ms);
+    auto elapsed = clock_type::now() - start;
+    EXPECT_EQ(producers, 0);
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_EQ(failure, std::make_error_code(std::errc::timed_out));
+    while (server.active_connections() > 0 && clock_type::now() - start < 3s) {
+      co_await sleep_for(5ms);
+    }
+    EXPECT_EQ(server.active_connections(), 0u);
+  }));
+}
+
 // --- graceful shutdown -------------------------------------------------------------------------
 
 task<void> slow_request(std::uint16_t port, http::client_response& out, bool& finished) {

@@ -478,12 +478,12 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         s.write(std::move(out));
         if (!head_only) {
           if (chunked) {
-            body_writer writer(s);
+            body_writer writer(s, true, o.idle_timeout);
             co_await res.producer(writer);  // each chunk is awaited: nothing piles up
             s.write("0\r\n\r\n");
           } else {
             // HTTP/1.0 has no chunked coding: the body is delimited by closing.
-            body_writer writer(s, false);
+            body_writer writer(s, false, o.idle_timeout);
             co_await res.producer(writer);
           }
         }

@@ -27,7 +27,8 @@ struct server_options {
   std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
-  /// A kept-alive connection may stay silent this long between requests.
+  /// A kept-alive connection may stay silent this long between requests; also the most a
+  /// chunk of a streamed response (body_writer::write) may wait for the client to take it.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// The body must arrive within this once the head was read.
   std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
