@@ -1061,6 +1061,9 @@ void stream::set_close_callback(std::function<void()> callback) {
   require(core_, "set_close_callback").set_close_callback(std::move(callback));
 }
 std::size_t stream::buffered_bytes() const noexcept { return core_ ? core_->buffered_bytes() : 0; }
+std::string_view stream::peek() const noexcept {
+  return core_ ? core_->buffered() : std::string_view();
+}
 const stream_options& stream::options() const noexcept {
   static const stream_options defaults{};
   return core_ ? core_->options() : defaults;

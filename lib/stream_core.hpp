@@ -57,6 +57,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   std::error_code error() const noexcept { return error_; }
   void set_close_callback(std::function<void()> callback);
   std::size_t buffered_bytes() const noexcept { return buffer_.size(); }
+  std::string_view buffered() const noexcept { return buffer_.view(); }
   const stream_options& options() const noexcept { return options_; }
   int fd() const noexcept { return fd_; }
   stream::transport_kind kind() const noexcept { return kind_; }

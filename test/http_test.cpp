@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <exception>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -414,6 +415,41 @@ TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {
   }));
 }
 
+TEST_P(Http, ConnectionCloseWithUnreadPipelinedRequestsDeliversTheWholeResponse) {
+  // The client pipelines more requests after one that says Connection: close (or is HTTP/1.0)
+  // and reads slowly. The server answers the first and closes; closing with those requests
+  // unread made the kernel send RST, which discarded the part of the answer still queued, and
+  // the client read ECONNRESET instead of the end of the body.
+  constexpr std::size_t size = 1024 * 1024;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        co_return http::response::text(200, std::string(size, req.version_minor == 0 ? 'o' : 'n'));
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    std::string more;
+    while (more.size() < 256 * 1024) more += "GET /unread HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (std::string first :
+         {"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"s, "GET / HTTP/1.0\r\n\r\n"s}) {
+      SCOPED_TRACE(first);
+      tcp_stream c = connect_with_small_receive_buffer(port, 4096);
+      c.write(first + more);  // not awaited: the server never reads most of it
+      co_await sleep_for(50ms);
+      raw_response r;
+      try {
+        r = co_await read_response(c);
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "the response was cut: " << e.what();
+      }
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body.size(), std::size_t{size});
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+      EXPECT_TRUE(co_await closes_within(c, 3000ms));
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), 2u);
+}
+
 // --- limits and malformed requests ----------------------------------------------------------
 
 TEST_P(Http, HeaderSectionOverLimitIs431) {
@@ -439,10 +475,12 @@ TEST_P(Http, HeaderSectionOverLimitIs431) {
       raw_response r = co_await read_response(c);
       EXPECT_EQ(r.status, 431);
     }
-    {  // a head that never ends is dropped (without an answer) once past the hard limit
+    {  // a head that never ends is answered too, as soon as it is over the limit
       tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
       c.write("GET / HTTP/1.1\r\nHost: x\r\nX: ");
       c.write(std::string(64 * 1024, 'x'));
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 431);
       EXPECT_TRUE(co_await closes_within(c, 2000ms));
     }
     {  // just under the limit is fine
@@ -568,6 +606,58 @@ TEST_P(Http, ErrorAnswerReachesAClientStillSendingItsBody) {
       }
     }
   }));
+}
+
+TEST_P(Http, HeadsLargerThanTheStreamBufferAreServedOrAnswered431) {
+  // streams.max_buffer_size below max_header_bytes: a head that did not fit the stream's
+  // buffer closed the connection (buffer_full) without an answer. Now a head within
+  // max_header_bytes is served whatever the buffer, and one past it is answered 431 (also
+  // when it never ends, and while the client is still sending it).
+  http::server_options o = small_timeouts();
+  o.streams.max_buffer_size = 4096;
+  o.max_header_bytes = 16 * 1024;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    const std::string start = "GET /big HTTP/1.1\r\nHost: x\r\nX-Big: ";
+    {  // 12 KiB: three times the buffer, within the limit; then the connection is in step
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      std::string head = start + std::string(12 * 1024, 'a') + "\r\n\r\n";
+      c.write(head + "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, "GET /big ");
+      r = co_await read_response(c);
+      EXPECT_EQ(r.body, "GET /next ");
+    }
+    {  // exactly the limit, in pieces that split the final CRLFCRLF
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      std::string head = start + std::string(16 * 1024 - start.size() - 4, 'a') + "\r\n\r\n";
+      EXPECT_EQ(head.size(), 16u * 1024u);
+      co_await c.write(std::string_view(head).substr(0, head.size() - 3));
+      co_await sleep_for(20ms);
+      co_await c.write(std::string_view(head).substr(head.size() - 3, 2));
+      co_await sleep_for(20ms);
+      c.write(std::string_view(head).substr(head.size() - 1));
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 200);
+    }
+    {  // one byte over the limit, ending
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write(start + std::string(16 * 1024 - start.size() - 3, 'a') + "\r\n\r\n");
+      raw_response r = co_await read_response(c);
+      EXPECT_EQ(r.status, 431);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+    }
+    for (bool concurrently : {false, true}) {  // a head that never ends: 4 MB of one field
+      SCOPED_TRACE(concurrently ? "reading while sending" : "reading after sending");
+      raw_response r =
+          co_await answer_to_a_long_request(port, start, 4 * 1000 * 1000, concurrently);
+      EXPECT_EQ(r.status, 431);
+      EXPECT_EQ(r.headers.get("Connection"), "close");
+    }
+  }));
+  EXPECT_EQ(server.requests_served(), 3u);
 }
 
 TEST_P(Http, BodiesLargerThanTheStreamBufferAreServed) {
@@ -799,6 +889,52 @@ TEST_P(Http, BodyTimeoutAfter100ContinueIs408) {
   EXPECT_EQ(reported, 0);  // a slow client is not a server failure
 }
 
+TEST_P(Http, ChunkedProducerToAClientThatStopsReadingEndsAfterTheIdleTimeout) {
+  // A client that asks for a streamed response and then reads nothing blocked the producer in
+  // a write for ever: connection and producer stayed until the client went away. Now a chunk
+  // the client does not take within idle_timeout closes the connection, and the producer's
+  // write fails with stream_closed_error (ETIMEDOUT).
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 200ms;
+  int producers = 0;
+  std::error_code failure;
+  http::server server(
+      [&producers, &failure](http::request&) -> task<http::response> {
+        int* live = &producers;
+        std::error_code* code = &failure;
+        co_return http::response::chunked(200, [live, code](http::body_writer& out) -> task<void> {
+          ++*live;
+          struct ended {
+            int* n;
+            ~ended() { --*n; }
+          } guard{live};
+          const std::string chunk(64 * 1024, 'p');
+          try {
+            for (;;) co_await out.write(chunk);
+          } catch (const stream_closed_error& e) {
+            *code = e.code();
+            throw;
+          }
+        });
+      },
+      o);
+  run(with_server(server, [&server, &producers, &failure](std::uint16_t port) -> task<void> {
+    tcp_stream c = connect_with_small_receive_buffer(port, 4096);
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (producers == 0) co_await sleep_for(1ms);
+    auto start = clock_type::now();
+    while (producers > 0 && clock_type::now() - start < 3s) co_await sleep_for(5ms);
+    auto elapsed = clock_type::now() - start;
+    EXPECT_EQ(producers, 0);
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_EQ(failure, std::make_error_code(std::errc::timed_out));
+    while (server.active_connections() > 0 && clock_type::now() - start < 3s) {
+      co_await sleep_for(5ms);
+    }
+    EXPECT_EQ(server.active_connections(), 0u);
+  }));
+}
+
 // --- graceful shutdown -------------------------------------------------------------------------
 
 task<void> slow_request(std::uint16_t port, http::client_response& out, bool& finished) {
@@ -869,6 +1005,172 @@ TEST_P(Http, ShutdownClosesEveryIdleConnection) {
     for (tcp_stream& c : clients) EXPECT_TRUE(co_await closes_within(c, 200ms));
     while (!served) co_await sleep_for(1ms);
     EXPECT_EQ(server.active_connections(), 0u);
+  }(server));
+}
+
+/// Reads from `s` until it closes, counting the bytes; sets `done` at the end.
+task<void> read_all(stream& s, std::size_t& received, bool& done) {
+  std::vector<std::byte> buffer(64 * 1024);
+  try {
+    for (;;) received += co_await s.read_into(std::span(buffer), true);
+  } catch (const stream_closed_error&) {
+    // the server closed the connection
+  }
+  done = true;
+}
+
+TEST_P(Http, ShutdownClosesConnectionsStillBusyAfterTheGracePeriod) {
+  // Producers that stream forever, to a client that reads and to one that reads nothing, kept
+  // shutdown from finishing: serve() waited for them without end. Now shutdown closes idle
+  // connections at once, lets a request in flight finish within the grace period, then
+  // closes what is left, which ends the producers (their writes fail), and serve() returns.
+  int producers = 0;  // producers running
+  http::server server(
+      [&producers](http::request& req) -> task<http::response> {
+        if (req.path() == "/slow") {
+          co_await sleep_for(100ms);
+          co_return http::response::text(200, "slow");
+        }
+        int* live = &producers;
+        co_return http::response::chunked(200, [live](http::body_writer& out) -> task<void> {
+          ++*live;
+          struct ended {
+            int* n;
+            ~ended() { --*n; }
+          } guard{live};
+          const std::string chunk(16 * 1024, 'f');
+          for (;;) co_await out.write(chunk);
+        });
+      },
+      small_timeouts());
+  const int fds = corio::testing::open_fd_count();
+  run([](http::server& server, const int& producers) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    std::uint16_t port = listener.port();
+    bool served = false;
+    event_loop::current().spawn(serve_and_flag(server, listener, served));
+    tcp_stream reader = co_await tcp_stream::connect("127.0.0.1", port);
+    reader.write("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::size_t received = 0;
+    bool reader_done = false;
+    event_loop::current().spawn(read_all(reader, received, reader_done));
+    tcp_stream stalled = connect_with_small_receive_buffer(port, 4096);
+    stalled.write("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");  // and never reads
+    tcp_stream idle = co_await tcp_stream::connect("127.0.0.1", port);
+    idle.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response first = co_await read_response(idle);
+    EXPECT_EQ(first.status, 200);
+    while (producers < 2) co_await sleep_for(1ms);
+    tcp_stream in_flight = co_await tcp_stream::connect("127.0.0.1", port);
+    in_flight.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (server.active_connections() < 4) co_await sleep_for(1ms);
+    co_await sleep_for(20ms);  // its handler is running; the stalled producer is blocked
+    EXPECT_GT(received, 0u);
+
+    auto start = clock_type::now();
+    server.shutdown(400ms);
+    EXPECT_TRUE(co_await closes_within(idle, 100ms));
+    raw_response r = co_await read_response(in_flight);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "slow");
+    EXPECT_EQ(r.headers.get("Connection"), "close");
+    EXPECT_TRUE(co_await closes_within(in_flight, 300ms));
+    EXPECT_EQ(producers, 2);  // still within the grace period
+    while (!served) co_await sleep_for(1ms);
+    auto elapsed = clock_type::now() - start;
+    EXPECT_GE(elapsed, 380ms);
+    EXPECT_LT(elapsed, 1500ms);
+    EXPECT_EQ(producers, 0);
+    EXPECT_EQ(server.active_connections(), 0u);
+    while (!reader_done) co_await sleep_for(1ms);
+    EXPECT_TRUE(co_await closes_within(stalled, 2000ms));
+  }(server, producers));
+  EXPECT_EQ(corio::testing::open_fd_count(), fds);
+}
+
+TEST_P(Http, ShutdownLetsAKeptAliveClientReadTheRestOfItsResponse) {
+  // A kept-alive connection whose response is still being sent waits for its next request
+  // like an idle one; shutdown closed it at once, and close() discards what is unsent (S36):
+  // the client got a cut body. Now such a connection is half-closed instead: the client
+  // reads the whole response, then the end of the stream, also if it sends another request.
+  run([]() -> task<void> {
+    // More than the kernel's socket buffers hold, and under max_unsent_response_bytes, so
+    // that the connection waits for its next request with most of the response unsent.
+    constexpr std::size_t size = 16 * 1024 * 1024;
+    http::server_options o = small_timeouts();
+    o.max_unsent_response_bytes = 2 * size;
+    for (bool another_request : {false, true}) {
+      SCOPED_TRACE(another_request ? "the client sends another request" : "the client reads");
+      http::server server(
+          [](http::request&) -> task<http::response> {
+            co_return http::response::text(200, std::string(size, 'k'));
+          },
+          o);
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      bool served = false;
+      event_loop::current().spawn(serve_and_flag(server, listener, served));
+      tcp_stream c = connect_with_small_receive_buffer(listener.port(), 4096);
+      co_await c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      while (server.requests_served() == 0) co_await sleep_for(1ms);
+      co_await sleep_for(
+          50ms);  // the response waits in the server's queue; the client reads nothing
+      server.shutdown();
+      co_await sleep_for(20ms);
+      EXPECT_EQ(server.active_connections(), 1u);
+      if (another_request) {
+        // Not answered (the server is stopping), and must not make the server reset the
+        // connection over the response still on its way.
+        c.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(64 * 1024, 'x'));
+        // and start reading only after the server's lingering close would have given up
+        // (1 s) had it not waited for the response to leave
+        co_await sleep_for(1200ms);
+      }
+      raw_response r;
+      try {
+        r = co_await read_response(c);
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "the response was cut: " << e.what();
+      }
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body.size(), std::size_t{size});
+      EXPECT_TRUE(co_await closes_within(c, 2000ms));
+      c.close();
+      while (!served) co_await sleep_for(1ms);
+      EXPECT_EQ(server.requests_served(), 1u);
+    }
+  }());
+}
+
+TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::chunked(200, [](http::body_writer& out) -> task<void> {
+          for (;;) {
+            co_await out.write("tick\n");
+            co_await sleep_for(1ms);
+          }
+        });
+      },
+      small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    bool served = false;
+    event_loop::current().spawn(serve_and_flag(server, listener, served));
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::size_t received = 0;
+    bool done = false;
+    event_loop::current().spawn(read_all(c, received, done));
+    while (received == 0) co_await sleep_for(1ms);
+    auto start = clock_type::now();
+    server.shutdown(std::chrono::hours(1));
+    server.shutdown(std::chrono::hours(2));  // longer: changes nothing
+    co_await sleep_for(50ms);
+    EXPECT_FALSE(served);
+    server.shutdown(0ms);  // now
+    while (!served) co_await sleep_for(1ms);
+    EXPECT_LT(clock_type::now() - start, 1000ms);
+    while (!done) co_await sleep_for(1ms);
   }(server));
 }
 

@@ -342,6 +342,26 @@ TEST_P(stream_test, ReadChunkSize_OneTransportReadTakesAtMostChunk_S2) {
   });
 }
 
+TEST_P(stream_test, Peek_ShowsBufferedBytesWithoutConsumingOrReadingAhead) {
+  each_transport([](transport t) -> task<void> {
+    auto p = co_await with_raw_peer(t, with_chunk(4));
+    EXPECT_EQ(p.s.peek(), "");
+    p.peer.send("abcdefgh\nXYZ+more");
+    // Reads of 4: "abcd" "efgh" "\nXYZ": the read ends there and the rest stays unread.
+    std::string line = co_await p.s.read_until("\n");
+    EXPECT_EQ(line, "abcdefgh\n");
+    EXPECT_EQ(p.s.peek(), "XYZ");
+    co_await turns(5);
+    EXPECT_EQ(p.s.peek(), "XYZ");  // peeking reads nothing from the transport (S45)
+    std::string two = co_await p.s.read_bytes(2);
+    EXPECT_EQ(two, "XY");
+    EXPECT_EQ(p.s.peek(), "Z");
+    p.s.close();
+    EXPECT_EQ(p.s.peek(), "Z");  // what a close keeps (S39)
+    EXPECT_EQ(stream().peek(), "");
+  });
+}
+
 TEST_P(stream_test, Options_MaxWriteBufferSizeUnlimitedByDefault_S3) {
   each_transport([](transport t) -> task<void> {
     auto d = co_await connected(t);

@@ -19,7 +19,8 @@ corio::task<corio::http::response> hello(corio::http::request& req) {
 }
 
 // Waits for a stop signal (read from a signalfd the loop polls), then shuts down gracefully:
-// no new connections, idle ones closed, requests in progress finished.
+// no new connections, idle ones closed, requests in progress finished (those still running
+// after the default grace period of 10 s are closed).
 corio::task<void> shutdown_on_signal(corio::http::server& server, int signal_fd) {
   co_await corio::io::poll(signal_fd, POLLIN);
   server.shutdown();

@@ -126,6 +126,14 @@ class stream {
 
   /// Bytes received and not yet read.
   std::size_t buffered_bytes() const noexcept;
+  /// The bytes received and not yet read (buffered_bytes() of them), without consuming them
+  /// and without reading from the transport; after a close, what S39 keeps. The view is
+  /// valid until the next read or close() on this stream and until the loop runs again (a
+  /// receive may move the buffer): look, then consume what you need with a read, which the
+  /// buffer serves at the call (S7, S9). For protocol code that must decide how much to take
+  /// without the closing that a read_until over its max_bytes causes (S16), e.g. an HTTP
+  /// server answering 431 to a head that does not fit. Not in Tornado.
+  std::string_view peek() const noexcept;
   /// The effective options (after the S1/S2 defaults and clamps).
   const stream_options& options() const noexcept;
   /// True if the stream refers to a transport (not default-constructed or moved-from).

@@ -2,8 +2,11 @@
 #include "corio/http/message.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <span>
+#include <string>
+#include <system_error>
 
 #include "corio/stream.hpp"
 #include "corio/timeout.hpp"
@@ -103,15 +106,45 @@ task<std::string_view> request::read_body() {
   co_return std::string_view(body);
 }
 
+namespace {
+/// Waits for a chunk to be sent, at most `limit`; past it, closes the connection (what is
+/// queued is dropped, and the producer's next writes fail too) and fails.
+task<void> send_within(corio::stream& s, std::chrono::nanoseconds limit, task<void> sent) {
+  bool timed_out = false;
+  try {
+    co_await with_timeout(limit, std::move(sent));
+  } catch (const timeout_error&) {
+    timed_out = true;
+  }
+  if (timed_out) {
+    const std::error_code code = std::make_error_code(std::errc::timed_out);
+    s.close(code);
+    throw stream_closed_error(
+        "http::body_writer: the client did not take a chunk within " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()) +
+            " ms (idle_timeout); connection closed",
+        code);
+  }
+}
+}  // namespace
+
 task<void> body_writer::write(std::string_view data) {
   if (data.empty()) return corio::detail::make_ready_task();
-  if (!chunked_) return stream_.write(data);
-  char size_line[24];
-  int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
-  std::string chunk;
-  chunk.reserve(static_cast<std::size_t>(n) + data.size() + 2);
-  chunk.append(size_line, static_cast<std::size_t>(n)).append(data).append("\r\n");
-  return stream_.write(std::move(chunk));
+  task<void> sent;
+  if (!chunked_) {
+    sent = stream_.write(data);
+  } else {
+    char size_line[24];
+    int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+    std::string chunk;
+    chunk.reserve(static_cast<std::size_t>(n) + data.size() + 2);
+    chunk.append(size_line, static_cast<std::size_t>(n)).append(data).append("\r\n");
+    sent = stream_.write(std::move(chunk));
+  }
+  // Sent at the call (or failed): nothing to time. Otherwise a client that stops reading
+  // would hold the producer in this write, and the connection, for ever.
+  if (sent.is_ready() || send_timeout_ == std::chrono::nanoseconds::max()) return sent;
+  return send_within(stream_, send_timeout_, std::move(sent));
 }
 
 response response::text(int status, std::string body, std::string content_type) {

@@ -5,8 +5,10 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <span>
 #include <stdexcept>
+#include <system_error>
 #include <vector>
 
 #include "corio/loop.hpp"
@@ -25,14 +27,18 @@ struct server::state {
   std::size_t active = 0;
   std::uint64_t served = 0;
   tcp_listener* listener = nullptr;
-  /// A connection waiting for its next request, linked into `idle` while it waits (the node
-  /// lives in the connection's coroutine frame: marking a connection idle allocates nothing).
-  struct idle_entry {
+  /// A connection linked into a list of the server (the node lives in the connection's
+  /// coroutine frame: linking a connection allocates nothing).
+  struct stream_link {
     corio::stream* stream = nullptr;
-    idle_entry* previous = nullptr;
-    idle_entry* next = nullptr;
+    stream_link* previous = nullptr;
+    stream_link* next = nullptr;
   };
-  idle_entry* idle = nullptr;  // connections waiting for their next request
+  stream_link* idle = nullptr;         // connections waiting for their next request
+  stream_link* connections = nullptr;  // every connection being served
+  /// When shutdown's grace period ends (max: not shutting down).
+  std::chrono::steady_clock::time_point grace_deadline =
+      std::chrono::steady_clock::time_point::max();
 };
 
 namespace {
@@ -108,23 +114,41 @@ void send_error(corio::stream& s, const server_options& o, int status, const std
 constexpr std::chrono::seconds linger_time{1};
 constexpr std::size_t linger_bytes = 16 * 1024 * 1024;
 
-/// Ends a connection whose peer may still be sending (its body was not read, or an error was
-/// answered mid-request).
+/// Ends a connection after the response that closes it: its peer may still be sending (a body
+/// that was not read, an error answered mid-request, requests pipelined after the last one).
 /// Why: closing a socket with unread received bytes makes the kernel send RST instead of FIN;
 /// a client still sending its body then fails with ECONNRESET, usually before it has read the
-/// answer (RFC 9112 §9.6). So: send the answer, shut down the sending side (the client reads
-/// EOF after the answer), and read and discard what the client still sends, for at most
-/// linger_time and linger_bytes, before closing.
+/// answer (RFC 9112 §9.6). So: send the answer (within idle_timeout), shut down the sending
+/// side (the client reads EOF after the answer), and read and discard what the client still
+/// sends, for at most linger_time and linger_bytes, before closing.
+/// A stream that shutdown() half-closed already cannot take the write("") that waits for the
+/// answer to leave: the discarding then goes on, in steps of linger_time, while the answer is
+/// still being sent (at most idle_timeout), since close() would drop what is unsent.
 task<void> linger_close(corio::stream& s, const server_options& o) {
   try {
-    co_await with_timeout(o.idle_timeout, s.write(""));
+    const auto start = std::chrono::steady_clock::now();
+    task<void> flushed;
+    try {
+      flushed = s.write("");
+    } catch (const std::logic_error&) {
+      // half-closed by shutdown(): the end of the stream follows what is queued
+    }
+    if (flushed) co_await with_timeout(o.idle_timeout, std::move(flushed));
     s.shutdown_write();
     std::vector<std::byte> discard(64 * 1024);
     auto deadline = std::chrono::steady_clock::now() + linger_time;
     for (std::size_t discarded = 0; discarded < linger_bytes;) {
-      auto left = deadline - std::chrono::steady_clock::now();
+      const auto now = std::chrono::steady_clock::now();
+      if (s.writing()) {
+        deadline = std::max(deadline, std::min(now + linger_time, start + o.idle_timeout));
+      }
+      const auto left = deadline - now;
       if (left <= std::chrono::nanoseconds::zero()) break;
-      discarded += co_await with_timeout(left, s.read_into(std::span(discard), true));
+      try {
+        discarded += co_await with_timeout(left, s.read_into(std::span(discard), true));
+      } catch (const timeout_error&) {
+        // the deadline was reached: it may have moved on if the answer is still being sent
+      }
     }
   } catch (const corio::error&) {
     // the peer's EOF (stream_closed_error), time is up, or the connection failed
@@ -134,28 +158,82 @@ task<void> linger_close(corio::stream& s, const server_options& o) {
   s.close();
 }
 
-/// The most a request head may take before the connection is dropped without an answer:
-/// max_header_bytes plus as much again (at least 4 KiB), so that a head ending in that margin
-/// can still be answered 431.
-std::size_t header_hard_limit(const server_options& o) {
-  return o.max_header_bytes + std::max<std::size_t>(o.max_header_bytes, 4096);
+/// Where a request head ends in `data` (the offset just past its "\r\n\r\n"), given the bytes
+/// of the head already read before `data` (`before`, whose last three bytes may start the
+/// delimiter); npos if it does not end in `data`.
+std::size_t head_end(std::string_view before, std::string_view data) noexcept {
+  constexpr std::string_view delimiter = "\r\n\r\n";
+  for (std::size_t held = 3; held > 0; --held) {  // the longest straddle ends soonest
+    if (before.ends_with(delimiter.substr(0, held)) && data.starts_with(delimiter.substr(held))) {
+      return delimiter.size() - held;
+    }
+  }
+  std::size_t found = data.find(delimiter);
+  return found == std::string_view::npos ? found : found + delimiter.size();
 }
 
-/// Marks a connection idle while it waits for a request, so that shutdown can close it.
-struct idle_guard {
-  server::state& st;
-  server::state::idle_entry entry;
-  idle_guard(server::state& state, corio::stream* s) : st(state), entry{s, nullptr, state.idle} {
-    if (st.idle != nullptr) st.idle->previous = &entry;
-    st.idle = &entry;
+/// The exception a head longer than max_header_bytes is answered with.
+protocol_error head_too_large(const server_options& o) {
+  return protocol_error(431,
+                        "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
+}
+
+/// Reads a request head whose end is not buffered yet: throws head_too_large() as soon as more
+/// than max_header_bytes have arrived without the head ending.
+/// Why not read_until("\r\n\r\n", limit): a read past its max_bytes closes the stream (S16),
+/// and so does a buffer past streams.max_buffer_size (S42); either way no 431 could be sent.
+/// So the head is taken as it arrives: wait for bytes with read_until("") (which consumes
+/// nothing, and on an empty buffer receives at most read_chunk_size bytes, half the buffer
+/// limit at most: S2), look at them with peek(), and consume only bytes of the head (all of
+/// them, or up to the end of the head). The search resumes where it stopped (the straddle
+/// is checked against the head read so far), so a head trickling in costs O(n).
+task<std::string> read_head(corio::stream& s, const server_options& o) {
+  std::string head;
+  for (;;) {
+    if (s.buffered_bytes() == 0) (void)co_await s.read_until("");
+    std::string_view data = s.peek();
+    std::size_t end = head_end(head, data);
+    std::size_t take = end == std::string_view::npos ? data.size() : end;
+    if (head.size() + take > o.max_header_bytes) throw head_too_large(o);
+    std::string piece = co_await s.read_bytes(take);  // buffered: decided at the call (S9)
+    head += piece;
+    if (end != std::string_view::npos) co_return head;
   }
-  idle_guard(const idle_guard&) = delete;
-  idle_guard& operator=(const idle_guard&) = delete;
-  ~idle_guard() {
-    (entry.previous != nullptr ? entry.previous->next : st.idle) = entry.next;
+}
+
+/// Links a connection into one of the server's lists while it lives (every connection, or
+/// the idle ones while they wait for a request), so that shutdown can find it.
+struct linked_stream {
+  server::state::stream_link*& head;
+  server::state::stream_link entry;
+  linked_stream(server::state::stream_link*& list, corio::stream* s)
+      : head(list), entry{s, nullptr, list} {
+    if (head != nullptr) head->previous = &entry;
+    head = &entry;
+  }
+  linked_stream(const linked_stream&) = delete;
+  linked_stream& operator=(const linked_stream&) = delete;
+  ~linked_stream() {
+    (entry.previous != nullptr ? entry.previous->next : head) = entry.next;
     if (entry.next != nullptr) entry.next->previous = entry.previous;
   }
 };
+
+/// The streams of a list, copied: closing one wakes its connection a turn later (S6), but a
+/// copy also survives a close that ends a connection at once.
+std::vector<corio::stream*> streams_of(const server::state::stream_link* list) {
+  std::vector<corio::stream*> out;
+  for (; list != nullptr; list = list->next) out.push_back(list->stream);
+  return out;
+}
+
+/// The end of the grace period: every connection still open is closed; the reads and writes
+/// of its handler, response producer or lingering close fail with stream_closed_error.
+void close_connections(server::state& st) {
+  for (corio::stream* s : streams_of(st.connections)) {
+    s->close(std::make_error_code(std::errc::operation_canceled));
+  }
+}
 
 }  // namespace
 
@@ -172,14 +250,37 @@ server::~server() = default;
 std::size_t server::active_connections() const noexcept { return state_->active; }
 std::uint64_t server::requests_served() const noexcept { return state_->served; }
 
-void server::shutdown() {
-  state_->stopping = true;
-  if (state_->listener != nullptr) state_->listener->close();
-  // Closing wakes each waiting connection a turn later, so the list stays as it is while
-  // this walks it; the copy guards against a close callback that ends a connection at once.
-  std::vector<corio::stream*> idle;
-  for (auto* e = state_->idle; e != nullptr; e = e->next) idle.push_back(e->stream);
-  for (corio::stream* s : idle) s->close();
+void server::shutdown(std::chrono::nanoseconds grace_period) {
+  state& st = *state_;
+  st.stopping = true;
+  if (st.listener != nullptr) st.listener->close();
+  for (corio::stream* s : streams_of(st.idle)) {
+    if (s->writing()) {
+      // Not idle yet: its last response is still being sent, and close() would drop the rest
+      // (S36). The end of the stream follows the response instead; the client's close (or its
+      // next request, answered by a lingering close) ends the connection, or the grace period.
+      try {
+        s->shutdown_write();
+        continue;
+      } catch (const std::logic_error&) {
+        // a pipe, or TLS before its handshake ended: closed as idle
+      }
+    }
+    s->close();
+  }
+  const auto deadline = corio::detail::deadline_after(grace_period);
+  if (deadline >= st.grace_deadline) return;  // an earlier call set a sooner end
+  st.grace_deadline = deadline;
+  if (grace_period <= std::chrono::nanoseconds::zero()) {
+    close_connections(st);
+  } else if (event_loop* loop = event_loop::current_or_null()) {
+    // Why not cancelled when everything ended sooner (or a later call set a sooner end): a
+    // timer handle kept in the state could outlive its loop. The timer holds a weak reference
+    // and, if the state is still there, finds nothing left to close.
+    loop->call_later(grace_period, [weak = std::weak_ptr<state>(state_)] {
+      if (std::shared_ptr<state> alive = weak.lock()) close_connections(*alive);
+    });
+  }  // without a running loop, serve() keeps the deadline
 }
 
 task<void> server::serve(tcp_listener& listener) {
@@ -211,7 +312,10 @@ task<void> server::serve(tcp_listener& listener) {
     }
   }
   st.listener = nullptr;
-  while (st.active > 0) co_await sleep_for(std::chrono::milliseconds(5));
+  while (st.active > 0) {
+    if (std::chrono::steady_clock::now() >= st.grace_deadline) close_connections(st);
+    co_await sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 namespace {
@@ -232,6 +336,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
     std::size_t& n;
     ~active_guard() { --n; }
   } guard{st.active};
+  linked_stream listed(st.connections, &s);
   connection_state conn;
   conn.stream = &s;
   conn.options = &o;
@@ -240,35 +345,41 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   std::size_t queued_since_drain = 0;
   bool linger = false;  // close with linger_close: the peer may still be sending
   try {
-    while (!st.stopping) {
+    for (;;) {
+      // Shutting down: the client may be sending a request that will not be answered while
+      // the last response is still on its way (linger_close).
+      if (st.stopping) {
+        linger = true;
+        break;
+      }
       // Wait for the first byte of the next request (S17: read_until("") consumes nothing).
       if (s.buffered_bytes() == 0) {
-        idle_guard idle(st, &s);
+        linked_stream idle(st.idle, &s);
         try {
           co_await with_timeout(o.idle_timeout, s.read_until(""));
         } catch (const timeout_error&) {
           break;
         }
+        continue;  // stopping meanwhile?
       }
-      if (st.stopping) break;
       std::string head;
-      try {
-        // Why: a read_until that exceeds its max_bytes closes the stream (S16), after which no
-        // 431 can be written. So read up to a hard limit above max_header_bytes and answer 431
-        // to heads that end past max_header_bytes; only a peer that sends more than the hard
-        // limit without ending its head is dropped without an answer.
-        head =
-            co_await with_timeout(o.header_timeout, s.read_until("\r\n\r\n", header_hard_limit(o)));
-      } catch (const timeout_error&) {
-        send_error(s, o, 408, "the request head did not arrive in time");
-        linger = true;
-        break;
-      }
-      if (head.size() > o.max_header_bytes) {
-        send_error(s, o, 431,
-                   "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
-        linger = true;
-        break;
+      // Usually the whole head is buffered (one receive brought it, or it was pipelined):
+      // taken at once, with no timer.
+      std::size_t end = head_end({}, s.peek());
+      if (end != std::string_view::npos && end <= o.max_header_bytes) {
+        head = co_await s.read_bytes(end);
+      } else {
+        try {
+          head = co_await with_timeout(o.header_timeout, read_head(s, o));
+        } catch (const timeout_error&) {
+          send_error(s, o, 408, "the request head did not arrive in time");
+          linger = true;
+          break;
+        } catch (const protocol_error& e) {
+          send_error(s, o, e.status(), e.what());  // 431
+          linger = true;
+          break;
+        }
       }
       request req;
       bool keep_alive = true;
@@ -367,12 +478,12 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         s.write(std::move(out));
         if (!head_only) {
           if (chunked) {
-            body_writer writer(s);
+            body_writer writer(s, true, o.idle_timeout);
             co_await res.producer(writer);  // each chunk is awaited: nothing piles up
             s.write("0\r\n\r\n");
           } else {
             // HTTP/1.0 has no chunked coding: the body is delimited by closing.
-            body_writer writer(s, false);
+            body_writer writer(s, false, o.idle_timeout);
             co_await res.producer(writer);
           }
         }
@@ -393,11 +504,11 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         queued_since_drain = 0;
       }
       if (!keep_alive) {
-        if (!req.body_read && conn.framing.kind != detail::body_kind::none) {
-          linger = true;  // the client may be sending the body it was refused
-        } else {
-          co_await s.write("");  // flush, then close
-        }
+        // Why linger after every response that ends the connection: the client may still be
+        // sending (a body it was refused, requests pipelined after a Connection: close or an
+        // HTTP/1.0 request, or anything else never read), and closing with unread bytes sends
+        // RST, which can destroy the response on its way (linger_close).
+        linger = true;
         break;
       }
     }

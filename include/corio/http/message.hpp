@@ -1,6 +1,7 @@
 // corio/http/message.hpp - HTTP/1.1 requests, responses and header fields.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -93,15 +94,21 @@ struct request {
 /// Writes a chunked response body piece by piece (see response::chunked).
 class body_writer {
  public:
-  /// Sends one chunk (empty data sends nothing); completes when the kernel has it.
+  /// Sends one chunk (empty data sends nothing); completes when the kernel has it. Throws
+  /// stream_closed_error once the connection is closed: the client went away, the server's
+  /// shutdown grace period ended, or the client did not take this chunk within the server's
+  /// idle_timeout (a client that stops reading), which closes the connection (code()
+  /// ETIMEDOUT).
   task<void> write(std::string_view data);
   /// @cond INTERNAL
-  explicit body_writer(corio::stream& s, bool chunked = true) noexcept
-      : stream_(s), chunked_(chunked) {}
+  explicit body_writer(corio::stream& s, bool chunked = true,
+                       std::chrono::nanoseconds send_timeout = std::chrono::nanoseconds::max())
+      : stream_(s), chunked_(chunked), send_timeout_(send_timeout) {}
   /// @endcond
  private:
   corio::stream& stream_;
   bool chunked_;
+  std::chrono::nanoseconds send_timeout_;
 };
 
 /// A response from a handler. Content-Length is set from `body` unless the body is

@@ -20,12 +20,15 @@ namespace corio::http {
 
 /// Limits and timeouts of a server.
 struct server_options {
-  std::size_t max_header_bytes = 64 * 1024;  ///< request line + fields; past it: 431
+  /// Request line + fields; past it: 431 (also for a head that has not ended yet). May exceed
+  /// streams.max_buffer_size: a head is taken as it arrives, not whole into the stream's buffer.
+  std::size_t max_header_bytes = 64 * 1024;
   /// Past it: 413. May exceed streams.max_buffer_size: bodies are read as they arrive.
   std::size_t max_body_bytes = 16 * 1024 * 1024;
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
-  /// A kept-alive connection may stay silent this long between requests.
+  /// A kept-alive connection may stay silent this long between requests; also the most a
+  /// chunk of a streamed response (body_writer::write) may wait for the client to take it.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// The body must arrive within this once the head was read.
   std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
@@ -59,16 +62,28 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  /// Accepts connections from `listener` and serves each until shutdown() (then returns once
-  /// every connection has finished its request in progress). Accept failures such as EMFILE
-  /// are logged and retried after a pause, so the server never spins.
+  /// Accepts connections from `listener` and serves each until shutdown(), then returns once
+  /// every connection has ended (within shutdown's grace period, see there). Accept failures
+  /// such as EMFILE are logged and retried after a pause, so the server never spins.
   [[nodiscard]] task<void> serve(tcp_listener& listener);
-  /// Serves one connection until the peer or the protocol closes it.
+  /// Serves one connection until the peer or the protocol closes it, or shutdown() ends it.
   [[nodiscard]] task<void> serve_connection(corio::stream connection);
 
-  /// Stops accepting, closes idle connections, and lets requests in progress finish; serve()
-  /// returns when the last connection is done.
-  void shutdown();
+  /// Graceful shutdown. Stops accepting (closes the listener) and closes at once the
+  /// connections waiting for a request (one whose last response is still being sent is
+  /// half-closed instead: its client reads the rest, then the end of the stream, and the
+  /// connection ends when the client closes). Requests in progress may finish for `grace_period`
+  /// (their responses say Connection: close, and the connection is then closed). When the
+  /// grace period ends, every connection still open is closed, with error() ECANCELED: the
+  /// reads and writes of its handler, its response producer or its lingering close fail with
+  /// stream_closed_error, which ends them (a producer streaming forever, a client that does
+  /// not read). serve() returns once the last connection has ended. A handler that neither
+  /// reads nor writes its connection (awaiting something else) is not interrupted: it ends
+  /// when what it awaits does.
+  /// Call it on the loop's thread. Calling it again shortens the grace period when the new
+  /// one ends sooner (shutdown(0s) closes every connection now); a longer one changes
+  /// nothing.
+  void shutdown(std::chrono::nanoseconds grace_period = std::chrono::seconds(10));
   /// Connections being served now.
   std::size_t active_connections() const noexcept;
   /// Requests answered since the server was created.
