@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -167,12 +168,12 @@ class fd_guard {
   int fd_;
 };
 
-task<tcp_stream> connect_without_timeout(std::string host, std::uint16_t port,
-                                         connect_options options) {
-  std::vector<resolved_address> addresses(1);
-  if (!parse_numeric(host, port, addresses[0])) {
-    addresses = co_await resolve_awaiter(host, port);
-  }
+/// Connects to the first of `addresses` that accepts; resolves `host` first if `addresses`
+/// is empty. `host` names the target in error messages ("" for an endpoint list).
+task<tcp_stream> connect_without_timeout(std::vector<resolved_address> addresses, std::string host,
+                                         std::uint16_t port, connect_options options) {
+  if (addresses.empty()) addresses = co_await resolve_awaiter(host, port);
+  const std::string target = host.empty() ? std::string() : " (" + host + ")";
   std::exception_ptr last;
   for (const resolved_address& a : addresses) {
     fd_guard fd(::socket(a.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -190,11 +191,20 @@ task<tcp_stream> connect_without_timeout(std::string host, std::uint16_t port,
       co_return s;
     }
     last = std::make_exception_ptr(
-        stream_closed_error("connect to " + to_endpoint(a.address).to_string() + " (" + host +
-                                ") failed: " + std::strerror(-rc),
+        stream_closed_error("connect to " + to_endpoint(a.address).to_string() + target +
+                                " failed: " + std::strerror(-rc),
                             os_error(-rc)));
   }
   std::rethrow_exception(last);
+}
+
+/// Eager like every stream operation (S4): the first step (resolution or the first
+/// attempt) starts at the call.
+task<tcp_stream> start_connect(std::vector<resolved_address> addresses, std::string host,
+                               std::uint16_t port, const connect_options& options) {
+  auto work = connect_without_timeout(std::move(addresses), std::move(host), port, options);
+  if (options.timeout.count() > 0) return start(with_timeout(options.timeout, std::move(work)));
+  return start(std::move(work));
 }
 
 }  // namespace
@@ -212,12 +222,21 @@ tcp_stream::tcp_stream(int connected_fd, stream_options options)
 
 task<tcp_stream> tcp_stream::connect(std::string_view host, std::uint16_t port,
                                      connect_options options) {
-  // Eager like every stream operation (S4): the connection attempt starts now.
-  if (options.timeout.count() > 0) {
-    return start(
-        with_timeout(options.timeout, connect_without_timeout(std::string(host), port, options)));
+  std::vector<resolved_address> addresses(1);
+  if (!parse_numeric(host, port, addresses[0])) addresses.clear();  // resolved by the task
+  return start_connect(std::move(addresses), std::string(host), port, options);
+}
+
+task<tcp_stream> tcp_stream::connect(std::span<const endpoint> endpoints, connect_options options) {
+  if (endpoints.empty()) throw std::invalid_argument("tcp_stream::connect: no endpoints given");
+  std::vector<resolved_address> addresses(endpoints.size());
+  for (std::size_t i = 0; i < endpoints.size(); ++i) {
+    if (!parse_numeric(endpoints[i].address, endpoints[i].port, addresses[i])) {
+      throw std::invalid_argument("tcp_stream::connect: \"" + endpoints[i].address +
+                                  "\" is not a numeric IP address");
+    }
   }
-  return start(connect_without_timeout(std::string(host), port, options));
+  return start_connect(std::move(addresses), std::string(), 0, options);
 }
 
 void tcp_stream::set_nodelay(bool enabled) noexcept {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -57,6 +58,14 @@ class tcp_stream : public stream {
   /// broken IPv6 route) holds up the next until the kernel gives up (~2 min) or
   /// options.timeout expires, so set a timeout, or pass a numeric address where that matters.
   [[nodiscard]] static task<tcp_stream> connect(std::string_view host, std::uint16_t port,
+                                                connect_options options = {});
+  /// Connects to the first of `endpoints` that accepts, as connect(host, port, options) does
+  /// with the addresses a name resolves to, but without a resolver: for a caller that has
+  /// its own (a DNS library, a cached or configured address list). Each endpoint is a
+  /// numeric address ("192.0.2.7", "2001:db8::7", also "[2001:db8::7]") with its own port;
+  /// the list is copied at the call. Throws std::invalid_argument at the call if the list is
+  /// empty or an address is not numeric. Failure and timeout as connect(host, port).
+  [[nodiscard]] static task<tcp_stream> connect(std::span<const endpoint> endpoints,
                                                 connect_options options = {});
 
   /// Starts TLS on this idle connection (no pending read or write, nothing buffered: S52,
