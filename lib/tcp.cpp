@@ -11,14 +11,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <coroutine>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "corio/io.hpp"
 #include "corio/loop.hpp"
 #include "corio/timeout.hpp"
 #include "stream_core.hpp"
@@ -150,52 +154,250 @@ class resolve_awaiter {
   std::uint16_t port_;
 };
 
-/// Closes an fd on scope exit unless released; tells the backend first (epoll registration).
-class fd_guard {
- public:
-  explicit fd_guard(int fd) : fd_(fd) {}
-  fd_guard(const fd_guard&) = delete;
-  ~fd_guard() {
-    if (fd_ >= 0) {
-      if (event_loop* loop = event_loop::current_or_null()) loop->backend_impl().forget_fd(fd_);
-      ::close(fd_);
-    }
+/// RFC 8305 §4 order: the first address's family first, then the families alternate, each
+/// keeping the resolver's order ("First Address Family Count" 1). A broken family then costs
+/// one connection-attempt delay before the other is tried, not one delay per address of it.
+std::vector<resolved_address> interleave_families(std::vector<resolved_address> addresses) {
+  const sa_family_t family = addresses.front().address.ss_family;
+  if (std::all_of(addresses.begin(), addresses.end(),
+                  [family](const resolved_address& a) { return a.address.ss_family == family; })) {
+    return addresses;  // one family (the usual case): nothing to reorder, nothing to allocate
   }
-  int get() const noexcept { return fd_; }
-  int release() noexcept { return std::exchange(fd_, -1); }
+  std::vector<resolved_address> first, other;
+  for (const resolved_address& a : addresses) {
+    (a.address.ss_family == family ? first : other).push_back(a);
+  }
+  addresses.clear();
+  for (std::size_t i = 0; i < first.size() || i < other.size(); ++i) {
+    if (i < first.size()) addresses.push_back(first[i]);
+    if (i < other.size()) addresses.push_back(other[i]);
+  }
+  return addresses;
+}
+
+/// Happy Eyeballs (RFC 8305 §5; Tornado's tcpclient._Connector): the connection attempts of
+/// one connect. The next address is tried as soon as an attempt fails, or `delay` after the
+/// latest attempt started, whichever comes first, and attempts already running go on; the
+/// first to connect wins, and every other one is cancelled and its socket closed. Awaiting
+/// the race yields the winner's fd (the caller then owns it), or throws the
+/// stream_closed_error of the attempt that failed last (S47, S51).
+///
+/// Lifetime (architecture.md, rules 1-3): an attempt's sockaddr is copied into its io_op,
+/// which the loop owns and frees only when the completion arrives, so a connect the kernel
+/// still runs never reads memory of a race that is gone. A losing or abandoned attempt is
+/// cancelled synchronously (cancel_now) before its socket is closed, as io::operation and
+/// its caller do for a single connect; its op is orphaned and goes back to the pool when
+/// the kernel's completion arrives. Completions and the delay timer only record what
+/// happened and queue the race; the race acts (starts, cancels, resumes) from the ready
+/// queue, never from inside the backend's completion handling.
+class connect_race final : detail::ready_node {
+ public:
+  connect_race(std::vector<resolved_address> addresses, std::chrono::nanoseconds delay,
+               std::string target)
+      : addresses_(std::move(addresses)),
+        attempts_(addresses_.size()),
+        delay_(delay),
+        target_(std::move(target)) {
+    for (attempt& a : attempts_) a.race = this;
+    timer_node_.race = this;
+  }
+  connect_race(const connect_race&) = delete;
+  connect_race& operator=(const connect_race&) = delete;
+  /// Cancels the attempts still running and closes every socket not handed out.
+  ~connect_race() {
+    if (loop_ == nullptr) return;
+    disarm_timer();
+    for (attempt& a : attempts_) abandon(a);
+  }
+
+  /// Starts the first attempt. Ready at once only if no attempt could start (every socket()
+  /// failed): completions arrive from the loop, never inside submit.
+  bool await_ready() {
+    loop_ = &event_loop::current();
+    start_next();
+    if (in_flight_ == 0) settle();
+    return settled_;
+  }
+  void await_suspend(std::coroutine_handle<> waiting) noexcept { waiting_ = waiting; }
+  int await_resume() {
+    if (winner_ != nullptr) return std::exchange(winner_->fd, -1);
+    const attempt& last = attempts_[last_failed_];
+    std::string text = "connect to " + to_endpoint(addresses_[last_failed_].address).to_string() +
+                       target_ + " failed: " + (last.socket_failed ? "socket(): " : "") +
+                       std::strerror(last.error);
+    if (attempts_.size() > 1) {
+      text += " (the last of " + std::to_string(attempts_.size()) + " addresses to fail)";
+    }
+    throw stream_closed_error(text, os_error(last.error));
+  }
 
  private:
-  int fd_;
+  struct attempt final : detail::io_handler {
+    connect_race* race = nullptr;
+    int fd = -1;
+    detail::io_op* op = nullptr;  // while the connect is in flight
+    int error = 0;                // errno, once failed
+    bool socket_failed = false;   // the error came from socket(), not from connect
+    void on_io_complete(detail::io_op& completed) override { race->completed(*this, completed); }
+  };
+  struct delay_timer final : detail::ready_node {
+    connect_race* race = nullptr;
+    void run_ready() override {
+      race->timer_armed_ = false;
+      race->start_wanted_ = true;
+      race->advance();
+    }
+  };
+
+  /// A connect finished (from the backend's completion handling): note it, act later.
+  void completed(attempt& a, detail::io_op& op) noexcept {
+    const int result = op.result;
+    loop_->release_op(&op);
+    a.op = nullptr;
+    --in_flight_;
+    if (result == 0) {
+      if (winner_ == nullptr) winner_ = &a;  // a later success loses: closed by advance()
+    } else {
+      fail(a, -result);
+      start_wanted_ = true;
+    }
+    loop_->schedule(*this);
+  }
+  void run_ready() override { advance(); }
+
+  void advance() {
+    if (settled_) return;
+    close_finished_losers();
+    if (winner_ == nullptr && start_wanted_) start_next();
+    if (winner_ == nullptr && in_flight_ > 0) return;
+    settle();
+    // Last: the resumed coroutine may destroy this race.
+    if (waiting_) std::exchange(waiting_, nullptr).resume();
+  }
+
+  /// Starts the next address (and, with no delay, all of them); an address whose socket()
+  /// fails is passed over at once. Arms the delay timer while addresses remain.
+  void start_next() {
+    start_wanted_ = false;
+    disarm_timer();
+    while (next_ < attempts_.size()) {
+      const std::size_t index = next_++;
+      if (!launch(attempts_[index], addresses_[index])) continue;
+      if (next_ == attempts_.size() || delay_.count() <= 0) continue;
+      if (delay_ != std::chrono::nanoseconds::max()) {
+        try {
+          timer_ = loop_->add_timer(delay_, timer_node_);
+          timer_armed_ = true;
+        } catch (const std::bad_alloc&) {
+          // B13: without the timer the next address starts when an attempt fails.
+        }
+      }
+      return;
+    }
+  }
+
+  bool launch(attempt& a, const resolved_address& address) {
+    a.fd = ::socket(address.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (a.fd < 0) {
+      a.socket_failed = true;
+      fail(a, errno);
+      return false;
+    }
+    try {
+      a.op = loop_->acquire_op();
+      a.op->kind = detail::op_kind::connect;
+      a.op->fd = a.fd;
+      std::memcpy(&a.op->address, &address.address, address.length);
+      a.op->address_length = address.length;
+      a.op->handler = &a;
+      loop_->submit(*a.op);
+    } catch (const std::bad_alloc&) {
+      // B13: the attempt fails (ENOMEM) and the next address is tried.
+      if (a.op != nullptr) loop_->release_op(std::exchange(a.op, nullptr));  // not taken
+      close_socket(a);
+      fail(a, ENOMEM);
+      return false;
+    }
+    ++in_flight_;
+    return true;
+  }
+
+  void fail(attempt& a, int error) noexcept {
+    a.error = error;
+    last_failed_ = static_cast<std::size_t>(&a - attempts_.data());
+  }
+
+  /// Sockets of attempts that ended and did not win (failed, or connected too late).
+  void close_finished_losers() noexcept {
+    for (attempt& a : attempts_) {
+      if (a.op == nullptr && a.fd >= 0 && &a != winner_) close_socket(a);
+    }
+  }
+
+  /// Decided: a winner, or every attempt failed. The others stop now.
+  void settle() noexcept {
+    settled_ = true;
+    disarm_timer();
+    for (attempt& a : attempts_) {
+      if (&a != winner_) abandon(a);
+    }
+  }
+
+  void abandon(attempt& a) noexcept {
+    if (a.op != nullptr) {
+      // Why cancel_now first: the kernel must be done with the connect before its socket is
+      // closed (rule 3; an io_uring connect queued in this turn may not have reached the
+      // kernel yet). The sockaddr it reads is the op's own copy (rule 1).
+      loop_->cancel_now(*a.op);
+      loop_->orphan(*std::exchange(a.op, nullptr));
+      --in_flight_;
+    }
+    close_socket(a);
+  }
+
+  void close_socket(attempt& a) noexcept {
+    if (a.fd < 0) return;
+    loop_->backend_impl().forget_fd(a.fd);
+    ::close(std::exchange(a.fd, -1));
+  }
+
+  void disarm_timer() noexcept {
+    if (timer_armed_) {
+      loop_->cancel_timer(timer_);
+      timer_armed_ = false;
+    }
+    timer_node_.unqueue();  // fired in this turn but not run yet
+  }
+
+  std::vector<resolved_address> addresses_;  // in the order they are tried
+  std::vector<attempt> attempts_;            // one per address; never resized (handlers)
+  std::chrono::nanoseconds delay_;
+  std::string target_;  // " (host)" for error messages, or ""
+  event_loop* loop_ = nullptr;
+  std::coroutine_handle<> waiting_;
+  delay_timer timer_node_;
+  timer_handle timer_;
+  bool timer_armed_ = false;
+  bool start_wanted_ = false;  // an attempt failed or the delay passed: start the next
+  bool settled_ = false;
+  std::size_t next_ = 0;  // the next address to start
+  std::size_t in_flight_ = 0;
+  std::size_t last_failed_ = 0;
+  attempt* winner_ = nullptr;
 };
 
-/// Connects to the first of `addresses` that accepts; resolves `host` first if `addresses`
-/// is empty. `host` names the target in error messages ("" for an endpoint list).
+/// Connects to the first of `addresses` that accepts (connect_race); resolves `host` first
+/// if `addresses` is empty. `host` names the target in error messages ("" for a list).
 task<tcp_stream> connect_without_timeout(std::vector<resolved_address> addresses, std::string host,
                                          std::uint16_t port, connect_options options) {
   if (addresses.empty()) addresses = co_await resolve_awaiter(host, port);
-  const std::string target = host.empty() ? std::string() : " (" + host + ")";
-  std::exception_ptr last;
-  for (const resolved_address& a : addresses) {
-    fd_guard fd(::socket(a.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0) {
-      int err = errno;
-      last = std::make_exception_ptr(stream_closed_error(
-          std::string("connect: socket() failed: ") + std::strerror(err), os_error(err)));
-      continue;
-    }
-    int rc =
-        co_await io::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.address), a.length);
-    if (rc == 0) {
-      tcp_stream s(fd.release(), options.stream);
-      if (options.nodelay) s.set_nodelay(true);
-      co_return s;
-    }
-    last = std::make_exception_ptr(
-        stream_closed_error("connect to " + to_endpoint(a.address).to_string() + target +
-                                " failed: " + std::strerror(-rc),
-                            os_error(-rc)));
-  }
-  std::rethrow_exception(last);
+  std::string target = host.empty() ? std::string() : " (" + host + ")";
+  connect_race race(interleave_families(std::move(addresses)), options.happy_eyeballs_delay,
+                    std::move(target));
+  const int fd = co_await race;
+  tcp_stream s(fd, options.stream);
+  if (options.nodelay) s.set_nodelay(true);
+  co_return s;
 }
 
 /// Eager like every stream operation (S4): the first step (resolution or the first

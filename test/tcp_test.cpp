@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -59,31 +60,45 @@ std::error_code os_code(int err) { return {err, std::generic_category()}; }
 /// The loopback address of `family` as text.
 const char* loopback(int family) { return family == AF_INET6 ? "::1" : "127.0.0.1"; }
 
+/// The loopback address of `family` with `port`, as a sockaddr.
+struct socket_address {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  sockaddr* get() { return reinterpret_cast<sockaddr*>(&storage); }
+  std::uint16_t port() const {
+    return ntohs(storage.ss_family == AF_INET6
+                     ? reinterpret_cast<const sockaddr_in6&>(storage).sin6_port
+                     : reinterpret_cast<const sockaddr_in&>(storage).sin_port);
+  }
+};
+socket_address loopback_address(int family, std::uint16_t port) {
+  socket_address a;
+  if (family == AF_INET6) {
+    auto& sin6 = reinterpret_cast<sockaddr_in6&>(a.storage);
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr = in6addr_loopback;
+    sin6.sin6_port = htons(port);
+    a.length = sizeof sin6;
+  } else {
+    auto& sin = reinterpret_cast<sockaddr_in&>(a.storage);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    a.length = sizeof sin;
+  }
+  return a;
+}
+
 /// A TCP socket of `family` bound to the loopback address on a free port.
 unique_fd bound_socket(int family, std::uint16_t& port) {
   unique_fd fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) corio::testing::throw_errno("socket");
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-  if (family == AF_INET6) {
-    auto& sin6 = reinterpret_cast<sockaddr_in6&>(ss);
-    sin6.sin6_family = AF_INET6;
-    sin6.sin6_addr = in6addr_loopback;
-    len = sizeof sin6;
-  } else {
-    auto& sin = reinterpret_cast<sockaddr_in&>(ss);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof sin;
-  }
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    corio::testing::throw_errno("bind");
-  }
-  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  socket_address a = loopback_address(family, 0);
+  if (::bind(fd.get(), a.get(), a.length) != 0) corio::testing::throw_errno("bind");
+  if (::getsockname(fd.get(), a.get(), &a.length) != 0) {
     corio::testing::throw_errno("getsockname");
   }
-  port = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(ss).sin6_port
-                                  : reinterpret_cast<sockaddr_in&>(ss).sin_port);
+  port = a.port();
   return fd;
 }
 
@@ -116,6 +131,45 @@ struct refusing_port {
   endpoint at;
 };
 
+/// True if a full accept queue makes Linux drop SYNs (tcp_abort_on_overflow = 0, the
+/// default) rather than answer them with RST.
+bool full_backlog_drops_syns() {
+  std::FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_abort_on_overflow", "r");
+  if (f == nullptr) return false;
+  int value = -1;
+  const bool read = std::fscanf(f, "%d", &value) == 1;
+  std::fclose(f);
+  return read && value == 0;
+}
+
+#define REQUIRE_SYN_DROPPING()                                                             \
+  do {                                                                                     \
+    if (!full_backlog_drops_syns()) {                                                      \
+      GTEST_SKIP() << "net.ipv4.tcp_abort_on_overflow is not 0: a full accept queue does " \
+                      "not drop SYNs here, so no address can be made to hang";             \
+    }                                                                                      \
+  } while (0)
+
+/// A port that drops SYNs, as an address behind a broken route does: a listener with
+/// listen(fd, 0) whose accept queue is filled by one connection that is never accepted.
+/// Linux then drops further SYNs, so a connect to it hangs (the SYN is sent again after 1 s,
+/// 3 s, … and dropped again) until the caller gives up.
+struct syn_dropping_port {
+  explicit syn_dropping_port(int family = AF_INET) : listener(bound_socket(family, port)) {
+    if (::listen(listener.get(), 0) != 0) corio::testing::throw_errno("listen");
+    filler = unique_fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!filler) corio::testing::throw_errno("socket");
+    socket_address a = loopback_address(family, port);
+    // Blocking: the queue is empty, so this one completes at once and fills it.
+    if (::connect(filler.get(), a.get(), a.length) != 0) corio::testing::throw_errno("connect");
+    at = {loopback(family), port};
+  }
+  std::uint16_t port = 0;
+  unique_fd listener;
+  unique_fd filler;
+  endpoint at;
+};
+
 /// A listener that accepts on its own (tcp_listener on the loopback address of `family`).
 struct accepting_port {
   explicit accepting_port(int family = AF_INET)
@@ -133,6 +187,7 @@ endpoint unreachable_endpoint() { return {"224.0.0.1", 9}; }
 /// stream_closed_error's code.
 struct outcome {
   std::optional<std::uint16_t> connected_port;
+  std::string connected_address;
   std::optional<std::error_code> error;
   std::string message;
 };
@@ -141,6 +196,7 @@ task<outcome> try_connect(const std::vector<endpoint>& endpoints, connect_option
   try {
     tcp_stream s = co_await tcp_stream::connect(endpoints, options);
     out.connected_port = s.remote_endpoint().port;
+    out.connected_address = s.remote_endpoint().address;
   } catch (const stream_closed_error& e) {
     out.error = e.code();
     out.message = e.what();
@@ -216,6 +272,214 @@ TEST_P(TcpConnect, HostName_IsResolvedAndConnected_S51) {
     options.timeout = 10s;
     tcp_stream s = co_await tcp_stream::connect("localhost", good.at.port, options);
     EXPECT_EQ(s.remote_endpoint().address, "127.0.0.1");
+  }());
+}
+
+// ------------------------------------------------------------------ Happy Eyeballs
+
+connect_options with_delay(std::chrono::nanoseconds delay, std::chrono::nanoseconds timeout) {
+  connect_options options;
+  options.happy_eyeballs_delay = delay;
+  options.timeout = timeout;
+  return options;
+}
+
+// An address that drops SYNs holds the connect up for one connection-attempt delay, not
+// until the kernel gives up: the next address is tried alongside it after the delay (RFC 8305
+// §5, S51). The first SYN retry comes after 1 s, so connecting well before that shows the
+// second attempt did not wait for the first.
+TEST_P(TcpConnect, HappyEyeballs_SynDroppingFirstAddress_NextStartsAfterTheDelay_S51) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging;
+    accepting_port good;
+    connect_options options;  // the default delay (250 ms)
+    options.timeout = 5s;
+    std::vector<endpoint> endpoints{hanging.at, good.at};
+    const auto start = clock_type::now();
+    outcome out = co_await try_connect(endpoints, options);
+    const double elapsed = ms_since(start);
+    CO_ASSERT_CONNECTED(out);
+    EXPECT_EQ(*out.connected_port, good.at.port);
+    EXPECT_GE(elapsed, 200.0) << "the second address did not wait for the delay";
+    EXPECT_LT(elapsed, 900.0) << "the second address waited for the first";
+  }());
+}
+
+// The same with the families of a broken IPv6 route: ::1 drops SYNs, 127.0.0.1 accepts.
+TEST_P(TcpConnect, HappyEyeballs_SynDroppingIPv6_FallsBackToIPv4_S51) {
+  REQUIRE_SYN_DROPPING();
+  REQUIRE_IPV6_LOOPBACK();
+  run([]() -> task<void> {
+    syn_dropping_port hanging(AF_INET6);
+    accepting_port good(AF_INET);
+    connect_options options;
+    options.timeout = 5s;
+    std::vector<endpoint> endpoints{hanging.at, good.at};
+    const auto start = clock_type::now();
+    outcome out = co_await try_connect(endpoints, options);
+    const double elapsed = ms_since(start);
+    CO_ASSERT_CONNECTED(out);
+    EXPECT_EQ(out.connected_address, "127.0.0.1");
+    EXPECT_EQ(*out.connected_port, good.at.port);
+    EXPECT_LT(elapsed, 900.0) << "IPv4 waited for the IPv6 attempt";
+  }());
+}
+
+// RFC 8305 §4: the families alternate, starting with the first address's, so that a broken
+// family costs one delay rather than one per address of it. With one attempt at a time
+// (delay = max) the order is visible: [::1 refused, ::1 accepting, 127.0.0.1 accepting] is
+// tried as ::1 refused, 127.0.0.1, ::1.
+TEST_P(TcpConnect, HappyEyeballs_FamiliesAreInterleaved_RFC8305) {
+  REQUIRE_IPV6_LOOPBACK();
+  run([]() -> task<void> {
+    refusing_port refused6(AF_INET6);
+    accepting_port good6(AF_INET6);
+    accepting_port good4(AF_INET);
+    std::vector<endpoint> endpoints{refused6.at, good6.at, good4.at};
+    outcome out = co_await try_connect(endpoints, with_delay(std::chrono::nanoseconds::max(), 5s));
+    CO_ASSERT_CONNECTED(out);
+    EXPECT_EQ(out.connected_address, "127.0.0.1");
+    EXPECT_EQ(*out.connected_port, good4.at.port);
+  }());
+}
+
+// An attempt that fails starts the next one at once, without waiting for the rest of the
+// delay, even while an earlier attempt still hangs: [SYN-dropping, refused, accepting] with a
+// 400 ms delay connects at about 400 ms (the refused one starts then and fails at once), not
+// 800 ms.
+TEST_P(TcpConnect, HappyEyeballs_FailedAttemptStartsTheNextAtOnce_S51) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging;
+    refusing_port refused;
+    accepting_port good;
+    std::vector<endpoint> endpoints{hanging.at, refused.at, good.at};
+    const auto start = clock_type::now();
+    outcome out = co_await try_connect(endpoints, with_delay(400ms, 5s));
+    const double elapsed = ms_since(start);
+    CO_ASSERT_CONNECTED(out);
+    EXPECT_EQ(*out.connected_port, good.at.port);
+    EXPECT_GE(elapsed, 350.0);
+    EXPECT_LT(elapsed, 750.0) << "the refused attempt did not start the next one at once";
+  }());
+}
+
+// The first attempt to connect wins; every other one is cancelled and its socket closed:
+// the process holds exactly one more fd (the stream) afterwards, and none once it is closed.
+// The cancelled connects' completions arrive later and must not touch anything.
+TEST_P(TcpConnect, HappyEyeballs_LosingAttemptsAreCancelledAndTheirSocketsClosed) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging1;
+    syn_dropping_port hanging2;
+    accepting_port good;
+    const int baseline = open_fd_count();
+    {
+      std::vector<endpoint> endpoints{hanging1.at, hanging2.at, good.at};
+      tcp_stream s = co_await tcp_stream::connect(endpoints, with_delay(100ms, 5s));
+      EXPECT_EQ(s.remote_endpoint().port, good.at.port);
+      EXPECT_EQ(open_fd_count(), baseline + 1) << "a losing attempt's socket is still open";
+      co_await corio::sleep_for(50ms);  // the cancelled connects complete meanwhile
+      EXPECT_EQ(open_fd_count(), baseline + 1);
+    }
+    EXPECT_EQ(open_fd_count(), baseline);
+  }());
+}
+
+// A zero delay starts every address at once. Two that both accept: one wins, the other's
+// connection (which may succeed in the same loop turn) is closed.
+TEST_P(TcpConnect, HappyEyeballs_ZeroDelay_StartsEveryAddressAtOnce) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging1;
+    syn_dropping_port hanging2;
+    accepting_port good1;
+    accepting_port good2;
+    const int baseline = open_fd_count();
+    std::vector<endpoint> one_good{hanging1.at, hanging2.at, good1.at};
+    const auto start = clock_type::now();
+    outcome out = co_await try_connect(one_good, with_delay(0ms, 5s));
+    CO_ASSERT_CONNECTED(out);
+    EXPECT_EQ(*out.connected_port, good1.at.port);
+    EXPECT_LT(ms_since(start), 400.0) << "the third address was not started at once";
+    EXPECT_EQ(open_fd_count(), baseline);  // the stream is gone with try_connect
+
+    std::vector<endpoint> two_good{good1.at, good2.at};
+    {
+      tcp_stream s = co_await tcp_stream::connect(two_good, with_delay(0ms, 5s));
+      EXPECT_EQ(open_fd_count(), baseline + 1) << "the second connection was not closed";
+    }
+    EXPECT_EQ(open_fd_count(), baseline);
+  }());
+}
+
+// options.timeout covers every attempt: addresses that all hang end in timeout_error at the
+// deadline, with no socket left (S51).
+TEST_P(TcpConnect, HappyEyeballs_TimeoutCoversEveryAttempt_S51) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging1;
+    syn_dropping_port hanging2;
+    const int baseline = open_fd_count();
+    std::vector<endpoint> endpoints{hanging1.at, hanging2.at};
+    const auto start = clock_type::now();
+    bool timed_out = false;
+    try {
+      (void)co_await tcp_stream::connect(endpoints, with_delay(100ms, 500ms));
+    } catch (const corio::timeout_error&) {
+      timed_out = true;
+    }
+    const double elapsed = ms_since(start);
+    EXPECT_TRUE(timed_out);
+    EXPECT_GE(elapsed, 450.0);
+    EXPECT_LT(elapsed, 1500.0);
+    EXPECT_EQ(open_fd_count(), baseline);
+  }());
+}
+
+// happy_eyeballs_delay = nanoseconds::max() tries one address at a time: a SYN-dropping first
+// address holds up the next until the timeout.
+TEST_P(TcpConnect, HappyEyeballs_MaxDelay_TriesOneAddressAtATime) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging;
+    accepting_port good;
+    std::vector<endpoint> endpoints{hanging.at, good.at};
+    bool timed_out = false;
+    try {
+      (void)co_await tcp_stream::connect(endpoints,
+                                         with_delay(std::chrono::nanoseconds::max(), 400ms));
+    } catch (const corio::timeout_error&) {
+      timed_out = true;
+    }
+    EXPECT_TRUE(timed_out);
+  }());
+}
+
+// Destroying the connect's task while several attempts are in flight (and the delay timer
+// armed) cancels them all and closes their sockets at once; nothing fires later, and the
+// loop goes on working.
+TEST_P(TcpConnect, HappyEyeballs_DestroyedWithAttemptsInFlight_LeaksNothing) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging1;
+    syn_dropping_port hanging2;
+    syn_dropping_port hanging3;
+    accepting_port good;
+    const int baseline = open_fd_count();
+    {
+      std::vector<endpoint> endpoints{hanging1.at, hanging2.at, hanging3.at, good.at};
+      auto connecting = tcp_stream::connect(endpoints, with_delay(60ms, 0ms));
+      co_await corio::sleep_for(150ms);  // three attempts in flight, the timer armed
+      EXPECT_GT(open_fd_count(), baseline + 1) << "the attempts did not overlap";
+    }
+    EXPECT_EQ(open_fd_count(), baseline);
+    co_await corio::sleep_for(100ms);  // past the delay: no attempt starts any more
+    EXPECT_EQ(open_fd_count(), baseline);
+    std::vector<endpoint> endpoints{good.at};
+    outcome out = co_await try_connect(endpoints, {});
+    CO_ASSERT_CONNECTED(out);
   }());
 }
 

@@ -32,6 +32,12 @@ struct connect_options {
   std::chrono::nanoseconds timeout{0};
   stream_options stream{};  ///< options of the resulting stream
   bool nodelay = false;     ///< set TCP_NODELAY once connected
+  /// Happy Eyeballs' connection attempt delay (RFC 8305 §5): how long an attempt runs alone
+  /// before the next address is tried alongside it. An attempt that fails starts the next
+  /// one at once. 250 ms is RFC 8305's recommendation (Tornado waits 0.3 s). 0 (or less)
+  /// starts every address at once; nanoseconds::max() tries one address at a time, the next
+  /// only after a failure.
+  std::chrono::nanoseconds happy_eyeballs_delay = std::chrono::milliseconds(250);
 };
 
 /// Options of tcp_listener::bind.
@@ -52,19 +58,29 @@ class tcp_stream : public stream {
 
   /// Resolves `host` without blocking the loop (a numeric address is used at once; a name is
   /// resolved on a helper thread, one per call) and connects to the first address that
-  /// accepts, trying each in turn (S46, S51). Failure: stream_closed_error whose code() is
-  /// the OS error of the last attempt (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error on
-  /// expiry. The attempts are sequential (no Happy Eyeballs): an address that drops SYNs (a
-  /// broken IPv6 route) holds up the next until the kernel gives up (~2 min) or
-  /// options.timeout expires, so set a timeout, or pass a numeric address where that matters.
+  /// accepts (S46, S51), trying them Happy Eyeballs style (RFC 8305; Tornado's TCPClient):
+  ///  - order: the first address's family first, then IPv6 and IPv4 alternate, each family
+  ///    in the resolver's order (RFC 8305 §4);
+  ///  - the next address is tried as soon as an attempt fails, or options.happy_eyeballs_delay
+  ///    (250 ms) after the latest attempt started, whichever is first; attempts already
+  ///    running go on, so an address that drops SYNs (a broken IPv6 route) costs one delay,
+  ///    not the kernel's ~2 minutes;
+  ///  - the first connection wins; the other attempts are cancelled and their sockets closed.
+  /// Tornado keeps one attempt per family in flight and waits 0.3 s only before the second
+  /// family; corio's delay also applies between addresses of one family.
+  /// Failure: stream_closed_error whose code() is the OS error of the attempt that failed
+  /// last (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error once options.timeout (one
+  /// deadline for resolution and every attempt) expires. Destroying the task cancels every
+  /// attempt and closes its socket.
   [[nodiscard]] static task<tcp_stream> connect(std::string_view host, std::uint16_t port,
                                                 connect_options options = {});
-  /// Connects to the first of `endpoints` that accepts, as connect(host, port, options) does
-  /// with the addresses a name resolves to, but without a resolver: for a caller that has
-  /// its own (a DNS library, a cached or configured address list). Each endpoint is a
-  /// numeric address ("192.0.2.7", "2001:db8::7", also "[2001:db8::7]") with its own port;
-  /// the list is copied at the call. Throws std::invalid_argument at the call if the list is
-  /// empty or an address is not numeric. Failure and timeout as connect(host, port).
+  /// Connects to the first of `endpoints` that accepts, exactly as connect(host, port,
+  /// options) does with the addresses a name resolves to (Happy Eyeballs, families
+  /// interleaved), but without a resolver: for a caller that has its own (a DNS library, a
+  /// cached or configured address list). Each endpoint is a numeric address ("192.0.2.7",
+  /// "2001:db8::7", also "[2001:db8::7]") with its own port; the list is copied at the call.
+  /// Throws std::invalid_argument at the call if the list is empty or an address is not
+  /// numeric. Failure, timeout and cancellation as connect(host, port).
   [[nodiscard]] static task<tcp_stream> connect(std::span<const endpoint> endpoints,
                                                 connect_options options = {});
 
