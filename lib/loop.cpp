@@ -465,10 +465,14 @@ event_loop& event_loop::current() {
 event_loop* event_loop::current_or_null() noexcept { return current_loop; }
 
 detail::io_op* event_loop::acquire_op() {
+  detail::io_op* op = nullptr;
+  if (op_pool_.empty()) {
+    op = new detail::io_op();  // counted only once it exists (std::bad_alloc, B13)
+  } else {
+    op = op_pool_.back();
+    op_pool_.pop_back();
+  }
   ++ops_outstanding_;
-  if (op_pool_.empty()) return new detail::io_op();
-  detail::io_op* op = op_pool_.back();
-  op_pool_.pop_back();
   return op;
 }
 
