@@ -37,15 +37,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// ASSERT_* cannot be used in a coroutine (it expands to `return;`).
-#define CO_ASSERT_TRUE(cond)                               \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ADD_FAILURE() << "CO_ASSERT_TRUE(" #cond ") failed"; \
-      co_return;                                           \
-    }                                                      \
-  } while (0)
-
 enum class transport { unix_pair, tcp };
 constexpr transport all_transports[] = {transport::unix_pair, transport::tcp};
 const char* name(transport t) { return t == transport::tcp ? "tcp" : "unix_pair"; }

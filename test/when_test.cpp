@@ -24,15 +24,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// ASSERT_* cannot be used in a coroutine (it expands to `return;`).
-#define CO_ASSERT_TRUE(cond)                               \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ADD_FAILURE() << "CO_ASSERT_TRUE(" #cond ") failed"; \
-      co_return;                                           \
-    }                                                      \
-  } while (0)
-
 class When : public corio::testing::backend_test {};
 
 task<int> value_after(std::chrono::milliseconds delay, int value) {
@@ -60,6 +51,12 @@ class set_on_destroy {
 task<void> sleeper(bool* destroyed) {
   set_on_destroy guard(destroyed);
   co_await sleep_for(1h);
+}
+
+/// sleeper() as a task<int>, for the vector forms.
+task<int> int_sleeper(bool* destroyed) {
+  co_await sleeper(destroyed);
+  co_return 0;
 }
 
 task<int> after_a_turn(int value) {
@@ -243,12 +240,8 @@ TEST_P(When, WhenAll_Vector_ValuesInVectorOrder) {
 TEST_P(When, WhenAll_Vector_OneFails_TheOthersAreCancelled) {
   auto body = []() -> task<void> {
     bool destroyed = false;
-    auto sleeping = [](bool* flag) -> task<int> {
-      co_await sleeper(flag);
-      co_return 0;
-    };
     std::vector<task<int>> tasks;
-    tasks.push_back(sleeping(&destroyed));
+    tasks.push_back(int_sleeper(&destroyed));
     tasks.push_back(fail_after(1ms, "vector boom"));
     std::string caught;
     try {
@@ -345,11 +338,7 @@ TEST_P(When, WhenAny_ATaskFinishingAsItStarts_Wins_LaterOnesAreNotStarted) {
   };
   auto body = [&]() -> task<void> {
     bool destroyed = false;
-    auto sleeping = [](bool* flag) -> task<int> {
-      co_await sleeper(flag);
-      co_return 0;
-    };
-    auto r = co_await when_any(sleeping(&destroyed), immediate(1), later());
+    auto r = co_await when_any(int_sleeper(&destroyed), immediate(1), later());
     EXPECT_EQ(r.index, 1u);
     EXPECT_EQ(std::get<1>(r.value), 1);
     EXPECT_TRUE(destroyed);
@@ -482,12 +471,8 @@ TEST_P(When, WhenAny_TheWinnersFailureIsRethrown_AfterTheOthersAreCancelled) {
 TEST_P(When, WhenAny_Vector_IndexIsThePositionInTheVector) {
   auto body = []() -> task<void> {
     bool destroyed = false;
-    auto sleeping = [](bool* flag) -> task<int> {
-      co_await sleeper(flag);
-      co_return 0;
-    };
     std::vector<task<int>> tasks;
-    tasks.push_back(sleeping(&destroyed));
+    tasks.push_back(int_sleeper(&destroyed));
     tasks.push_back(value_after(30ms, 1));
     tasks.push_back(value_after(1ms, 2));
     auto r = co_await when_any(std::move(tasks));

@@ -57,6 +57,15 @@ bool multishot_expected(corio::backend b);
 
 }  // namespace corio::testing
 
+/// ASSERT_TRUE for coroutines: ASSERT_* cannot be used there (it expands to `return;`).
+#define CO_ASSERT_TRUE(cond)                               \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      ADD_FAILURE() << "CO_ASSERT_TRUE(" #cond ") failed"; \
+      co_return;                                           \
+    }                                                      \
+  } while (0)
+
 #define CORIO_INSTANTIATE_BACKENDS(suite)                                                          \
   INSTANTIATE_TEST_SUITE_P(Backends, suite,                                                        \
                            ::testing::Values(::corio::backend::io_uring, ::corio::backend::epoll), \
