@@ -106,7 +106,9 @@ class stream {
   /// Closes the stream now; pending operations fail with stream_closed_error (S36, S37).
   /// Queued writes get one non-blocking send attempt first (what Tornado's inline write would
   /// already have sent, so `write(x); close();` delivers a small x); what the kernel does not
-  /// take at once is discarded. TLS streams then send close_notify. Idempotent. The close
+  /// take at once is discarded. While a send is already in flight (a big write the kernel is
+  /// still taking), no further attempt is made: that send is cancelled, and what it had not
+  /// sent is discarded with the rest (S36). TLS streams then send close_notify. Idempotent. The close
   /// callback runs later, from the loop. To be sure everything is sent, await the last write.
   void close() noexcept;
   /// As close(), recording `reason` as error() (first close only).
