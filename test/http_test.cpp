@@ -79,6 +79,18 @@ task<raw_response> read_response(stream& s, std::string method = "GET") {
   co_return r;
 }
 
+/// read_response for a response that must arrive whole: a cut one is a test failure (and an
+/// empty raw_response), not an exception.
+task<raw_response> whole_response(stream& s) {
+  raw_response r;
+  try {
+    r = co_await read_response(s);
+  } catch (const stream_closed_error& e) {
+    ADD_FAILURE() << "the response was cut: " << e.what();
+  }
+  co_return r;
+}
+
 /// True if the peer closes `s` within `limit` (anything still sent is discarded).
 task<bool> closes_within(stream& s, std::chrono::milliseconds limit) {
   try {
@@ -435,12 +447,7 @@ TEST_P(Http, ConnectionCloseWithUnreadPipelinedRequestsDeliversTheWholeResponse)
       tcp_stream c = connect_with_small_receive_buffer(port, 4096);
       c.write(first + more);  // not awaited: the server never reads most of it
       co_await sleep_for(50ms);
-      raw_response r;
-      try {
-        r = co_await read_response(c);
-      } catch (const stream_closed_error& e) {
-        ADD_FAILURE() << "the response was cut: " << e.what();
-      }
+      raw_response r = co_await whole_response(c);
       EXPECT_EQ(r.status, 200);
       EXPECT_EQ(r.body.size(), std::size_t{size});
       EXPECT_EQ(r.headers.get("Connection"), "close");
@@ -1125,12 +1132,7 @@ TEST_P(Http, ShutdownLetsAKeptAliveClientReadTheRestOfItsResponse) {
         // (1 s) had it not waited for the response to leave
         co_await sleep_for(1200ms);
       }
-      raw_response r;
-      try {
-        r = co_await read_response(c);
-      } catch (const stream_closed_error& e) {
-        ADD_FAILURE() << "the response was cut: " << e.what();
-      }
+      raw_response r = co_await whole_response(c);
       EXPECT_EQ(r.status, 200);
       EXPECT_EQ(r.body.size(), std::size_t{size});
       EXPECT_TRUE(co_await closes_within(c, 2000ms));

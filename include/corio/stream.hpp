@@ -108,8 +108,8 @@ class stream {
   /// already have sent, so `write(x); close();` delivers a small x); what the kernel does not
   /// take at once is discarded. While a send is already in flight (a big write the kernel is
   /// still taking), no further attempt is made: that send is cancelled, and what it had not
-  /// sent is discarded with the rest (S36). TLS streams then send close_notify. Idempotent. The close
-  /// callback runs later, from the loop. To be sure everything is sent, await the last write.
+  /// sent is discarded with the rest (S36). TLS streams then send close_notify. Idempotent. The
+  /// close callback runs later, from the loop. To be sure everything is sent, await the last write.
   void close() noexcept;
   /// As close(), recording `reason` as error() (first close only).
   void close(std::error_code reason) noexcept;
