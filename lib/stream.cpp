@@ -2,6 +2,7 @@
 #include "corio/stream.hpp"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -133,6 +134,10 @@ stream_core::stream_core(event_loop& loop, int fd, stream::transport_kind kind,
     : loop_(loop), fd_(fd), kind_(kind), options_(effective(options)) {
   close_notice_.core = this;
   cipher_sink_.core = this;
+  if (kind == stream::transport_kind::pipe) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    write_only_ = flags >= 0 && (flags & O_ACCMODE) == O_WRONLY;
+  }
 }
 
 stream_core::~stream_core() {
@@ -154,6 +159,9 @@ stream_core::~stream_core() {
 // ---------------------------------------------------------------- reads
 
 void stream_core::begin_read(read_kind kind, const char* name) {
+  if (write_only_) {
+    throw std::logic_error(std::string(name) + ": the stream is the write end of a pipe");
+  }
   if (read_.kind != read_kind::none) {
     throw std::logic_error(std::string(name) + ": already reading (another read is pending on " +
                            "this stream; only one read at a time, S8)");
@@ -516,7 +524,11 @@ void stream_core::want_transport_read() {
 
 void stream_core::maybe_watch_idle() {
   // S40: with a close callback set, an idle stream with an empty buffer still notices EOF.
-  if (close_callback_ && read_.kind == read_kind::none && buffer_.empty()) want_transport_read();
+  // Not on the write end of a pipe, where a read fails at once (EBADF) and would close it:
+  // there the callback runs when a write finds the reader gone (EPIPE) or on close().
+  if (close_callback_ && !write_only_ && read_.kind == read_kind::none && buffer_.empty()) {
+    want_transport_read();
+  }
 }
 
 void stream_core::on_read_done(int result) {
@@ -846,22 +858,21 @@ void stream_core::close(std::error_code reason) noexcept {
       }
     }
   } else if (read_.kind != read_kind::none) {
-    std::size_t consume = 0;
-    verdict v = evaluate(consume);
-    if (v == verdict::ready) {
-      try {
+    try {
+      std::size_t consume = 0;
+      verdict v = evaluate(consume);
+      if (v == verdict::ready) {
         complete_read(consume);
-      } catch (...) {
-        fail_read(std::current_exception());
-      }
-    } else if (v == verdict::unsatisfiable || error_ == errc::unsatisfiable_read) {
-      try {
+      } else if (v == verdict::unsatisfiable || error_ == errc::unsatisfiable_read) {
         fail_read(std::make_exception_ptr(stream_closed_error(unsatisfiable_message(), error_)));
-      } catch (...) {
-        fail_read(std::current_exception());
+      } else {
+        fail_read(closed_error(read_.name));
       }
-    } else {
-      fail_read(closed_error(read_.name));
+    } catch (...) {
+      // B13's bad_alloc, or a regex PCRE2 cannot decide (regex_error, as in
+      // try_read_progress): over TLS the bytes and the close_notify can come in one receive,
+      // so this is the first look at them, and close() is noexcept. The read fails with it.
+      fail_read(std::current_exception());
     }
   }
   if (tls_ && !tls_->handshake_done() && !handshake_error_ && error_) {

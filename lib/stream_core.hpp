@@ -152,6 +152,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   event_loop& loop_;
   int fd_;
   stream::transport_kind kind_;
+  bool write_only_ = false;  // the write end of a pipe: no reads, no idle watch
   stream_options options_;
   read_buffer buffer_;
   read_request read_;

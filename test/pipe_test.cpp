@@ -172,6 +172,33 @@ TEST_P(Pipe, Write_NoReaderLeftFailsWithEpipeAndTheProcessSurvives_S56) {
   EXPECT_FALSE(sigpipe_pending());
 }
 
+TEST_P(Pipe, WriteEnd_CloseCallbackKeepsItOpenUntilAWriteFindsNoReader_S40_S56) {
+  // A close callback on the write end used to start the idle EOF watch (a read), which
+  // failed at once with EBADF and closed the stream: the next write failed.
+  run([]() -> task<void> {
+    auto [r, w] = make_pipe();
+    int callbacks = 0;
+    w.set_close_callback([&callbacks] { ++callbacks; });
+    co_await sleep_for(5ms);  // a watch that fails would have closed it by now
+    EXPECT_FALSE(w.closed());
+    EXPECT_EQ(w.error(), std::error_code());
+    co_await w.write("x");
+    EXPECT_EQ(co_await r.read_bytes(1), "x");
+    EXPECT_EQ(callbacks, 0);
+    EXPECT_THROW(w.read_bytes(1), std::logic_error);  // the write end cannot be read
+    EXPECT_FALSE(w.closed());
+    r.close();
+    try {
+      co_await w.write("into the void");
+      ADD_FAILURE() << "the write succeeded with no reader";
+    } catch (const stream_closed_error& e) {
+      EXPECT_EQ(e.code(), std::errc::broken_pipe) << e.what();
+    }
+    co_await sleep_for(1ms);
+    EXPECT_EQ(callbacks, 1);
+  }());
+}
+
 TEST_P(Pipe, Write_BackpressureLargeWriteCompletesAsTheReaderDrains_S56) {
   run([]() -> task<void> {
     auto [r, w] = make_pipe();

@@ -9,6 +9,9 @@ namespace corio {
 
 /// A stream over one pipe fd, usually used in one direction (S56). EOF closes the stream;
 /// writing with no reader left fails with stream_closed_error{EPIPE}. Closing closes the fd.
+/// On the write end (an O_WRONLY fd), a read throws std::logic_error, and a close callback
+/// runs when a write finds the reader gone or on close(), not when the reader goes while
+/// nothing is written (no read can watch a write-only fd).
 class pipe_stream : public stream {
  public:
   /// An empty stream; assign one over a pipe fd before use.
