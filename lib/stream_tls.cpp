@@ -166,7 +166,12 @@ void stream_core::fail_handshake() {
 
 void stream_core::send_close_notify() noexcept {
   if (fd_ < 0 || released_ || write_op_ != nullptr) return;
-  if (write_shut_) return;  // shutdown_write() queued the alert already
+  if (write_shut_) {
+    // shutdown_write() queued the data's records and the alert already: they get the one
+    // non-blocking attempt that close() promises (what is left is discarded, S36).
+    send_pieces_now();
+    return;
+  }
   try {
     if (tls_->handshake_done()) {
       plain_pending_.clear();  // S36: never encrypted, so dropping it is invisible to the peer

@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 
 #include "corio/timeout.hpp"
@@ -18,10 +19,33 @@ task<tls_stream> finish_handshake(tls_stream s, task<void> handshake) {
   co_return std::move(s);
 }
 
-task<tls_stream> connect_then_handshake(std::string host, std::uint16_t port, tls_context& context,
-                                        connect_options options) {
+/// What a client handshake needs of its tls_context, taken when connect() is called: the
+/// context may be destroyed while the TCP connection is still being made (tls.hpp), so it
+/// holds its own reference to the OpenSSL context.
+struct client_settings {
+  std::shared_ptr<SSL_CTX> context;
+  bool check_hostname;
+  bool truncation_is_error;
+
+  explicit client_settings(tls_context& c)
+      : context(up_ref(c.native_handle()), &SSL_CTX_free),
+        check_hostname(c.check_hostname()),
+        truncation_is_error(c.truncation_is_error()) {}
+
+  static SSL_CTX* up_ref(SSL_CTX* ctx) {
+    if (SSL_CTX_up_ref(ctx) != 1) throw tls_error("tls_stream::connect: cannot reference the context");
+    return ctx;
+  }
+};
+
+task<tls_stream> connect_then_handshake(std::string host, std::uint16_t port,
+                                        client_settings settings, connect_options options) {
   tcp_stream plain = co_await tcp_stream::connect(host, port, options);
-  co_return co_await std::move(plain).start_tls(context, host);
+  plain.core().start_tls(std::make_unique<detail::tls_session>(
+      settings.context.get(), false, host, settings.check_hostname, settings.truncation_is_error));
+  tls_stream secured(std::move(plain));
+  co_await secured.core().wait_for_handshake();
+  co_return secured;
 }
 
 }  // namespace
@@ -50,11 +74,12 @@ task<tls_stream> tls_stream::connect(std::string_view host, std::uint16_t port,
   // the whole; on expiry the half-made stream is destroyed, which closes its socket.
   const std::chrono::nanoseconds limit = options.timeout;
   options.timeout = std::chrono::nanoseconds{0};
+  client_settings settings(context);
   if (limit.count() > 0) {
-    return start(
-        with_timeout(limit, connect_then_handshake(std::string(host), port, context, options)));
+    return start(with_timeout(
+        limit, connect_then_handshake(std::string(host), port, std::move(settings), options)));
   }
-  return start(connect_then_handshake(std::string(host), port, context, options));
+  return start(connect_then_handshake(std::string(host), port, std::move(settings), options));
 }
 
 tls_stream tls_stream::accept(tcp_stream&& connection, tls_context& context) {

@@ -4,6 +4,8 @@
 #include <openssl/x509v3.h>
 
 #include <map>
+#include <string>
+#include <string_view>
 #include <stdexcept>
 
 #include "corio/tls.hpp"
@@ -15,6 +17,17 @@ namespace {
 std::string openssl_errors() {
   std::string text = detail::drain_openssl_errors();
   return text.empty() ? "unknown OpenSSL error" : text;
+}
+
+/// A DNS name as the SNI table's key: names are case-insensitive (RFC 4343) and a trailing
+/// dot (an absolute name) names the same host.
+std::string dns_name_key(std::string_view name) {
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+  std::string key(name);
+  for (char& c : key) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return key;
 }
 
 [[noreturn]] void fail(const std::string& what) {
@@ -84,7 +97,7 @@ struct callback_state {
     auto* self = static_cast<callback_state*>(arg);
     const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (name == nullptr) return SSL_TLSEXT_ERR_OK;
-    auto it = self->server_names.find(name);
+    auto it = self->server_names.find(dns_name_key(name));
     if (it != self->server_names.end() && it->second != nullptr) {
       SSL_set_SSL_CTX(ssl, it->second);  // the SSL takes a reference of its own
     }
@@ -176,7 +189,15 @@ tls_context& tls_context::use_certificate_chain_pem(std::string_view pem) {
       fail("cannot add a chain certificate");
     }
   }
-  ERR_clear_error();  // the loop above ends on a "no start line" error
+  // The loop ends on "no start line" once the text holds no further certificate; any other
+  // error is a malformed one, which use_certificate_chain_file refuses too (a chain silently
+  // cut short would fail every client's verification instead).
+  const unsigned long last = ERR_peek_last_error();
+  if (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE) {
+    ERR_clear_error();
+  } else if (last != 0) {
+    fail("cannot read a chain certificate of the PEM text");
+  }
   return *this;
 }
 
@@ -274,7 +295,7 @@ tls_context& tls_context::add_server_name(std::string server_name, tls_context& 
   } else if (SSL_CTX_up_ref(named) != 1) {
     fail("cannot keep a reference to the named context");
   }
-  SSL_CTX*& entry = impl_->state->server_names[std::move(server_name)];
+  SSL_CTX*& entry = impl_->state->server_names[dns_name_key(server_name)];
   SSL_CTX_free(entry);
   entry = named;
   return *this;

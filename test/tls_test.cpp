@@ -948,17 +948,53 @@ TEST_P(Tls, ExpiredCertificate_E4) {
   }());
 }
 
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST_P(Tls, PemInMemory_ChainAndKeyServeAHandshake_MalformedChainCertificateIsRefused) {
+  const std::string leaf = file_text(P().server_cert);
+  const std::string key = file_text(P().server_key);
+  const std::string ca = file_text(P().ca_cert);
+  ASSERT_NE(leaf.find("BEGIN CERTIFICATE"), std::string::npos);
+  // A certificate block whose base64 is damaged: it used to end the chain silently (the
+  // server then sent a chain cut short), as use_certificate_chain_file does not.
+  std::string damaged = ca;
+  const std::size_t body = damaged.find('\n') + 1;
+  damaged.replace(body, 8, "!!!!????");
+  {
+    tls_context ctx(tls_role::server);
+    EXPECT_THROW(ctx.use_certificate_chain_pem(leaf + damaged), tls_error);
+  }
+  run([&]() -> task<void> {
+    tls_context server_ctx(tls_role::server);
+    server_ctx.use_certificate_chain_pem(leaf + ca).use_private_key_pem(key);
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    EXPECT_TRUE(contains(client.peer_certificate_subject(), "CN=server"));
+    client.write("pem\n");
+    EXPECT_EQ(co_await server.read_until("\n"), "pem\n");
+  }());
+}
+
 TEST_P(Tls, Sni_ServerPicksContextByName_NoSniForIpLiterals_E5) {
   run([]() -> task<void> {
     auto default_ctx = server_context();                                       // CN=server
     auto other_ctx = server_context(P().other_name_cert, P().other_name_key);  // CN=other
-    default_ctx.add_server_name("other.example", other_ctx);
+    // DNS names match without regard to case or a trailing dot (they used to be compared
+    // byte for byte: "Other.Example" got the default certificate).
+    default_ctx.add_server_name("OTHER.example.", other_ctx);
     // If an IP literal were sent as SNI, this entry would pick a certificate without that IP.
     default_ctx.add_server_name("127.0.0.1", other_ctx);
     auto client_ctx = client_context();
-    for (std::string name : {"other.example", "localhost", "127.0.0.1", "other.example"}) {
+    for (std::string name :
+         {"other.example", "localhost", "127.0.0.1", "Other.Example", "other.example"}) {
       auto [client, server] = co_await connect_pair(default_ctx, client_ctx, name);
-      std::string want = name == "other.example" ? "CN=other" : "CN=server";
+      const bool other = name == "other.example" || name == "Other.Example";
+      std::string want = other ? "CN=other" : "CN=server";
       EXPECT_TRUE(contains(client.peer_certificate_subject(), want))
           << name << " got " << client.peer_certificate_subject();
       const char* sni =
@@ -1825,6 +1861,66 @@ TEST_P(Tls, RealPeer_CurlAgainstCorioHttpsResponder) {
     server.close();
     EXPECT_EQ(co_await from_peer.read_until_close(), body) << peer.stderr_text();
     EXPECT_EQ(peer.wait(), 0) << peer.stderr_text();
+  }());
+}
+
+TEST_P(Tls, ReadUntilRegex_UndecidableBytesArrivingWithCloseNotifyFailTheRead_S20_S37) {
+  // The record and the close_notify come in one receive, so the pattern first sees the bytes
+  // inside close(), which is noexcept: PCRE2's match-limit regex_error used to terminate the
+  // process there. The read fails with it instead, as it does on an open stream.
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    client.write(std::string(40, 'a') + "X");
+    client.close();  // encrypted and sent together with the alert, in one send
+    co_await sleep_for(20ms);
+    task<std::string> read = server.read_until_regex("^(a+)+$");
+    bool failed_with_regex_error = false;
+    try {
+      co_await std::move(read);
+    } catch (const regex_error&) {
+      failed_with_regex_error = true;
+    }
+    EXPECT_TRUE(failed_with_regex_error);
+  }());
+}
+
+TEST_P(Tls, ShutdownWriteThenClose_DataAndAlertStillLeave_S35_S36) {
+  // shutdown_write() queues the data's records and the close_notify; close() in the same
+  // turn used to return before the one send close() promises, so the peer got nothing.
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    server.write("answer\n");
+    server.shutdown_write();
+    server.close();
+    EXPECT_EQ(co_await client.read_until_close(), "answer\n");
+    EXPECT_EQ(client.error(), std::error_code());  // a clean close_notify, no truncation
+  }());
+}
+
+/// Connects with a context that is destroyed when this (plain) function returns, long
+/// before the name is resolved and the TCP connection made.
+task<tls_stream> connect_with_temporary_context(std::uint16_t port) {
+  tls_context context = client_context();
+  return tls_stream::connect("localhost", port, context);
+}
+
+TEST_P(Tls, Connect_ContextDestroyedWhileConnectingIsNotUsedAfterwards) {
+  // tls.hpp: a context may be destroyed while its streams connect or handshake. connect()
+  // used to read the context only after the TCP connection was made (a use after free).
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    task<tls_stream> connecting = connect_with_temporary_context(listener.port());
+    tls_stream server = tls_stream::accept(co_await listener.accept(), server_ctx);
+    tls_stream client = co_await std::move(connecting);
+    co_await server.wait_for_handshake();
+    EXPECT_TRUE(contains(client.peer_certificate_subject(), "CN=server"));
+    client.write("hi\n");
+    EXPECT_EQ(co_await server.read_until("\n"), "hi\n");
   }());
 }
 

@@ -63,9 +63,12 @@ class tls_context {
   /// picks the first protocol of its own list that the client offers; with no overlap the
   /// handshake goes on without ALPN and alpn_protocol() is "".
   tls_context& set_alpn_protocols(std::vector<std::string> protocols);
-  /// Server: use `context` for clients that ask for `server_name` through SNI. This context
-  /// keeps a reference to `context`'s OpenSSL context, so `context` may be destroyed first;
-  /// two contexts naming each other are never freed.
+  /// Server: use `context` for clients that ask for `server_name` through SNI (compared
+  /// without regard to case or a trailing dot, as DNS names are). Such a connection takes its
+  /// certificate, key and ALPN protocols from `context`; client certificate verification
+  /// stays as this context sets it. This context keeps a reference to `context`'s OpenSSL
+  /// context, so `context` may be destroyed first; two contexts naming each other are never
+  /// freed.
   tls_context& add_server_name(std::string server_name, tls_context& context);
   /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
   tls_context& set_ciphers(const std::string& list);
