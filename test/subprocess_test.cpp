@@ -704,6 +704,25 @@ TEST_P(Subprocess, Stdin_ChildReadsUntilEofAfterWeCloseIt_S57) {
   }());
 }
 
+TEST_P(Subprocess, Stdin_FilterGetsMoreThanAPipeWhileItsOutputIsRead_S57) {
+  // docs/subprocess.md's pattern: the output read starts before the write is awaited. cat
+  // stops reading once its stdout pipe is full, so awaiting a 4 MiB write first would hang.
+  run([]() -> task<void> {
+    subprocess_options options = with_stdio(stdio::pipe, stdio::pipe, stdio::inherit);
+    std::vector<std::string> argv = {"cat"};
+    auto p = subprocess::spawn(argv, options);
+    std::string data(4u << 20, '\0');
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 % 251);
+    task<std::string> out = p.stdout_stream().read_until_close();
+    co_await p.stdin_stream().write(std::string(data));
+    p.stdin_stream().close();
+    std::string output = co_await std::move(out);
+    EXPECT_EQ(output.size(), data.size());
+    EXPECT_TRUE(output == data) << "cat changed the bytes";
+    EXPECT_EQ(co_await p.wait(), 0);
+  }());
+}
+
 TEST_P(Subprocess, Stdin_CatEchoesLinesBackInteractively_S57) {
   run([]() -> task<void> {
     subprocess_options options = with_stdio(stdio::pipe, stdio::pipe, stdio::inherit);
