@@ -165,25 +165,43 @@ std::string tls_session::take_output() {
 
 void tls_session::record_failure(int ssl_error, const char* during) {
   long verify = SSL_get_verify_result(ssl_);
-  unsigned long first = ERR_peek_error();
-  std::string reasons = drain_openssl_errors();
+  // The whole queue goes into the message; the code is the reason of the oldest error of
+  // OpenSSL's SSL library, which is what tls_category names (an error another library queued
+  // first, ASN.1 or X.509, would read there as an unrelated SSL reason).
+  const unsigned long first = ERR_peek_error();
+  unsigned long first_ssl = 0;
+  std::string reasons;
+  while (unsigned long e = ERR_get_error()) {
+    if (first_ssl == 0 && ERR_GET_LIB(e) == ERR_LIB_SSL) first_ssl = e;
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!reasons.empty()) reasons += "; ";
+    reasons += buf;
+  }
+  const unsigned long cause = first_ssl != 0 ? first_ssl : first;
   // The verify result is the reason only when verification is what failed the handshake: it
   // also records a failure that was ignored (verification off), which a later unrelated
   // failure must not be reported as.
   const bool verify_failed =
-      ERR_GET_LIB(first) == ERR_LIB_SSL && ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED;
+      ERR_GET_LIB(cause) == ERR_LIB_SSL && ERR_GET_REASON(cause) == SSL_R_CERTIFICATE_VERIFY_FAILED;
   if (verify_failed && verify != X509_V_OK && !handshake_done_) {
     error_ = std::error_code(static_cast<int>(verify), x509_category());
     error_message_ = std::string("TLS ") + during +
                      ": certificate verification failed: " + X509_verify_cert_error_string(verify);
-  } else if (first != 0) {
-    error_ = std::error_code(ERR_GET_REASON(first), tls_category());
+  } else if (cause != 0) {
+    error_ = std::error_code(ERR_GET_REASON(cause), tls_category());
     error_message_ = std::string("TLS ") + during + " failed: " + reasons;
+  } else if (ssl_error == SSL_ERROR_ZERO_RETURN) {
+    // A close_notify before the handshake finished: the peer closed in an orderly way before
+    // there was a connection, as an EOF there is (S53).
+    error_ = make_error_code(errc::tls_truncated);
+    error_message_ = std::string("TLS ") + during + " failed: the peer closed (close_notify)";
   } else if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_SSL) {
     error_ = std::error_code(SSL_R_UNEXPECTED_EOF_WHILE_READING, tls_category());
     error_message_ = std::string("TLS ") + during + " failed: unexpected EOF";
   } else {
-    error_ = std::error_code(ssl_error, tls_category());
+    // SSL_get_error's own values are not reasons: no code of tls_category fits.
+    error_ = std::error_code(SSL_R_UNEXPECTED_MESSAGE, tls_category());
     error_message_ =
         std::string("TLS ") + during + " failed (SSL_get_error " + std::to_string(ssl_error) + ")";
   }

@@ -548,6 +548,26 @@ TEST_P(Tls, WaitForHandshake_PeerClosesDuringHandshake_S53) {
   }());
 }
 
+TEST_P(Tls, Handshake_PeerSendsCloseNotifyInsteadOfServerHello_IsTruncation_S53) {
+  // A close_notify alert (a plaintext record: alert, TLS 1.2, length 2, warning, 0) in answer
+  // to the ClientHello. OpenSSL reports SSL_ERROR_ZERO_RETURN, whose value (6) used to be
+  // stored as a tls_category reason ("TLS error 6"); it is an orderly close before there was
+  // a connection, as an EOF there is: errc::tls_truncated.
+  run([]() -> task<void> {
+    auto client_ctx = client_context();
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    auto client_task = tls_stream::connect("localhost", listener.port(), client_ctx);
+    tcp_stream raw = co_await listener.accept();
+    std::string hello = co_await raw.read_bytes(5);  // the ClientHello's record header
+    EXPECT_EQ(hello[0], '\x16');                      // handshake
+    co_await raw.write(std::string("\x15\x03\x03\x00\x02\x01\x00", 7));
+    outcome c = co_await outcome_of(std::move(client_task));
+    EXPECT_EQ(c.kind, outcome::tls) << c;
+    EXPECT_EQ(c.code, make_error_code(errc::tls_truncated)) << c;
+    EXPECT_TRUE(contains(c.lower_what(), "close_notify")) << c;
+  }());
+}
+
 TEST_P(Tls, WaitForHandshake_PeerResetsDuringHandshake_RawOsError_S53) {
   run([]() -> task<void> {
     auto server_ctx = server_context();
