@@ -134,6 +134,7 @@ stream_core::stream_core(event_loop& loop, int fd, stream::transport_kind kind,
     : loop_(loop), fd_(fd), kind_(kind), options_(effective(options)) {
   close_notice_.core = this;
   cipher_sink_.core = this;
+  held_plaintext_.core = this;
   if (kind == stream::transport_kind::pipe) {
     const int flags = ::fcntl(fd, F_GETFL);
     write_only_ = flags >= 0 && (flags & O_ACCMODE) == O_WRONLY;
@@ -488,6 +489,14 @@ void stream_core::try_read_progress() {
 
 void stream_core::want_transport_read() {
   if (closed_ || read_requested_) return;
+  if (tls_ && tls_->plaintext_held()) {
+    // Plaintext is still inside OpenSSL (pump_tls decrypts read_chunk_size bytes at a time):
+    // it comes before anything received later, so it is taken first, from the loop as a
+    // receive's completion would be (no recursion through try_read_progress).
+    read_requested_ = true;
+    if (!held_plaintext_.queued()) loop_.schedule(held_plaintext_);
+    return;
+  }
   std::size_t length = options_.read_chunk_size;
   if (read_.kind == read_kind::into && !tls_) {
     // S24: never ask for more than the span still has room for. Not for ciphertext: it is
@@ -533,18 +542,27 @@ void stream_core::maybe_watch_idle() {
 
 void stream_core::on_read_done(int result) {
   if (result > 0) {
-    if (tls_ && !pump_tls()) return;
-    if (buffer_.size() > options_.max_buffer_size) {  // S42, D4
-      close(make_error_code(errc::buffer_full));
-      return;
-    }
-    try_read_progress();
+    bytes_arrived();
   } else if (result == 0) {
     if (tls_) return on_tls_eof();
     close({});  // S35: EOF closes both directions
   } else if (result != -ECANCELED) {
     close(std::error_code(-result, std::generic_category()));
   }
+}
+
+void stream_core::bytes_arrived() {
+  if (tls_ && !pump_tls()) return;
+  if (buffer_.size() > options_.max_buffer_size) {  // S42, D4
+    close(make_error_code(errc::buffer_full));
+    return;
+  }
+  try_read_progress();
+}
+
+void stream_core::held_plaintext_turn::run_ready() {
+  core->read_requested_ = false;
+  if (!core->closed_) core->bytes_arrived();
 }
 
 // ---------------------------------------------------------------- writes

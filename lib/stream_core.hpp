@@ -138,6 +138,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void on_read_done(int result);
   // TLS plumbing (lib/stream_tls.cpp)
   bool pump_tls();  // after ciphertext arrived: handshake/decrypt; false if the stream closed
+  void bytes_arrived();  // a receive (or held TLS plaintext) added to the buffer
   void on_tls_eof();
   void queue_tls_output();
   void encrypt_pending();
@@ -212,6 +213,12 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
     std::vector<std::function<void()>> callbacks;
     void run_ready() override;
   } close_notice_;
+  // Runs bytes_arrived() for plaintext a budgeted decrypt left inside OpenSSL, in place of a
+  // receive (want_transport_read).
+  struct held_plaintext_turn final : ready_node {
+    stream_core* core = nullptr;
+    void run_ready() override;
+  } held_plaintext_;
   void queue_close_callback();
 };
 

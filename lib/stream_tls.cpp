@@ -64,7 +64,9 @@ bool stream_core::pump_tls() {
     }
     handshake_finished();
   }
-  tls_session::status st = tls_->decrypt(buffer_);
+  // At most read_chunk_size bytes, as a plain receive brings (S2): a whole receive's records
+  // at once could overfill a small max_buffer_size that the reads themselves never reach.
+  tls_session::status st = tls_->decrypt(buffer_, options_.read_chunk_size);
   queue_tls_output();  // TLS 1.3 key updates and session tickets may need answers (E13)
   if (st == tls_session::status::failed) {
     close(tls_->error());

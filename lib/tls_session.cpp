@@ -106,13 +106,16 @@ tls_session::status tls_session::handshake() {
   return status::failed;
 }
 
-tls_session::status tls_session::decrypt(read_buffer& out) {
-  for (;;) {
+tls_session::status tls_session::decrypt(read_buffer& out, std::size_t budget) {
+  std::size_t added = 0;
+  plaintext_held_ = false;
+  while (added < budget) {
     ERR_clear_error();
-    std::span<std::byte> space = out.prepare(16 * 1024);
+    std::span<std::byte> space = out.prepare(std::min<std::size_t>(16 * 1024, budget - added));
     int n = SSL_read(ssl_, space.data(), static_cast<int>(space.size()));
     if (n > 0) {
       out.commit(static_cast<std::size_t>(n));
+      added += static_cast<std::size_t>(n);
       continue;
     }
     int err = SSL_get_error(ssl_, n);
@@ -124,6 +127,8 @@ tls_session::status tls_session::decrypt(read_buffer& out) {
     record_failure(err, "read");
     return status::failed;
   }
+  plaintext_held_ = true;
+  return status::ok;
 }
 
 bool tls_session::encrypt(std::string_view plaintext) {

@@ -37,9 +37,13 @@ class tls_session {
   /// Advances the handshake. ok: done; want_input: needs more ciphertext; failed: see error().
   status handshake();
   bool handshake_done() const noexcept { return handshake_done_; }
-  /// Decrypts what can be decrypted into `out`. ok: progress or nothing yet (want input);
-  /// closed: the peer sent close_notify; failed: see error().
-  status decrypt(read_buffer& out);
+  /// Decrypts into `out` what can be decrypted, up to `budget` bytes: the rest stays inside
+  /// OpenSSL (input_pending()). ok: progress or nothing yet (want input); closed: the peer
+  /// sent close_notify; failed: see error().
+  status decrypt(read_buffer& out, std::size_t budget);
+  /// True if the last decrypt stopped at its budget: OpenSSL may hold more plaintext, which
+  /// the next decrypt takes without more ciphertext.
+  bool plaintext_held() const noexcept { return plaintext_held_; }
   /// Encrypts `plaintext` (after the handshake) into the output, which grows by about its
   /// size: take it in chunks for large amounts. Returns false on failure (see error()).
   bool encrypt(std::string_view plaintext);
@@ -69,6 +73,7 @@ class tls_session {
   BIO* output_ = nullptr;  // SSL -> network
   bool handshake_done_ = false;
   bool received_close_notify_ = false;
+  bool plaintext_held_ = false;
   bool truncation_is_error_ = true;
   std::error_code error_;
   std::string error_message_;

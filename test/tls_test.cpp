@@ -698,6 +698,40 @@ TEST_P(Tls, SmallReadIntoAfterWholeRecord_FewReceives_S24) {
   }());
 }
 
+TEST_P(Tls, SmallMaxBufferSize_LinesOfWholeRecordsAreAllRead_S2_S42) {
+  // max_buffer_size 4096 makes read_chunk_size 2048 (S2). The peer's 16 KiB of lines leave
+  // in 16 KiB records; decrypting a whole receive at once put them all into the buffer,
+  // which closed with buffer_full (S42) although every read asks for one 100-byte line, as
+  // the same bytes over a plain stream are read. Plaintext now leaves OpenSSL at most
+  // read_chunk_size bytes at a time, as plain bytes leave the kernel.
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    stream_options small;
+    small.max_buffer_size = 4096;
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx, "localhost", small);
+    server.write("go\n");  // the client reads the session tickets too: its close sends no RST
+    EXPECT_EQ(co_await client.read_until("\n"), "go\n");
+    std::vector<std::string> lines;
+    std::string all;
+    for (int i = 0; i < 400; ++i) {
+      std::string line = std::to_string(i) + ":" + std::string(90, 'a' + i % 26) + "\n";
+      lines.push_back(line);
+      all += line;
+    }
+    client.write(all);  // 38 KiB: three records, and a close_notify right behind them
+    client.close();
+    co_await sleep_for(20ms);  // all of it is in the server's socket before it reads
+    for (const std::string& line : lines) {
+      std::string got = co_await server.read_until("\n", 4096);
+      EXPECT_EQ(got, line);
+      if (got != line) break;
+    }
+    EXPECT_EQ(co_await server.read_until_close(), "");
+    EXPECT_EQ(server.error(), std::error_code());  // the close_notify was not lost either
+  }());
+}
+
 TEST_P(Tls, HugeWrite_EncryptedInChunks_OpenSslOutputStaysSmall_E1) {
   run([]() -> task<void> {
     auto server_ctx = server_context();
