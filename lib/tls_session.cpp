@@ -66,6 +66,7 @@ tls_session::tls_session(SSL_CTX* context, bool server, std::string_view server_
 
 void tls_session::set_server_name(const std::string& host, bool check_hostname) {
   if (host.empty()) return;
+  server_name_ = host;
   // OpenSSL takes C strings: a name with a NUL byte would be sent and checked cut short.
   if (host.find('\0') != std::string::npos) {
     throw tls_error("TLS: the host name contains a NUL byte, so it cannot be checked");
@@ -191,8 +192,21 @@ void tls_session::record_failure(int ssl_error, const char* during) {
       ERR_GET_LIB(cause) == ERR_LIB_SSL && ERR_GET_REASON(cause) == SSL_R_CERTIFICATE_VERIFY_FAILED;
   if (verify_failed && verify != X509_V_OK && !handshake_done_) {
     error_ = std::error_code(static_cast<int>(verify), x509_category());
+    // Which server and which certificate: "hostname mismatch" alone does not say where.
+    std::string subject;
+    // The chain as received (a failed handshake leaves no verified peer certificate); a
+    // client's chain starts with the server's own certificate.
+    STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl_);
+    if (chain != nullptr && sk_X509_num(chain) > 0) {
+      if (char* line = X509_NAME_oneline(X509_get_subject_name(sk_X509_value(chain, 0)), nullptr, 0)) {
+        subject = line;
+        OPENSSL_free(line);
+      }
+    }
     error_message_ = std::string("TLS ") + during +
-                     ": certificate verification failed: " + X509_verify_cert_error_string(verify);
+                     (server_name_.empty() ? "" : " with \"" + server_name_ + "\"") +
+                     ": certificate verification failed: " + X509_verify_cert_error_string(verify) +
+                     (subject.empty() ? "" : " (certificate subject " + subject + ")");
   } else if (cause != 0) {
     error_ = std::error_code(ERR_GET_REASON(cause), tls_category());
     error_message_ = std::string("TLS ") + during + " failed: " + reasons;

@@ -74,6 +74,7 @@ class tls_session {
   bool handshake_done_ = false;
   bool received_close_notify_ = false;
   bool plaintext_held_ = false;
+  std::string server_name_;  // a client's name for the server, for failure messages
   bool truncation_is_error_ = true;
   std::error_code error_;
   std::string error_message_;

@@ -861,6 +861,9 @@ TEST_P(Tls, HostnameMismatch_E3) {
     EXPECT_EQ(c.kind, outcome::tls) << c;
     EXPECT_EQ(c.code, std::error_code(X509_V_ERR_HOSTNAME_MISMATCH, x509_category())) << c;
     EXPECT_TRUE(contains(c.lower_what(), "hostname mismatch")) << c;
+    // Where: the name asked for and the certificate that was offered instead.
+    EXPECT_TRUE(contains(c.what, "\"localhost\"")) << c;
+    EXPECT_TRUE(contains(c.what, "CN=other")) << c;
     outcome s = co_await outcome_of(server.wait_for_handshake());
     EXPECT_EQ(s.kind, outcome::tls) << s;
   }());
