@@ -25,6 +25,7 @@
 #include "backend/backend.hpp"
 #include "corio/loop.hpp"
 #include "corio/timeout.hpp"
+#include "connect_within.hpp"
 #include "stream_core.hpp"
 
 namespace corio {
@@ -401,11 +402,15 @@ task<tcp_stream> connect_without_timeout(std::vector<resolved_address> addresses
 }
 
 /// Eager like every stream operation (S4): the first step (resolution or the first
-/// attempt) starts at the call.
+/// attempt) starts at the call. `target` names what is connected to in a timeout's message.
 task<tcp_stream> start_connect(std::vector<resolved_address> addresses, std::string host,
-                               std::uint16_t port, const connect_options& options) {
+                               std::uint16_t port, const connect_options& options,
+                               std::string target) {
   auto work = connect_without_timeout(std::move(addresses), std::move(host), port, options);
-  if (options.timeout.count() > 0) return start(with_timeout(options.timeout, std::move(work)));
+  if (options.timeout.count() > 0) {
+    return start(detail::connect_within(options.timeout, std::move(work),
+                                        "tcp_stream::connect to " + target + ": not connected"));
+  }
   return start(std::move(work));
 }
 
@@ -426,7 +431,8 @@ task<tcp_stream> tcp_stream::connect(std::string_view host, std::uint16_t port,
                                      connect_options options) {
   std::vector<resolved_address> addresses(1);
   if (!parse_numeric(host, port, addresses[0])) addresses.clear();  // resolved by the task
-  return start_connect(std::move(addresses), std::string(host), port, options);
+  std::string target = endpoint{std::string(host), port}.to_string();
+  return start_connect(std::move(addresses), std::string(host), port, options, std::move(target));
 }
 
 task<tcp_stream> tcp_stream::connect(std::span<const endpoint> endpoints, connect_options options) {
@@ -438,7 +444,9 @@ task<tcp_stream> tcp_stream::connect(std::span<const endpoint> endpoints, connec
                                   "\" is not a numeric IP address");
     }
   }
-  return start_connect(std::move(addresses), std::string(), 0, options);
+  std::string target;
+  for (const endpoint& e : endpoints) target += (target.empty() ? "" : ", ") + e.to_string();
+  return start_connect(std::move(addresses), std::string(), 0, options, std::move(target));
 }
 
 void tcp_stream::set_nodelay(bool enabled) noexcept {

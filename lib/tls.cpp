@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "connect_within.hpp"
 #include "corio/timeout.hpp"
 #include "stream_core.hpp"
 
@@ -76,8 +77,10 @@ task<tls_stream> tls_stream::connect(std::string_view host, std::uint16_t port,
   options.timeout = std::chrono::nanoseconds{0};
   client_settings settings(context);
   if (limit.count() > 0) {
-    return start(with_timeout(
-        limit, connect_then_handshake(std::string(host), port, std::move(settings), options)));
+    return start(detail::connect_within(
+        limit, connect_then_handshake(std::string(host), port, std::move(settings), options),
+        "tls_stream::connect to " + endpoint{std::string(host), port}.to_string() +
+            ": not connected and handshaken"));
   }
   return start(connect_then_handshake(std::string(host), port, std::move(settings), options));
 }

@@ -425,13 +425,20 @@ TEST_P(TcpConnect, HappyEyeballs_TimeoutCoversEveryAttempt_S51) {
     std::vector<endpoint> endpoints{hanging1.at, hanging2.at};
     const auto start = clock_type::now();
     bool timed_out = false;
+    std::string message;
     try {
       (void)co_await tcp_stream::connect(endpoints, with_delay(100ms, 500ms));
-    } catch (const corio::timeout_error&) {
+    } catch (const corio::timeout_error& e) {
       timed_out = true;
+      message = e.what();
     }
     const double elapsed = ms_since(start);
     EXPECT_TRUE(timed_out);
+    // The message says what was being connected to and the limit.
+    EXPECT_NE(message.find(hanging1.at.to_string() + ", " + hanging2.at.to_string()),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("within 500 ms"), std::string::npos) << message;
     EXPECT_GE(elapsed, 450.0);
     EXPECT_LT(elapsed, 1500.0);
     EXPECT_EQ(open_fd_count(), baseline);

@@ -1131,6 +1131,9 @@ TEST_P(Tls, ConnectTimeoutCoversTheHandshake_S51) {
     outcome c = co_await outcome_of(with_timeout(3s, std::move(client_task)));
     auto elapsed = std::chrono::steady_clock::now() - t0;
     EXPECT_EQ(c.kind, outcome::timeout) << c;
+    EXPECT_TRUE(contains(c.what, "tls_stream::connect to localhost:" +
+                                     std::to_string(listener.port())))
+        << c;
     EXPECT_LT(elapsed, 1500ms);
     EXPECT_GE(elapsed, 150ms);
     // The half-made stream was destroyed: the silent server sees its connection go.
