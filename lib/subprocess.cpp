@@ -265,14 +265,16 @@ subprocess subprocess::spawn(std::vector<std::string> argv, subprocess_options o
         posix_spawn_file_actions_addchdir_np(&setup.actions, options.working_directory.c_str()),
         "posix_spawn_file_actions_addchdir_np");
   }
-  // Why: the loop blocks SIGPIPE in its thread (so that pipe writes report EPIPE), and a
-  // child inherits the mask; it would then get EPIPE instead of dying like a shell's child
-  // (`yes | head` would print "Broken pipe"). The child gets this thread's mask without
-  // SIGPIPE, and SIGPIPE's default action even if the application ignores it (as Python's
-  // subprocess does with restore_signals, which Tornado relies on).
+  // Why an empty signal mask: a child inherits the calling thread's mask, and the loop blocks
+  // SIGPIPE in its thread (so that pipe writes report EPIPE); with it blocked the child would
+  // get EPIPE instead of dying like a shell's child (`yes | head` would print "Broken pipe").
+  // Any other signal the thread blocks (a signalfd or sigwait program blocks SIGTERM) would
+  // make the child ignore terminate(). Rust's std::process and libuv start children with an
+  // empty mask too. SIGPIPE also gets its default action even if the application ignores it
+  // (as Python's subprocess does with restore_signals, which Tornado relies on); other ignored
+  // signals stay ignored (nohup relies on that). Caught signals are reset by exec anyway.
   sigset_t child_mask;
-  pthread_sigmask(SIG_BLOCK, nullptr, &child_mask);
-  sigdelset(&child_mask, SIGPIPE);
+  sigemptyset(&child_mask);
   sigset_t default_action;
   sigemptyset(&default_action);
   sigaddset(&default_action, SIGPIPE);

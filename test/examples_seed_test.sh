@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the Tornado seed client example against the HTTP hello example, bounded in time.
+# Runs the Tornado seed client example against the HTTP hello example, bounded in time; then
+# SIGINT stops the server gracefully (exit status 0, its counters printed).
 set -euo pipefail
 server="$1"; client="$2"
 out="$(mktemp)"; trap 'kill "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
@@ -11,3 +12,7 @@ port="$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out" | head -1)"
 got="$(timeout 10 "$client" 127.0.0.1 "$port")"
 [[ "$got" == "Hello, World!" ]] || { printf 'unexpected body: %q\n' "$got"; exit 1; }
 echo "examples: seed client fetched the hello page"
+kill -INT "$pid"  # timeout(1) passes it on to the server
+wait "$pid" || { echo "server exit status $? after SIGINT"; cat "$out"; exit 1; }
+grep -q "^stats: syscalls=[0-9]* requests=1$" "$out" || { echo "no stats line"; cat "$out"; exit 1; }
+echo "examples: the hello server stopped gracefully on SIGINT"

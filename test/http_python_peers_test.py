@@ -83,9 +83,14 @@ def check_server(hello, backend):
                 time.sleep(0.001)
             data = recv_until_closed_or(s, lambda d: False)
             assert data.startswith(b"HTTP/1.1 400 "), f"malformed: {data[:40]!r}"
-    finally:
+
+        # SIGTERM stops it gracefully: exit status 0 (signal_set, not the default action).
         proc.terminate()
-        proc.wait(timeout=10)
+        assert proc.wait(timeout=10) == 0, f"exit status {proc.returncode} after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def check_client(fetch, backend):

@@ -932,6 +932,34 @@ TEST_P(Subprocess, Spawn_ChildStartsWithSigpipeUnblockedAndDefault_Issue5) {
   }());
 }
 
+TEST_P(Subprocess, Spawn_ChildStartsWithNoSignalBlockedSoTerminateReachesIt_Issue5) {
+  // A program that reads SIGTERM from a signalfd or sigwait blocks it in its threads; a child
+  // that inherited that mask would ignore terminate() (sleep 30 would run its 30 s).
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  sigset_t previous;
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &term, &previous), 0);
+  struct restore_mask {
+    sigset_t mask;
+    ~restore_mask() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
+  } restore{previous};
+  run([]() -> task<void> {
+    subprocess_options options = with_stdio(stdio::null, stdio::pipe, stdio::null);
+    std::vector<std::string> status_line = {"grep", "^SigBlk", "/proc/self/status"};
+    auto p = subprocess::spawn(status_line, options);
+    EXPECT_EQ(co_await p.stdout_stream().read_until_close(), "SigBlk:\t0000000000000000\n");
+    EXPECT_EQ(co_await p.wait(), 0);
+
+    std::vector<std::string> sleeper = {"sleep", "30"};
+    auto started = clock_type::now();
+    auto child = subprocess::spawn(sleeper);
+    child.terminate();
+    EXPECT_EQ(co_await child.wait_for(5s), -SIGTERM);
+    EXPECT_LT(elapsed_ms(started), 5000);
+  }());
+}
+
 // ---------------------------------------------------------------- argv, environment, cwd
 
 TEST_P(Subprocess, Argv_IsPassedWithoutAShell_Issue5) {

@@ -10,10 +10,7 @@
 // (bench/table.py reads them to compute system calls and sends per message). With --tls-cert and
 // --tls-key it serves the same modes over TLS. The benchmarks build this file as `corio_echo`.
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -84,18 +81,7 @@ corio::task<void> accept_loop(corio::tcp_listener listener, echo_mode mode,
   }
 }
 
-// Completes when SIGINT or SIGTERM arrives. The signals are blocked and read from a
-// signalfd, which the loop watches like any other fd.
-corio::task<void> wait_for_stop_signal(int signal_fd) {
-  for (;;) {
-    int events = co_await corio::io::poll(signal_fd, POLLIN);
-    if (events < 0) throw corio::error(std::string("poll(signalfd): ") + std::strerror(-events));
-    signalfd_siginfo info{};
-    if (::read(signal_fd, &info, sizeof info) == sizeof info) co_return;
-  }
-}
-
-corio::task<void> serve(const server_options& options, int signal_fd) {
+corio::task<void> serve(const server_options& options, corio::signal_set& stop) {
   auto listener = corio::tcp_listener::bind("127.0.0.1", options.port, {.backlog = 4096});
   std::printf("listening on %s\n", listener.local_endpoint().to_string().c_str());
   std::fflush(stdout);
@@ -105,7 +91,7 @@ corio::task<void> serve(const server_options& options, int signal_fd) {
     tls->use_certificate_chain_file(options.tls_cert).use_private_key_file(options.tls_key);
   }
   corio::event_loop::current().spawn(accept_loop(std::move(listener), options.mode, tls.get()));
-  co_await wait_for_stop_signal(signal_fd);
+  co_await stop.wait();  // SIGINT or SIGTERM
 }
 
 void report(const corio::loop_stats& stats, const std::string& stats_file) {
@@ -191,27 +177,15 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Block the stop signals before any thread exists, then receive them through a signalfd.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
-  int signal_fd = ::signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (signal_fd < 0) {
-    std::perror("echo_server: signalfd");
-    return 1;
-  }
-
   try {
+    // Caught from here on, before "listening on" is printed, whichever thread the kernel picks.
+    corio::signal_set stop{SIGINT, SIGTERM};
     corio::event_loop loop({.backend = options.backend});
-    loop.run(serve(options, signal_fd));
+    loop.run(serve(options, stop));
     report(loop.stats(), options.stats_file);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_server: %s\n", e.what());
-    ::close(signal_fd);
     return 1;
   }
-  ::close(signal_fd);
   return 0;
 }

@@ -2,9 +2,7 @@
 // listener on the same port, so the kernel spreads connections and the threads share nothing.
 // Usage: per_core_echo [PORT] [THREADS]   (port 0 picks a free one; threads 0 = one per CPU).
 // SIGINT stops every loop and the program exits.
-#include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 
 #include <atomic>
 #include <corio/corio.hpp>
@@ -28,26 +26,21 @@ int main(int argc, char** argv) {
   std::atomic<int> port = argc > 1 ? std::atoi(argv[1]) : 7000;
   unsigned threads = argc > 2 ? std::atoi(argv[2]) : 0;
 
-  // Block SIGINT before the threads start (they inherit the mask); loop 0 reads it from a
-  // signalfd like any other fd.
-  sigset_t sigint;
-  sigemptyset(&sigint);
-  sigaddset(&sigint, SIGINT);
-  sigprocmask(SIG_BLOCK, &sigint, nullptr);
-  int signal_fd = signalfd(-1, &sigint, SFD_NONBLOCK | SFD_CLOEXEC);
-
   corio::run_per_core(threads, [&](corio::core_context& core) -> corio::task<void> {
     if (core.index() > 0) {  // with port 0, loop 0 picks the port; the others then join it
       while (port.load() == 0) co_await corio::sleep_for(1ms);
     }
     auto listener = corio::tcp_listener::bind("127.0.0.1", port.load(), {.reuse_port = true});
     if (core.index() == 0) {
+      // Loop 0 waits for SIGINT; caught from here on (before "listening on" is printed),
+      // whichever thread the kernel hands it to.
+      corio::signal_set sigint{SIGINT};
       port = listener.port();
       std::printf("listening on %s (%u threads)\n", listener.local_endpoint().to_string().c_str(),
                   core.count());
       std::fflush(stdout);
       corio::event_loop::current().spawn(accept_loop(std::move(listener)));
-      co_await corio::io::poll(signal_fd, POLLIN);  // SIGINT arrived
+      co_await sigint.wait();
       core.stop_all();
     } else {
       co_await accept_loop(std::move(listener));

@@ -8,6 +8,7 @@
 #include "corio/loop.hpp"
 #include "corio/per_core.hpp"
 #include "corio/pipe.hpp"
+#include "corio/signal.hpp"
 #include "corio/stream.hpp"
 #include "corio/subprocess.hpp"
 #include "corio/task.hpp"

@@ -66,9 +66,10 @@ class subprocess {
 
   /// Starts argv[0] (searched in the parent's PATH) with arguments argv[1..]; no shell is
   /// involved. Every fd other than 0, 1 and 2 is closed in the child. Needs Linux 5.4+
-  /// (pidfd_open and waitid(P_PIDFD)). The child gets the
-  /// calling thread's signal mask without SIGPIPE (which the loop blocks in its thread) and
-  /// SIGPIPE's default action, so it dies of SIGPIPE like a shell's child. Throws corio::error
+  /// (pidfd_open and waitid(P_PIDFD)). The child starts with
+  /// no signal blocked, whatever the calling thread blocks (the loop blocks SIGPIPE in its
+  /// thread), and with SIGPIPE's default action even if it is ignored here, so it dies of
+  /// SIGPIPE like a shell's child and terminate() reaches it. Throws corio::error
   /// naming the command (or the working directory) and the errno, e.g. "No such file or
   /// directory (ENOENT)", with code() set, if it cannot be executed; no zombie is left.
   /// Must be called on a thread running an event_loop.
