@@ -1176,6 +1176,116 @@ TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
   }(server));
 }
 
+TEST_P(Http, ShutdownEndsServeWhileAHandlerAwaitsSomethingElse) {
+  // A handler awaiting something other than its connection (a timer here; an upstream that
+  // never answers, an fd) is not interrupted by the closing of its connection at the end of
+  // the grace period, and serve() waited for it without end. Now serve() returns shortly
+  // after the grace period; the handlers go on, detached, holding the server's state, until
+  // they end (one does here, after the server was destroyed: its response is not sent) or
+  // their loop is destroyed (the other), and destroying the server meanwhile is safe.
+  int handlers = 0;  // handler coroutines alive
+  {
+    event_loop loop(options());
+    auto server = std::make_unique<http::server>(
+        [&handlers](http::request& req) -> task<http::response> {
+          int* live = &handlers;
+          ++*live;
+          struct ended {
+            int* n;
+            ~ended() { --*n; }
+          } guard{live};
+          if (req.path() == "/late") {
+            co_await sleep_for(600ms);
+          } else {
+            co_await sleep_for(std::chrono::hours(1));
+          }
+          co_return http::response::text(200, "too late");
+        },
+        small_timeouts());
+    auto test = [](std::unique_ptr<http::server>& server, const int& handlers) -> task<void> {
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      task<void> serving = start(server->serve(listener));
+      tcp_stream forever = co_await tcp_stream::connect("127.0.0.1", listener.port());
+      forever.write("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");
+      tcp_stream late = co_await tcp_stream::connect("127.0.0.1", listener.port());
+      late.write("GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+      while (handlers < 2) co_await sleep_for(1ms);
+      auto start_time = clock_type::now();
+      server->shutdown(200ms);
+      co_await std::move(serving);
+      auto elapsed = clock_type::now() - start_time;
+      EXPECT_GE(elapsed, 190ms);
+      EXPECT_LT(elapsed, 5s);
+      EXPECT_EQ(handlers, 2);  // still running, detached
+      EXPECT_EQ(server->active_connections(), 2u);
+      server.reset();  // the state lives on with the handlers
+      // Their connections were closed at the end of the grace period, with no answer; the
+      // late handler's response, produced after that, is not sent either.
+      for (tcp_stream* c : {&forever, &late}) {
+        std::string rest;
+        try {
+          rest = co_await with_timeout(2s, c->read_until_close());
+        } catch (const corio::error& e) {
+          rest = e.what();
+        }
+        EXPECT_EQ(rest, "");
+      }
+      for (auto waited = clock_type::now(); handlers > 1 && clock_type::now() - waited < 3s;) {
+        co_await sleep_for(5ms);
+      }
+      EXPECT_EQ(handlers, 1);  // the late one ended; the other sleeps on
+    };
+    loop.run(with_timeout(10s, test(server, handlers)));
+    EXPECT_EQ(server, nullptr);
+    EXPECT_EQ(handlers, 1);
+  }  // destroying the loop destroys the handler's coroutine, and the server's state with it
+  EXPECT_EQ(handlers, 0);
+}
+
+/// Reads a response off `s`, then closes `s` and says when.
+task<void> read_then_close(stream& s, raw_response& out, clock_type::time_point& closed_at) {
+  out = co_await whole_response(s);
+  s.close();
+  closed_at = clock_type::now();
+}
+
+TEST_P(Http, ServeWaitsForTheLastConnectionWithoutPolling) {
+  // After shutdown(), serve() polled every 5 ms (a 5 ms timer each time) until the last
+  // connection had ended. Now the end of the last connection wakes it: while it waits, no
+  // timer fires but the handler's own.
+  bool in_handler = false;
+  http::server server(
+      [&in_handler](http::request&) -> task<http::response> {
+        bool* flag = &in_handler;
+        *flag = true;
+        co_await sleep_for(300ms);
+        co_return http::response::text(200, "done");
+      },
+      small_timeouts());
+  run([](http::server& server, const bool& in_handler) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    task<void> serving = start(server.serve(listener));
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (!in_handler) co_await sleep_for(1ms);
+    event_loop& loop = event_loop::current();
+    const std::uint64_t fired_before = loop.stats().timers_fired;
+    server.shutdown();  // 10 s: the handler ends long before
+    raw_response r;
+    clock_type::time_point closed_at{};
+    loop.spawn(read_then_close(c, r, closed_at));
+    co_await std::move(serving);
+    const std::uint64_t fired = loop.stats().timers_fired - fired_before;
+    // The handler's sleep_for; polling fired one timer every 5 ms (some 30 to 60 here).
+    EXPECT_LE(fired, 2u);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "done");
+    EXPECT_EQ(server.active_connections(), 0u);
+    EXPECT_NE(closed_at, clock_type::time_point{});
+    EXPECT_LT(clock_type::now() - closed_at, 1s);  // the client's close ended the connection
+  }(server, in_handler));
+}
+
 // --- responses -------------------------------------------------------------------------------
 
 TEST_P(Http, HeadHasContentLengthButNoBody) {
