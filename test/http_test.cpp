@@ -1178,6 +1178,116 @@ TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
   }(server));
 }
 
+TEST_P(Http, ShutdownEndsServeWhileAHandlerAwaitsSomethingElse) {
+  // A handler awaiting something other than its connection (a timer here; an upstream that
+  // never answers, an fd) is not interrupted by the closing of its connection at the end of
+  // the grace period, and serve() waited for it without end. Now serve() returns shortly
+  // after the grace period; the handlers go on, detached, holding the server's state, until
+  // they end (one does here, after the server was destroyed: its response is not sent) or
+  // their loop is destroyed (the other), and destroying the server meanwhile is safe.
+  int handlers = 0;  // handler coroutines alive
+  {
+    event_loop loop(options());
+    auto server = std::make_unique<http::server>(
+        [&handlers](http::request& req) -> task<http::response> {
+          int* live = &handlers;
+          ++*live;
+          struct ended {
+            int* n;
+            ~ended() { --*n; }
+          } guard{live};
+          if (req.path() == "/late") {
+            co_await sleep_for(600ms);
+          } else {
+            co_await sleep_for(std::chrono::hours(1));
+          }
+          co_return http::response::text(200, "too late");
+        },
+        small_timeouts());
+    auto test = [](std::unique_ptr<http::server>& server, const int& handlers) -> task<void> {
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      task<void> serving = start(server->serve(listener));
+      tcp_stream forever = co_await tcp_stream::connect("127.0.0.1", listener.port());
+      forever.write("GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");
+      tcp_stream late = co_await tcp_stream::connect("127.0.0.1", listener.port());
+      late.write("GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+      while (handlers < 2) co_await sleep_for(1ms);
+      auto start_time = clock_type::now();
+      server->shutdown(200ms);
+      co_await std::move(serving);
+      auto elapsed = clock_type::now() - start_time;
+      EXPECT_GE(elapsed, 190ms);
+      EXPECT_LT(elapsed, 5s);
+      EXPECT_EQ(handlers, 2);  // still running, detached
+      EXPECT_EQ(server->active_connections(), 2u);
+      server.reset();  // the state lives on with the handlers
+      // Their connections were closed at the end of the grace period, with no answer; the
+      // late handler's response, produced after that, is not sent either.
+      for (tcp_stream* c : {&forever, &late}) {
+        std::string rest;
+        try {
+          rest = co_await with_timeout(2s, c->read_until_close());
+        } catch (const corio::error& e) {
+          rest = e.what();
+        }
+        EXPECT_EQ(rest, "");
+      }
+      for (auto waited = clock_type::now(); handlers > 1 && clock_type::now() - waited < 3s;) {
+        co_await sleep_for(5ms);
+      }
+      EXPECT_EQ(handlers, 1);  // the late one ended; the other sleeps on
+    };
+    loop.run(with_timeout(10s, test(server, handlers)));
+    EXPECT_EQ(server, nullptr);
+    EXPECT_EQ(handlers, 1);
+  }  // destroying the loop destroys the handler's coroutine, and the server's state with it
+  EXPECT_EQ(handlers, 0);
+}
+
+/// Reads a response off `s`, then closes `s` and says when.
+task<void> read_then_close(stream& s, raw_response& out, clock_type::time_point& closed_at) {
+  out = co_await whole_response(s);
+  s.close();
+  closed_at = clock_type::now();
+}
+
+TEST_P(Http, ServeWaitsForTheLastConnectionWithoutPolling) {
+  // After shutdown(), serve() polled every 5 ms (a 5 ms timer each time) until the last
+  // connection had ended. Now the end of the last connection wakes it: while it waits, no
+  // timer fires but the handler's own.
+  bool in_handler = false;
+  http::server server(
+      [&in_handler](http::request&) -> task<http::response> {
+        bool* flag = &in_handler;
+        *flag = true;
+        co_await sleep_for(300ms);
+        co_return http::response::text(200, "done");
+      },
+      small_timeouts());
+  run([](http::server& server, const bool& in_handler) -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    task<void> serving = start(server.serve(listener));
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", listener.port());
+    c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (!in_handler) co_await sleep_for(1ms);
+    event_loop& loop = event_loop::current();
+    const std::uint64_t fired_before = loop.stats().timers_fired;
+    server.shutdown();  // 10 s: the handler ends long before
+    raw_response r;
+    clock_type::time_point closed_at{};
+    loop.spawn(read_then_close(c, r, closed_at));
+    co_await std::move(serving);
+    const std::uint64_t fired = loop.stats().timers_fired - fired_before;
+    // The handler's sleep_for; polling fired one timer every 5 ms (some 30 to 60 here).
+    EXPECT_LE(fired, 2u);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "done");
+    EXPECT_EQ(server.active_connections(), 0u);
+    EXPECT_NE(closed_at, clock_type::time_point{});
+    EXPECT_LT(clock_type::now() - closed_at, 1s);  // the client's close ended the connection
+  }(server, in_handler));
+}
+
 // --- responses -------------------------------------------------------------------------------
 
 TEST_P(Http, HeadHasContentLengthButNoBody) {
@@ -1484,6 +1594,134 @@ TEST_P(Http, ClientRetriesWhenTheServerClosedAKeptAliveConnection) {
   }));
 }
 
+/// What a dropping_server saw.
+struct dropping_tally {
+  int connections = 0;  // accepted
+  int requests = 0;     // request heads received, answered or not
+  bool done = false;    // the listener was closed and every connection has ended
+};
+
+/// A raw server that answers the first `answered` requests of each connection it accepts
+/// (200, Content-Length, kept alive: "<method> <target> #<n>" where n counts the requests
+/// received), then reads the next request and closes the connection without answering it: a
+/// kept-alive connection the server closed just as the client sent its next request (its
+/// idle timeout), or, with answered == 0, a server that fails a fresh connection. Request
+/// bodies must be empty. Runs until the listener is closed.
+task<void> dropping_server(tcp_listener& listener, int answered, dropping_tally& tally) {
+  try {
+    for (;;) {
+      tcp_stream s = co_await listener.accept();
+      ++tally.connections;
+      try {
+        for (int i = 0;; ++i) {
+          std::string head = co_await s.read_until("\r\n\r\n", 64 * 1024);
+          ++tally.requests;
+          if (i == answered) break;
+          std::string body =
+              head.substr(0, head.find(" HTTP/")) + " #" + std::to_string(tally.requests);
+          s.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+                  body);
+        }
+      } catch (const stream_closed_error&) {
+        // the client closed the connection
+      }
+      s.close();
+    }
+  } catch (const stream_closed_error&) {
+    // the listener was closed
+  }
+  tally.done = true;
+}
+
+/// Closes `listener` and waits until its dropping_server has ended.
+task<void> stop_dropping(tcp_listener& listener, const dropping_tally& tally) {
+  listener.close();
+  while (!tally.done) co_await sleep_for(1ms);
+}
+
+http::client_options retry_test_options() {
+  http::client_options o;
+  o.timeout = 5s;
+  return o;
+}
+
+// RFC 9110 §9.2.2 (as Go's net/http and urllib3 do): when a kept-alive connection taken from
+// the pool fails before any byte of the response, an idempotent request is sent again, once,
+// on a new connection; a POST is not (it may have been acted on), and a new connection's
+// failure is reported, never retried. The client retried any GET or HEAD, fresh connection or
+// not, and never a PUT or DELETE.
+
+TEST_P(Http, ClientRetriesAnIdempotentRequestWhenAKeptConnectionWasClosed) {
+  run([]() -> task<void> {
+    const std::string none;
+    const http::headers no_fields;
+    for (std::string method : {"GET", "PUT", "DELETE"}) {
+      SCOPED_TRACE(method);
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      dropping_tally tally;
+      event_loop::current().spawn(dropping_server(listener, 1, tally));
+      {
+        http::client client(retry_test_options());
+        http::client_response r =
+            co_await client.request(method, url(listener.port(), "/1"), no_fields, none);
+        EXPECT_EQ(r.body, method + " /1 #1");
+        EXPECT_EQ(client.idle_connections(), 1u);
+        // Sent on the kept connection, which the server closes: sent again on a new one.
+        try {
+          r = co_await client.request(method, url(listener.port(), "/2"), no_fields, none);
+          EXPECT_EQ(r.body, method + " /2 #3");
+        } catch (const stream_closed_error& e) {
+          ADD_FAILURE() << "not retried: " << e.what();
+        }
+        EXPECT_EQ(tally.connections, 2);
+        EXPECT_EQ(tally.requests, 3);
+      }
+      co_await stop_dropping(listener, tally);
+    }
+  }());
+}
+
+TEST_P(Http, ClientDoesNotRetryAPostWhenAKeptConnectionWasClosed) {
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    dropping_tally tally;
+    event_loop::current().spawn(dropping_server(listener, 1, tally));
+    {
+      http::client client(retry_test_options());
+      http::client_response r = co_await client.post(url(listener.port(), "/1"), "", "x/y");
+      EXPECT_EQ(r.body, "POST /1 #1");
+      EXPECT_THROW(co_await client.post(url(listener.port(), "/2"), "", "x/y"),
+                   stream_closed_error);
+    }
+    co_await sleep_for(20ms);  // a second copy would have arrived by now
+    EXPECT_EQ(tally.connections, 1);
+    EXPECT_EQ(tally.requests, 2);  // the second POST reached the server once
+    co_await stop_dropping(listener, tally);
+  }());
+}
+
+TEST_P(Http, ClientDoesNotRetryOnAFreshConnection) {
+  run([]() -> task<void> {
+    const std::string none;
+    const http::headers no_fields;
+    for (std::string method : {"GET", "HEAD", "PUT", "POST"}) {
+      SCOPED_TRACE(method);
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      dropping_tally tally;
+      event_loop::current().spawn(dropping_server(listener, 0, tally));
+      {
+        http::client client(retry_test_options());
+        EXPECT_THROW(co_await client.request(method, url(listener.port(), "/"), no_fields, none),
+                     stream_closed_error);
+      }
+      co_await sleep_for(20ms);  // a second copy would have arrived by now
+      EXPECT_EQ(tally.connections, 1);
+      EXPECT_EQ(tally.requests, 1);
+      co_await stop_dropping(listener, tally);
+    }
+  }());
+}
+
 /// A raw server: answers one request on each of `n` connections with `answer`, then closes.
 task<void> canned_server(tcp_listener& listener, std::string answer, int n) {
   for (int i = 0; i < n; ++i) {
@@ -1503,6 +1741,40 @@ task<void> canned_keep_alive_server(tcp_listener& listener, std::string answer) 
     co_await s.read_until_close();
   } catch (const stream_closed_error&) {
   }
+}
+
+TEST_P(Http, ClientAnswersAnOverlongInterimHeadAsItsFinalHead) {
+  // A 1xx head longer than max_header_bytes escaped as stream_closed_error{unsatisfiable_read}
+  // where a final head got protocol_error 431. Now both do.
+  run([]() -> task<void> {
+    http::client_options o;
+    o.timeout = 5s;
+    o.max_header_bytes = 1024;
+    const std::string long_field = "X-Long: " + std::string(2000, 'l') + "\r\n";
+    for (std::string interim :
+         {"", "HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"}) {
+      SCOPED_TRACE(interim.empty() ? "final head" : interim.substr(0, 16));
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      const bool final_too_long = interim.empty();
+      std::string answer = final_too_long
+                               ? "HTTP/1.1 200 OK\r\n" + long_field + "Content-Length: 0\r\n\r\n"
+                               : interim + "HTTP/1.1 103 Early Hints\r\n" + long_field + "\r\n";
+      event_loop::current().spawn(canned_keep_alive_server(listener, answer));
+      http::client client(o);
+      int status = 0;
+      std::string what;
+      try {
+        co_await client.get(url(listener.port()));
+      } catch (const http::protocol_error& e) {
+        status = e.status();
+        what = e.what();
+      } catch (const std::exception& e) {
+        what = e.what();
+      }
+      EXPECT_EQ(status, 431) << what;
+      EXPECT_NE(what.find("max_header_bytes=1024"), std::string::npos) << what;
+    }
+  }());
 }
 
 TEST_P(Http, ClientFramesResponsesAsRfc9112Says) {

@@ -108,17 +108,54 @@ std::size_t client::idle_connections() const noexcept {
 
 namespace {
 
-task<corio::stream> open_connection(client::state& st, const url_parts& u) {
+/// A connection to an origin, and whether it was taken from the idle pool (kept alive after an
+/// earlier response) rather than opened for this request.
+struct opened_connection {
+  corio::stream stream;
+  bool reused = false;
+};
+
+task<opened_connection> open_connection(client::state& st, const url_parts& u) {
+  opened_connection c;  // named, not a braced temporary in co_return (g++ 12, docs/http.md)
   auto& pool = st.idle[client::state::origin(u)];
   while (!pool.empty()) {
     corio::stream s = std::move(pool.back());
     pool.pop_back();
-    if (!s.closed() && s.buffered_bytes() == 0) co_return s;
+    if (!s.closed() && s.buffered_bytes() == 0) {
+      c.stream = std::move(s);
+      c.reused = true;
+      co_return c;
+    }
   }
   tcp_stream plain = co_await tcp_stream::connect(u.host, u.port, {.nodelay = true});
-  if (!u.tls) co_return corio::stream(std::move(plain));
-  tls_stream secured = co_await std::move(plain).start_tls(st.tls(), u.host);
-  co_return corio::stream(std::move(secured));
+  if (u.tls) {
+    c.stream = co_await std::move(plain).start_tls(st.tls(), u.host);
+  } else {
+    c.stream = std::move(plain);
+  }
+  co_return c;
+}
+
+/// RFC 9110 §9.2.2: the methods whose intended effect is the same however often they are
+/// sent, so that a request may be repeated when its connection failed before any answer.
+bool idempotent(const std::string& method) noexcept {
+  for (std::string_view m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) {
+    if (method == m) return true;
+  }
+  return false;
+}
+
+/// Reads one response head (interim or final). Throws protocol_error 431 for a head longer
+/// than max_header_bytes (the read closed the stream, S16), stream_closed_error if the
+/// connection ends first.
+task<std::string> read_response_head(corio::stream& s, const client_options& o) {
+  try {
+    co_return co_await s.read_until("\r\n\r\n", o.max_header_bytes);
+  } catch (const stream_closed_error& e) {
+    if (e.code() != errc::unsatisfiable_read) throw;
+  }
+  throw protocol_error(
+      431, "HTTP: response head exceeds max_header_bytes=" + std::to_string(o.max_header_bytes));
 }
 
 /// Throws std::invalid_argument before anything is sent if the method, a field or the
@@ -166,29 +203,28 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   const client_options& o = st.options;
   check_request(method, fields, o.user_agent);
   for (int attempt = 0;; ++attempt) {
-    corio::stream s = co_await open_connection(st, u);
+    opened_connection c = co_await open_connection(st, u);
+    corio::stream& s = c.stream;
     s.write(serialize_request(method, u, fields, body, o.user_agent));
     std::string head;
     try {
-      head = co_await s.read_until("\r\n\r\n", o.max_header_bytes);
-    } catch (const stream_closed_error& e) {
-      // A kept-alive connection the server had closed: retry once on a fresh one.
-      if (attempt == 0 && e.code() != errc::unsatisfiable_read && !s.closed()) continue;
-      if (attempt == 0 && e.code() != errc::unsatisfiable_read &&
-          (method == "GET" || method == "HEAD")) {
-        continue;
-      }
-      if (e.code() == errc::unsatisfiable_read) {
-        throw protocol_error(431, "HTTP: response head exceeds max_header_bytes=" +
-                                      std::to_string(o.max_header_bytes));
-      }
+      head = co_await read_response_head(s, o);
+    } catch (const stream_closed_error&) {
+      // Why retry only then (RFC 9110 §9.2.2, as Go's net/http and urllib3 do): a server may
+      // close a kept-alive connection while the request is on its way (its idle timeout), and
+      // such a request was not processed. Only a connection taken from the pool can have
+      // been closed that way; a new one that fails is the server's answer, reported. Once a
+      // byte of the response arrived (S39: it stays buffered after the close), or for a
+      // method that is not idempotent (POST, PATCH…), the request may have been acted on:
+      // it is not sent again.
+      if (attempt == 0 && c.reused && s.buffered_bytes() == 0 && idempotent(method)) continue;
       throw;
     }
     detail::response_head parsed = detail::parse_response_head(head);
     // 100 Continue and friends; 101 Switching Protocols is final (the connection now speaks
     // another protocol: it is returned, never reused).
     while (parsed.status >= 100 && parsed.status < 200 && parsed.status != 101) {
-      head = co_await s.read_until("\r\n\r\n", o.max_header_bytes);
+      head = co_await read_response_head(s, o);
       parsed = detail::parse_response_head(head);
     }
     detail::body_framing framing = detail::response_framing(parsed.headers, parsed.status, method);

@@ -3,12 +3,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <coroutine>
 #include <cstdio>
 #include <ctime>
 #include <memory>
 #include <span>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "corio/loop.hpp"
@@ -39,6 +41,20 @@ struct server::state {
   /// When shutdown's grace period ends (max: not shutting down).
   std::chrono::steady_clock::time_point grace_deadline =
       std::chrono::steady_clock::time_point::max();
+  /// The deadline a loop timer is armed for (shutdown() called without a running loop arms
+  /// none: serve() does, when it starts waiting).
+  std::chrono::steady_clock::time_point timer_deadline =
+      std::chrono::steady_clock::time_point::max();
+  bool grace_over = false;     // the grace period ended: every connection was closed
+  bool closing_timer = false;  // the closing_time timer is armed
+  bool gave_up = false;        // closing_time passed: serve() no longer waits
+  /// serve() waiting for the last connection to end (or for closing_time to pass), if it is.
+  struct waiter : corio::detail::ready_node {
+    event_loop* loop = nullptr;
+    std::coroutine_handle<> serve;
+    void run_ready() override { serve.resume(); }
+  };
+  waiter* drained = nullptr;
 };
 
 namespace {
@@ -235,6 +251,76 @@ void close_connections(server::state& st) {
   }
 }
 
+/// How long serve() still waits, once the grace period ended and every connection was
+/// closed, for the connections to end. Those whose handler (or producer, or lingering close)
+/// was reading or writing its connection end within a few loop turns, as the closing fails
+/// their operations; a handler awaiting something else (a timer, an upstream, an fd) would
+/// keep serve() waiting without end: serve() returns without it (see server::shutdown).
+constexpr std::chrono::milliseconds closing_time{100};
+
+/// Resumes serve() if it waits for the connections to end (through the loop's ready queue:
+/// never inside the caller).
+void wake_serve(server::state& st) noexcept {
+  if (server::state::waiter* w = std::exchange(st.drained, nullptr)) w->loop->schedule(*w);
+}
+
+/// Arms the timer after which serve() stops waiting for the connections closed at the end of
+/// the grace period.
+void arm_closing_timer(const std::shared_ptr<server::state>& keep, event_loop& loop) {
+  if (keep->closing_timer) return;
+  keep->closing_timer = true;
+  loop.call_later(closing_time, [weak = std::weak_ptr<server::state>(keep)] {
+    if (std::shared_ptr<server::state> alive = weak.lock()) {
+      alive->gave_up = true;
+      wake_serve(*alive);
+    }
+  });
+}
+
+/// The grace period ended: closes every connection (once), and lets serve() wait closing_time
+/// more for them to end.
+void end_grace(const std::shared_ptr<server::state>& keep) {
+  server::state& st = *keep;
+  if (st.grace_over) return;  // a sooner deadline came first
+  st.grace_over = true;
+  close_connections(st);
+  if (event_loop* loop = event_loop::current_or_null()) arm_closing_timer(keep, *loop);
+}
+
+/// Arms a loop timer that ends the grace period at st.grace_deadline.
+/// Why not cancelled when everything ended sooner (or a later call set a sooner end): a
+/// timer handle kept in the state could outlive its loop. The timer holds a weak reference
+/// and, if the state is still there, finds the grace period over, or nothing left to close.
+void arm_grace_timer(const std::shared_ptr<server::state>& keep, event_loop& loop) {
+  server::state& st = *keep;
+  st.timer_deadline = st.grace_deadline;
+  const auto left = st.grace_deadline - std::chrono::steady_clock::now();
+  loop.call_later(std::chrono::duration_cast<std::chrono::nanoseconds>(left),
+                  [weak = std::weak_ptr<server::state>(keep)] {
+                    if (std::shared_ptr<server::state> alive = weak.lock()) end_grace(alive);
+                  });
+}
+
+/// Suspends serve() until wake_serve(); destroying it while suspended (serve()'s task
+/// destroyed, or its loop) withdraws it.
+struct drained_awaiter {
+  server::state& st;
+  server::state::waiter node;
+  explicit drained_awaiter(server::state& state) : st(state) {}
+  drained_awaiter(const drained_awaiter&) = delete;
+  drained_awaiter& operator=(const drained_awaiter&) = delete;
+  ~drained_awaiter() {
+    if (st.drained == &node) st.drained = nullptr;
+  }
+  bool await_ready() const noexcept { return st.active == 0 || st.gave_up; }
+  void await_suspend(std::coroutine_handle<> serve) noexcept {
+    node.loop = &event_loop::current();
+    node.serve = serve;
+    st.drained = &node;
+  }
+  void await_resume() const noexcept {}
+};
+
 }  // namespace
 
 server::server(handler h, server_options options) : state_(std::make_shared<state>()) {
@@ -272,16 +358,15 @@ void server::shutdown(std::chrono::nanoseconds grace_period) {
   if (deadline >= st.grace_deadline) return;  // an earlier call set a sooner end
   st.grace_deadline = deadline;
   if (grace_period <= std::chrono::nanoseconds::zero()) {
-    close_connections(st);
+    end_grace(state_);
   } else if (event_loop* loop = event_loop::current_or_null()) {
-    // Why not cancelled when everything ended sooner (or a later call set a sooner end): a
-    // timer handle kept in the state could outlive its loop. The timer holds a weak reference
-    // and, if the state is still there, finds nothing left to close.
-    loop->call_later(grace_period, [weak = std::weak_ptr<state>(state_)] {
-      if (std::shared_ptr<state> alive = weak.lock()) close_connections(*alive);
-    });
-  }  // without a running loop, serve() keeps the deadline
+    arm_grace_timer(state_, *loop);
+  }  // without a running loop, serve() arms the timer when it starts waiting
 }
+
+namespace {
+task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s);
+}  // namespace
 
 task<void> server::serve(tcp_listener& listener) {
   std::shared_ptr<state> keep = state_;
@@ -306,21 +391,23 @@ task<void> server::serve(tcp_listener& listener) {
     }
     connection.set_nodelay(true);
     if (st.options.tls != nullptr) {
-      loop.spawn(serve_connection(tls_stream::accept(std::move(connection), *st.options.tls)));
+      loop.spawn(serve_one(keep, tls_stream::accept(std::move(connection), *st.options.tls)));
     } else {
-      loop.spawn(serve_connection(std::move(connection)));
+      loop.spawn(serve_one(keep, std::move(connection)));
     }
   }
   st.listener = nullptr;
-  while (st.active > 0) {
-    if (std::chrono::steady_clock::now() >= st.grace_deadline) close_connections(st);
-    co_await sleep_for(std::chrono::milliseconds(5));
+  // Waits, with no timer of its own, until the last connection ends (its end wakes this) or
+  // closing_time after the grace period ended (that timer does).
+  if (st.active > 0 && !st.gave_up) {
+    if (!st.grace_over && st.grace_deadline != std::chrono::steady_clock::time_point::max() &&
+        st.timer_deadline != st.grace_deadline) {
+      arm_grace_timer(keep, loop);  // shutdown() was called without a running loop
+    }
+    if (st.grace_over) arm_closing_timer(keep, loop);
+    while (!(st.active == 0 || st.gave_up)) co_await drained_awaiter(st);
   }
 }
-
-namespace {
-task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s);
-}  // namespace
 
 task<void> server::serve_connection(corio::stream s) {
   // The connection keeps the state alive even if the server object is destroyed first.
@@ -333,9 +420,11 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   const server_options& o = st.options;
   ++st.active;
   struct active_guard {
-    std::size_t& n;
-    ~active_guard() { --n; }
-  } guard{st.active};
+    server::state& st;
+    ~active_guard() {
+      if (--st.active == 0) wake_serve(st);
+    }
+  } guard{st};
   linked_stream listed(st.connections, &s);
   connection_state conn;
   conn.stream = &s;

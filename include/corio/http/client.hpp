@@ -50,7 +50,12 @@ class client {
 
   /// Sends `method` to `url` with extra header fields and a body (Content-Length is set when
   /// the body is not empty or the method is POST/PUT/PATCH) and reads the whole response.
-  /// Throws protocol_error for a malformed response, stream_closed_error or tls_error from the
+  /// A request sent on a kept-alive connection that fails before any byte of the response
+  /// arrived (the server had closed it) is sent again once on a new connection if its method
+  /// is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE: RFC 9110 §9.2.2); otherwise, and
+  /// on a new connection, the failure is thrown.
+  /// Throws protocol_error for a malformed response (431 for a head, interim 1xx or final,
+  /// longer than options.max_header_bytes), stream_closed_error or tls_error from the
   /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL (a
   /// space or control byte in it included), a method that is not a token, or a field name,
   /// field value or User-Agent that would inject header lines (CR, LF, NUL…): then nothing

@@ -58,13 +58,17 @@ class server {
   /// A server that answers every request with `h`; nothing listens until serve() is awaited.
   explicit server(handler h, server_options options = {});
   /// Destroys the server; to end connections gracefully, call shutdown() and await serve() first.
+  /// Connections still running (handlers serve() no longer waited for, see shutdown()) keep
+  /// the server's state, handler included, alive until they end or their loop is destroyed.
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
   /// Accepts connections from `listener` and serves each until shutdown(), then returns once
-  /// every connection has ended (within shutdown's grace period, see there). Accept failures
-  /// such as EMFILE are logged and retried after a pause, so the server never spins.
+  /// every connection has ended, or at the latest 100 ms after shutdown's grace period ended
+  /// (see there). It waits without polling: the end of the last connection, or the end of
+  /// the grace period, wakes it. Accept failures such as EMFILE are logged and retried after
+  /// a pause, so the server never spins. `listener` must outlive the returned task.
   [[nodiscard]] task<void> serve(tcp_listener& listener);
   /// Serves one connection until the peer or the protocol closes it, or shutdown() ends it.
   [[nodiscard]] task<void> serve_connection(corio::stream connection);
@@ -77,9 +81,14 @@ class server {
   /// grace period ends, every connection still open is closed, with error() ECANCELED: the
   /// reads and writes of its handler, its response producer or its lingering close fail with
   /// stream_closed_error, which ends them (a producer streaming forever, a client that does
-  /// not read). serve() returns once the last connection has ended. A handler that neither
-  /// reads nor writes its connection (awaiting something else) is not interrupted: it ends
-  /// when what it awaits does.
+  /// not read) within a few loop turns. serve() returns once the last connection has ended,
+  /// and waits at most 100 ms more after the grace period for that: the grace period bounds
+  /// it. A handler that neither reads nor writes its connection (awaiting a timer, an
+  /// upstream that never answers, an fd) is not interrupted: serve() returns without it, and
+  /// it goes on, detached, until what it awaits ends (its response is then not sent: writes
+  /// to the closed connection fail) or until its loop is destroyed, which destroys it.
+  /// active_connections() still counts it. It keeps the server's state alive meanwhile, so
+  /// the server object may be destroyed once serve() has returned.
   /// Call it on the loop's thread. Calling it again shortens the grace period when the new
   /// one ends sooner (shutdown(0s) closes every connection now); a longer one changes
   /// nothing.
