@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "connect_within.hpp"
 #include "corio/loop.hpp"
 #include "corio/timeout.hpp"
-#include "connect_within.hpp"
 #include "stream_core.hpp"
 
 namespace corio {

@@ -34,7 +34,9 @@ struct client_settings {
         truncation_is_error(c.truncation_is_error()) {}
 
   static SSL_CTX* up_ref(SSL_CTX* ctx) {
-    if (SSL_CTX_up_ref(ctx) != 1) throw tls_error("tls_stream::connect: cannot reference the context");
+    if (SSL_CTX_up_ref(ctx) != 1) {
+      throw tls_error("tls_stream::connect: cannot reference the context");
+    }
     return ctx;
   }
 };

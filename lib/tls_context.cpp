@@ -4,9 +4,9 @@
 #include <openssl/x509v3.h>
 
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <stdexcept>
 
 #include "corio/tls.hpp"
 #include "tls_session.hpp"

@@ -198,7 +198,8 @@ void tls_session::record_failure(int ssl_error, const char* during) {
     // client's chain starts with the server's own certificate.
     STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl_);
     if (chain != nullptr && sk_X509_num(chain) > 0) {
-      if (char* line = X509_NAME_oneline(X509_get_subject_name(sk_X509_value(chain, 0)), nullptr, 0)) {
+      if (char* line =
+              X509_NAME_oneline(X509_get_subject_name(sk_X509_value(chain, 0)), nullptr, 0)) {
         subject = line;
         OPENSSL_free(line);
       }

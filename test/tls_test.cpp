@@ -559,7 +559,7 @@ TEST_P(Tls, Handshake_PeerSendsCloseNotifyInsteadOfServerHello_IsTruncation_S53)
     auto client_task = tls_stream::connect("localhost", listener.port(), client_ctx);
     tcp_stream raw = co_await listener.accept();
     std::string hello = co_await raw.read_bytes(5);  // the ClientHello's record header
-    EXPECT_EQ(hello[0], '\x16');                      // handshake
+    EXPECT_EQ(hello[0], '\x16');                     // handshake
     co_await raw.write(std::string("\x15\x03\x03\x00\x02\x01\x00", 7));
     outcome c = co_await outcome_of(std::move(client_task));
     EXPECT_EQ(c.kind, outcome::tls) << c;
@@ -1131,8 +1131,8 @@ TEST_P(Tls, ConnectTimeoutCoversTheHandshake_S51) {
     outcome c = co_await outcome_of(with_timeout(3s, std::move(client_task)));
     auto elapsed = std::chrono::steady_clock::now() - t0;
     EXPECT_EQ(c.kind, outcome::timeout) << c;
-    EXPECT_TRUE(contains(c.what, "tls_stream::connect to localhost:" +
-                                     std::to_string(listener.port())))
+    EXPECT_TRUE(
+        contains(c.what, "tls_stream::connect to localhost:" + std::to_string(listener.port())))
         << c;
     EXPECT_LT(elapsed, 1500ms);
     EXPECT_GE(elapsed, 150ms);
