@@ -139,17 +139,22 @@ TEST_P(Pipe, Eof_OnlyWhenEveryWriterHasClosed_S56) {
   }());
 }
 
+/// Awaits a write that must fail because no reader is left: stream_closed_error{EPIPE}.
+task<void> expect_broken_pipe(task<void> write) {
+  try {
+    co_await std::move(write);
+    ADD_FAILURE() << "the write succeeded with no reader";
+  } catch (const stream_closed_error& e) {
+    EXPECT_EQ(e.code(), std::errc::broken_pipe) << e.what();
+  }
+}
+
 TEST_P(Pipe, Write_NoReaderLeftFailsWithEpipeAndTheProcessSurvives_S56) {
   const bool blocked_before = sigpipe_blocked();
   run([]() -> task<void> {
     auto [r, w] = make_pipe();
     r.close();
-    try {
-      co_await w.write("into the void");
-      ADD_FAILURE() << "the write succeeded with no reader";
-    } catch (const stream_closed_error& e) {
-      EXPECT_EQ(e.code(), std::errc::broken_pipe) << e.what();
-    }
+    co_await expect_broken_pipe(w.write("into the void"));
     // Still alive: SIGPIPE did not kill us. The stream is closed with EPIPE (S33).
     EXPECT_TRUE(w.closed());
     EXPECT_EQ(w.error(), std::errc::broken_pipe);
@@ -160,12 +165,7 @@ TEST_P(Pipe, Write_NoReaderLeftFailsWithEpipeAndTheProcessSurvives_S56) {
     task<void> big = w2.write(pattern(1 << 20));
     EXPECT_EQ((co_await r2.read_bytes(1000)).size(), 1000u);
     r2.close();
-    try {
-      co_await std::move(big);
-      ADD_FAILURE() << "the write succeeded with no reader";
-    } catch (const stream_closed_error& e) {
-      EXPECT_EQ(e.code(), std::errc::broken_pipe) << e.what();
-    }
+    co_await expect_broken_pipe(std::move(big));
   }());
   // The loop restores the thread's signal mask and drops the SIGPIPE it absorbed.
   EXPECT_EQ(sigpipe_blocked(), blocked_before);
@@ -188,12 +188,7 @@ TEST_P(Pipe, WriteEnd_CloseCallbackKeepsItOpenUntilAWriteFindsNoReader_S40_S56) 
     EXPECT_THROW((void)w.read_bytes(1), std::logic_error);  // the write end cannot be read
     EXPECT_FALSE(w.closed());
     r.close();
-    try {
-      co_await w.write("into the void");
-      ADD_FAILURE() << "the write succeeded with no reader";
-    } catch (const stream_closed_error& e) {
-      EXPECT_EQ(e.code(), std::errc::broken_pipe) << e.what();
-    }
+    co_await expect_broken_pipe(w.write("into the void"));
     co_await sleep_for(1ms);
     EXPECT_EQ(callbacks, 1);
   }());
