@@ -740,17 +740,26 @@ void stream_core::shutdown_write() {
     throw std::logic_error("shutdown_write: the TLS handshake has not finished");
   }
   if (tls_) {
-    encrypt_pending();  // the application data first, then the alert
+    // The application data first, then the alert: at once if everything is encrypted, else
+    // encrypt_pending queues it after the last record.
+    close_notify_owed_ = true;
+    encrypt_pending();
     if (closed_) return;
-    tls_->shutdown();
-    queue_tls_output();
+    if (close_notify_owed_ && plain_pending_.empty()) {
+      close_notify_owed_ = false;
+      tls_->shutdown();
+      queue_tls_output();
+    }
   }
   write_shut_ = true;
   shut_down_when_sent();
 }
 
 void stream_core::shut_down_when_sent() noexcept {
-  if (fin_sent_ || closed_ || fd_ < 0 || write_op_ != nullptr || !pieces_.empty()) return;
+  if (fin_sent_ || closed_ || fd_ < 0 || write_op_ != nullptr || !pieces_.empty() ||
+      !plain_pending_.empty() || close_notify_owed_) {
+    return;
+  }
   fin_sent_ = true;
   ++loop_.mutable_stats().syscalls;
   // An error (ENOTCONN: the peer is gone) is left to the reads to find.
@@ -912,6 +921,7 @@ void stream_core::close(std::error_code reason) noexcept {
   if (waiters_head_ != nullptr) fail_writes(closed_error("write"));
   pieces_.clear();  // S36: unsent data is discarded
   plain_pending_.clear();
+  plain_front_offset_ = 0;
   front_offset_ = 0;
   bytes_sent_ = bytes_queued_;
   queue_close_callback();  // S38: after those continuations

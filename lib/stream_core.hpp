@@ -69,6 +69,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   /// S53/S54: completes when the handshake has; fails with the raw error.
   task<void> wait_for_handshake();
   const tls_session* tls() const noexcept { return tls_.get(); }
+  /// Ciphertext queued and not yet sent (tests: encryption stays a window ahead).
+  std::size_t unsent_ciphertext() const noexcept { return wire_queued_ - wire_sent_; }
 
  private:
   enum class read_kind : std::uint8_t { none, until, regex, bytes, into, until_close };
@@ -189,7 +191,9 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   // TLS state: plaintext waiting for the handshake/encryption; pieces_ then hold ciphertext.
   std::unique_ptr<tls_session> tls_;
   piece_queue plain_pending_;
-  std::uint64_t plain_encrypted_ = 0;  // cumulative plaintext bytes handed to TLS
+  std::size_t plain_front_offset_ = 0;  // bytes of plain_pending_.front() already encrypted
+  bool close_notify_owed_ = false;      // shutdown_write() waits for plain_pending_ to empty
+  std::uint64_t plain_encrypted_ = 0;   // cumulative plaintext bytes handed to TLS
   std::uint64_t wire_queued_ = 0;      // cumulative ciphertext bytes queued in pieces_
   std::uint64_t wire_sent_ = 0;
   struct wire_checkpoint {

@@ -113,22 +113,31 @@ void stream_core::encrypt_pending() {
   // connection) to its whole size, never needs a copy of that size, and no length passed to
   // OpenSSL (an int) can overflow. Small writes still make one piece per flush.
   constexpr std::size_t encrypt_chunk = 1 << 20;
-  while (!plain_pending_.empty()) {
-    std::string plain = std::move(plain_pending_.front());
-    plain_pending_.pop_front();
-    std::string_view rest = plain;
-    while (!rest.empty()) {
-      std::string_view part = rest.substr(0, encrypt_chunk);
-      if (!tls_->encrypt(part)) {
-        close(tls_->error());
-        return;
-      }
-      rest.remove_prefix(part.size());
-      plain_encrypted_ += part.size();
-      if (tls_->pending_output() >= encrypt_chunk) queue_ciphertext();
+  // Why a window: encrypting a huge write whole stalled the loop (about 0.5 s per GiB) and
+  // held all its ciphertext, which a close discards; the socket takes a few MiB at most per
+  // send, and each send's completion encrypts more (flush).
+  constexpr std::size_t encrypt_ahead = 4 << 20;
+  while (!plain_pending_.empty() && wire_queued_ - wire_sent_ < encrypt_ahead) {
+    const std::string& plain = plain_pending_.front();
+    std::string_view part = std::string_view(plain).substr(plain_front_offset_, encrypt_chunk);
+    if (!tls_->encrypt(part)) {
+      close(tls_->error());
+      return;
     }
+    plain_front_offset_ += part.size();
+    plain_encrypted_ += part.size();
+    if (plain_front_offset_ == plain.size()) {
+      plain_pending_.pop_front();
+      plain_front_offset_ = 0;
+    }
+    if (tls_->pending_output() >= encrypt_chunk) queue_ciphertext();
   }
   queue_ciphertext();
+  if (plain_pending_.empty() && close_notify_owed_) {
+    close_notify_owed_ = false;  // shutdown_write(): the alert after the last record
+    tls_->shutdown();
+    queue_tls_output();
+  }
 }
 
 void stream_core::queue_ciphertext() {
@@ -177,6 +186,7 @@ void stream_core::send_close_notify() noexcept {
   try {
     if (tls_->handshake_done()) {
       plain_pending_.clear();  // S36: never encrypted, so dropping it is invisible to the peer
+      plain_front_offset_ = 0;
       // Every record carries the next sequence number: a close_notify sent after a record
       // that was not would fail the peer's decryption ("bad record mac", as if tampered
       // with). So the queued records (a just-queued session ticket or alert, or data this

@@ -755,6 +755,56 @@ TEST_P(Tls, HugeWrite_EncryptedInChunks_OpenSslOutputStaysSmall_E1) {
   }());
 }
 
+TEST_P(Tls, HugeWrite_EncryptedOnlyAheadOfTheSocket_E1) {
+  // A 32 MiB write to a peer that does not read: only a bounded window is encrypted ahead of
+  // what the socket took. Encrypting the whole write at once stalled the loop (about half a
+  // second per GiB here) and held its ciphertext beside it, all of it discarded if the
+  // stream then closed. Then every byte arrives, in order, once the peer reads.
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    constexpr std::size_t total = 32 << 20;
+    std::string big(total, '\0');
+    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 5);
+    task<void> written = client.write(std::move(big));
+    co_await sleep_for(50ms);  // several turns: the socket buffers fill, the server reads not
+    EXPECT_LE(client.core().unsent_ciphertext(), std::size_t{8} << 20);
+    EXPECT_TRUE(client.writing());
+    auto received = start(receive_pattern(server, total, 5, 1));
+    co_await std::move(written);
+    transfer_result r = co_await std::move(received);
+    EXPECT_EQ(r.bytes, total);
+    EXPECT_EQ(r.first_mismatch, std::string::npos);
+  }());
+}
+
+TEST_P(Tls, HugeWriteThenShutdownWrite_CloseNotifyComesAfterTheLastByte_S35) {
+  // With encryption held back to a window, shutdown_write() must not put the close_notify
+  // ahead of the plaintext not yet encrypted: it follows the last byte.
+  run([]() -> task<void> {
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
+    server.write("go\n");  // the client reads the session tickets too: no RST at its close
+    EXPECT_EQ(co_await client.read_until("\n"), "go\n");
+    constexpr std::size_t total = 16 << 20;
+    std::string big(total, '\0');
+    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 3);
+    task<void> written = client.write(std::move(big));
+    client.shutdown_write();
+    std::string all = co_await server.read_until_close();
+    co_await std::move(written);
+    EXPECT_EQ(all.size(), total);
+    std::size_t mismatch = std::string::npos;
+    for (std::size_t i = 0; i < all.size() && mismatch == std::string::npos; ++i) {
+      if (all[i] != pattern_byte(i, 3)) mismatch = i;
+    }
+    EXPECT_EQ(mismatch, std::string::npos);
+    EXPECT_EQ(server.error(), std::error_code());  // a close_notify, not a truncation
+  }());
+}
+
 TEST_P(Tls, ManySmallWrites_TenThousandLinesEchoed_E1) {
   run([]() -> task<void> {
     auto server_ctx = server_context();
