@@ -119,8 +119,7 @@ class socket_guard {
   explicit socket_guard(int fd) noexcept : fd_(fd) {}
   socket_guard(const socket_guard&) = delete;
   socket_guard& operator=(const socket_guard&) = delete;
-  // Why io::close: the epoll backend's registration of the fd goes with it (an io::connect
-  // registered it); destroyed after the io::operation, which cancels first (rule 3).
+  // Why io::close: a backend registration of the fd, if any, goes with it.
   ~socket_guard() {
     if (fd_ >= 0) io::close(fd_);
   }
@@ -140,20 +139,26 @@ task<tcp_stream> connect_unix_without_timeout(unix_address address, stream_optio
                               os_error(err));
   }
   std::chrono::milliseconds pause(1);
-  int result = 0;
   for (;;) {
-    // The op copies the address (io::connect): the kernel never reads this frame's.
-    result = co_await io::connect(socket.get(), address.get(), address.length);
-    if (result != -EAGAIN) break;
-    // Only epoll gets here: the listener's backlog is full, and nothing will signal room
-    // (io.hpp). A failed unix connect leaves the socket unconnected: it can try again.
+    // Why the syscall and not io::connect: a non-blocking unix connect is decided at once,
+    // except when the listener's backlog is full. io_uring then waits for room in the
+    // kernel, and cancelling that wait (the timeout, a dropped task) was seen to hang the
+    // loop in cancel_now (Linux 6.18, about one run in ten of FullBacklog_ConnectTimesOut);
+    // epoll gets -EAGAIN. So the call is made here, never handed to the kernel to finish
+    // later (no sockaddr has to outlive it either), and a full backlog is retried below.
+    ++event_loop::current().mutable_stats().syscalls;
+    if (::connect(socket.get(), address.get(), address.length) == 0) break;
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err != EAGAIN) {
+      throw stream_closed_error(
+          "connect to unix socket \"" + address.display + "\" failed: " + std::strerror(err),
+          os_error(err));
+    }
+    // The backlog is full and nothing signals room: try again after a pause. A failed unix
+    // connect leaves the socket unconnected, so it can try again.
     co_await sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(50));
-  }
-  if (result < 0) {
-    throw stream_closed_error(
-        "connect to unix socket \"" + address.display + "\" failed: " + std::strerror(-result),
-        os_error(-result));
   }
   tcp_stream connected(socket.release(), options);
   co_return connected;

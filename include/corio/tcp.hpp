@@ -110,10 +110,10 @@ class tcp_stream : public stream {
                                                 connect_options options = {});
   /// Connects to the unix domain stream socket at `path`: a file path or an abstract name
   /// (`@name`), written as for tcp_listener::bind_unix (std::invalid_argument at the call for
-  /// an empty or too long path). The connect goes through the loop's backend like a TCP one.
-  /// A unix connect succeeds or fails at once, except when the listener's backlog is full:
-  /// it then waits until the server accepts (io_uring: in the kernel; epoll: retried after
-  /// 1 ms, doubling up to 50 ms) or options.timeout expires (timeout_error).
+  /// an empty or too long path). A non-blocking unix connect succeeds or fails at once, at
+  /// the call, without blocking the loop; only when the listener's backlog is full does it
+  /// wait until the server accepts (tried again after 1 ms, doubling up to 50 ms: no event
+  /// signals room) or options.timeout expires (timeout_error).
   /// Failure: stream_closed_error naming the path, whose code() is the OS error: ENOENT (no
   /// such file or abstract name), ECONNREFUSED (a socket file nobody listens on: a server
   /// that crashed), EACCES (no write permission on the socket file), ENOTSOCK... (S47).
