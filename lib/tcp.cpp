@@ -27,6 +27,7 @@
 #include "corio/loop.hpp"
 #include "corio/timeout.hpp"
 #include "stream_core.hpp"
+#include "tcp_listener_state.hpp"
 
 namespace corio {
 namespace {
@@ -474,19 +475,6 @@ endpoint tcp_stream::remote_endpoint() const {
 
 // ---------------------------------------------------------------- listener
 
-struct tcp_listener::state {
-  int fd = -1;
-  endpoint bound;
-  std::vector<detail::io_op*> pending_accepts;
-  event_loop* loop = nullptr;
-  // The last accept found a connection waiting: more may be queued behind it (a burst), so
-  // the next accept tries accept4() at once instead of waiting a loop turn for the backend.
-  // The first EAGAIN or error turns this off again, and every 64th accept of a streak goes
-  // through the backend anyway so that a flood of connects cannot starve the rest of the loop.
-  bool backlog_hot = false;
-  unsigned direct_accepts = 0;
-};
-
 namespace {
 
 /// One accept, registered with its listener so that closing the listener cancels it.
@@ -623,6 +611,7 @@ task<tcp_stream> tcp_listener::accept(stream_options options) {
 
 std::uint16_t tcp_listener::port() const noexcept { return state_ ? state_->bound.port : 0; }
 endpoint tcp_listener::local_endpoint() const { return state_ ? state_->bound : endpoint{}; }
+std::string tcp_listener::unix_path() const { return state_ ? state_->unix_path : std::string(); }
 int tcp_listener::native_handle() const noexcept { return state_ ? state_->fd : -1; }
 
 void tcp_listener::close() noexcept {
@@ -639,6 +628,7 @@ void tcp_listener::close() noexcept {
     loop->backend_impl().forget_fd(fd);
   }
   ::close(fd);
+  unlink_unix_socket(*state_);
 }
 
 std::pair<tcp_stream, tcp_stream> stream_pair(stream_options options) {

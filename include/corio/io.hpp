@@ -108,7 +108,10 @@ inline operation write(int fd, std::span<const std::byte> from) noexcept {
 inline operation accept(int listen_fd) noexcept {
   return operation({.kind = detail::op_kind::accept, .fd = listen_fd});
 }
-/// Connects a non-blocking socket. Result: 0 or -errno (e.g. -ECONNREFUSED).
+/// Connects a non-blocking socket. Result: 0 or -errno (e.g. -ECONNREFUSED). An AF_UNIX
+/// connect to a listener whose backlog is full completes with -EAGAIN on epoll (nothing
+/// would signal room: retry later) and waits for room in the kernel on io_uring, where
+/// cancelling it was seen to hang (Linux 6.18); tcp_stream::connect_unix avoids both.
 inline operation connect(int fd, const sockaddr* address, socklen_t length) noexcept {
   return operation(
       {.kind = detail::op_kind::connect, .fd = fd, .address = address, .address_length = length});

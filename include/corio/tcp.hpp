@@ -1,9 +1,10 @@
-// corio/tcp.hpp - TCP streams, listeners and connected socket pairs.
+// corio/tcp.hpp - socket streams and listeners: TCP, unix domain sockets by path, socket pairs.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,7 +48,31 @@ struct listen_options {
   bool reuse_port = false;    ///< SO_REUSEPORT: one listener per loop/thread on the same port
 };
 
-/// A stream over a connected TCP (or unix) socket.
+/// Options of tcp_listener::bind_unix.
+struct unix_listen_options {
+  int backlog = 4096;  ///< listen() backlog
+  /// Permissions of the socket file, set with chmod() between bind() and listen(), so that no
+  /// client connects before they apply (0660: owner and group may connect; connecting needs
+  /// write permission). -1 leaves what the umask gave. std::invalid_argument with an
+  /// abstract name, which has no file.
+  int mode = -1;
+  /// Remove the socket file when the listener is closed or destroyed, if the path still
+  /// names the socket this listener made (a socket another server put there since is left
+  /// alone). Tornado's bind_unix_socket leaves the file; a process that forks after
+  /// binding and closes the listener in the child should turn this off.
+  bool unlink_on_close = true;
+};
+
+/// The process at the other end of a unix socket, as the kernel recorded it when the
+/// connection was made (SO_PEERCRED).
+struct unix_credentials {
+  int pid = 0;       ///< process id
+  unsigned uid = 0;  ///< effective user id
+  unsigned gid = 0;  ///< effective group id
+};
+
+/// A stream over a connected TCP or unix domain socket (tcp_listener::accept,
+/// tcp_stream::connect, tcp_stream::connect_unix, stream_pair).
 class tcp_stream : public stream {
  public:
   /// An empty stream; assign a connected or accepted one before use.
@@ -83,6 +108,19 @@ class tcp_stream : public stream {
   /// numeric. Failure, timeout and cancellation as connect(host, port).
   [[nodiscard]] static task<tcp_stream> connect(std::span<const endpoint> endpoints,
                                                 connect_options options = {});
+  /// Connects to the unix domain stream socket at `path`: a file path or an abstract name
+  /// (`@name`), written as for tcp_listener::bind_unix (std::invalid_argument at the call for
+  /// an empty or too long path). A non-blocking unix connect succeeds or fails at once, at
+  /// the call, without blocking the loop; only when the listener's backlog is full does it
+  /// wait until the server accepts (tried again after 1 ms, doubling up to 50 ms: no event
+  /// signals room) or options.timeout expires (timeout_error).
+  /// Failure: stream_closed_error naming the path, whose code() is the OS error: ENOENT (no
+  /// such file or abstract name), ECONNREFUSED (a socket file nobody listens on: a server
+  /// that crashed), EACCES (no write permission on the socket file), ENOTSOCK... (S47).
+  /// options.stream applies; nodelay and happy_eyeballs_delay have no meaning here.
+  /// Destroying the task cancels the attempt and closes its socket.
+  [[nodiscard]] static task<tcp_stream> connect_unix(std::string_view path,
+                                                     connect_options options = {});
 
   /// Starts TLS on this idle connection (no pending read or write, nothing buffered: S52,
   /// else std::logic_error; on a closed stream stream_closed_error with the reason it closed,
@@ -101,9 +139,14 @@ class tcp_stream : public stream {
   endpoint local_endpoint() const;
   /// The peer's address, or an empty endpoint for unix sockets or closed streams.
   endpoint remote_endpoint() const;
+  /// The peer process's pid, uid and gid on a unix socket (SO_PEERCRED: the connecting
+  /// process as of connect(), the listening one as of listen(), or the socketpair() caller);
+  /// std::nullopt on a TCP socket or a closed stream. A server behind a unix socket may use
+  /// it to authorize clients (the kernel vouches for it; the pid may since have exited).
+  std::optional<unix_credentials> peer_credentials() const;
 };
 
-/// A listening TCP socket. Accepting is a coroutine; binding is immediate.
+/// A listening TCP or unix domain socket. Accepting is a coroutine; binding is immediate.
 class tcp_listener {
  public:
   /// An empty listener (not listening).
@@ -122,6 +165,27 @@ class tcp_listener {
   /// one you want, or "::" for both families.
   static tcp_listener bind(std::string_view host, std::uint16_t port, listen_options options = {});
 
+  /// Binds and listens on the unix domain stream socket `path`, for a server behind nginx or
+  /// a supervisor (Tornado's bind_unix_socket; Asio's local::stream_protocol). accept()
+  /// then yields tcp_streams that behave as TCP ones (no endpoints, no TCP_NODELAY).
+  ///  - `path` is a file path (at most 107 bytes: sun_path holds 108 with the final NUL), or
+  ///    a Linux abstract name, written with a leading `@` (`@myapp`, as ss(8) and systemd
+  ///    show them) or a leading NUL byte: the name is the bytes after it (at most 107), and
+  ///    no file is made. A file whose name starts with `@` is reached as `./@x`.
+  ///  - An existing socket file that nobody listens on (a probe connect is refused) is a
+  ///    crashed server's: it is removed first, as Tornado does. If a server still listens
+  ///    on it (it sees the probe as a connection closed at once): corio::error with
+  ///    EADDRINUSE, where Tornado would take the path from it; another probe error is
+  ///    reported as is. Anything else at the path (a regular file, a directory) is never
+  ///    removed: corio::error with EEXIST.
+  ///  - options.mode is applied with chmod() before listen(); options.unlink_on_close
+  ///    (default true) removes the file again in close() and the destructor.
+  /// Throws std::invalid_argument for an empty or too long path (the message names the path
+  /// and the limit), a NUL inside a file path, or a mode with an abstract name; corio::error
+  /// naming the path with the OS error (EACCES, ENOENT for a missing directory,
+  /// EADDRINUSE…) otherwise. port() is then 0 and local_endpoint() empty; see unix_path().
+  static tcp_listener bind_unix(std::string_view path, unix_listen_options options = {});
+
   /// Accepts the next connection. Throws corio::error with the OS error (EMFILE, …), or
   /// stream_closed_error if the listener is closed while waiting. After EMFILE or ENFILE
   /// the connection stays queued, so an accept loop should pause (sleep_for) before it
@@ -132,9 +196,13 @@ class tcp_listener {
 
   /// The bound port.
   std::uint16_t port() const noexcept;
-  /// The bound address and port.
+  /// The bound address and port (empty for a unix socket).
   endpoint local_endpoint() const;
-  /// Stops listening; a pending accept fails with stream_closed_error.
+  /// The unix socket path as given to bind_unix (`@name` for an abstract name, also one
+  /// given with a leading NUL byte); empty for a TCP listener.
+  std::string unix_path() const;
+  /// Stops listening; a pending accept fails with stream_closed_error. A unix listener
+  /// bound with unix_listen_options::unlink_on_close removes its socket file.
   void close() noexcept;
   /// The listening fd (-1 once closed).
   int native_handle() const noexcept;

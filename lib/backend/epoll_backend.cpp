@@ -335,6 +335,15 @@ class epoll_backend final : public backend_base {
         if (op.backend_tag == 0) {
           op.backend_tag = 1;
           r = ::connect(op.fd, reinterpret_cast<const sockaddr*>(&op.address), op.address_length);
+          if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            // Why: an AF_UNIX connect fails with EAGAIN when the listener's backlog is full
+            // (connect(2)); the socket is not connecting, and an unconnected unix socket
+            // reports EPOLLOUT at once, so waiting for writability would report (SO_ERROR
+            // 0) a connection that does not exist (Tornado and Asio do). Nothing signals
+            // this socket when the backlog drains: the caller retries (connect_unix).
+            op.result = -EAGAIN;
+            return true;
+          }
           if (r < 0 && errno == EINPROGRESS) errno = EAGAIN;
         } else {
           int err = 0;
