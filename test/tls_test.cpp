@@ -196,6 +196,13 @@ char pattern_byte(std::uint64_t i, std::uint64_t seed) {
   return static_cast<char>(x >> 56);
 }
 
+/// `n` bytes of the pattern `seed` (pattern_byte), as one string.
+std::string pattern_string(std::size_t n, std::uint64_t seed) {
+  std::string out(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) out[i] = pattern_byte(i, seed);
+  return out;
+}
+
 struct transfer_result {
   std::string digest;
   std::size_t bytes = 0;
@@ -741,8 +748,7 @@ TEST_P(Tls, HugeWrite_EncryptedInChunks_OpenSslOutputStaysSmall_E1) {
     // Encrypted in one go, the BIO grew to the whole size (and kept that memory for the
     // life of the connection), and more than 2 GiB would not fit take_output's int.
     constexpr std::size_t total = 32 << 20;
-    std::string big(total, '\0');
-    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 9);
+    std::string big = pattern_string(total, 9);
     auto received = start(receive_pattern(server, total, 9, 1));
     co_await client.write(std::move(big));
     transfer_result r = co_await std::move(received);
@@ -765,8 +771,7 @@ TEST_P(Tls, HugeWrite_EncryptedOnlyAheadOfTheSocket_E1) {
     auto client_ctx = client_context();
     auto [client, server] = co_await connect_pair(server_ctx, client_ctx);
     constexpr std::size_t total = 32 << 20;
-    std::string big(total, '\0');
-    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 5);
+    std::string big = pattern_string(total, 5);
     task<void> written = client.write(std::move(big));
     co_await sleep_for(50ms);  // several turns: the socket buffers fill, the server reads not
     EXPECT_LE(client.core().unsent_ciphertext(), std::size_t{8} << 20);
@@ -789,8 +794,7 @@ TEST_P(Tls, HugeWriteThenShutdownWrite_CloseNotifyComesAfterTheLastByte_S35) {
     server.write("go\n");  // the client reads the session tickets too: no RST at its close
     EXPECT_EQ(co_await client.read_until("\n"), "go\n");
     constexpr std::size_t total = 16 << 20;
-    std::string big(total, '\0');
-    for (std::size_t i = 0; i < total; ++i) big[i] = pattern_byte(i, 3);
+    std::string big = pattern_string(total, 3);
     task<void> written = client.write(std::move(big));
     client.shutdown_write();
     std::string all = co_await server.read_until_close();
