@@ -140,7 +140,8 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   void on_read_done(int result);
   // TLS plumbing (lib/stream_tls.cpp)
   bool pump_tls();  // after ciphertext arrived: handshake/decrypt; false if the stream closed
-  void bytes_arrived();  // a receive (or held TLS plaintext) added to the buffer
+  // A receive (or plaintext held in OpenSSL) added to the buffer: S42's limit, then the read.
+  void bytes_arrived();
   void on_tls_eof();
   void queue_tls_output();
   void encrypt_pending();
@@ -194,7 +195,7 @@ class stream_core final : io_handler, recv_sink, op_owner, turn_hook {
   std::size_t plain_front_offset_ = 0;  // bytes of plain_pending_.front() already encrypted
   bool close_notify_owed_ = false;      // shutdown_write() waits for plain_pending_ to empty
   std::uint64_t plain_encrypted_ = 0;   // cumulative plaintext bytes handed to TLS
-  std::uint64_t wire_queued_ = 0;      // cumulative ciphertext bytes queued in pieces_
+  std::uint64_t wire_queued_ = 0;       // cumulative ciphertext bytes queued in pieces_
   std::uint64_t wire_sent_ = 0;
   struct wire_checkpoint {
     std::uint64_t wire;   // once this much ciphertext is sent…

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <utility>
 
+#include "connect_within.hpp"
 #include "corio/errors.hpp"
 #include "corio/io.hpp"
 #include "corio/loop.hpp"
@@ -230,9 +231,12 @@ tcp_listener tcp_listener::bind_unix(std::string_view path, unix_listen_options 
 
 task<tcp_stream> tcp_stream::connect_unix(std::string_view path, connect_options options) {
   unix_address address = make_unix_address(path, "tcp_stream::connect_unix");
+  std::string what = "tcp_stream::connect_unix to \"" + address.display + "\": not connected";
   auto work = connect_unix_without_timeout(std::move(address), options.stream);
   // Eager like every stream operation (S4): the connect starts at the call.
-  if (options.timeout.count() > 0) return start(with_timeout(options.timeout, std::move(work)));
+  if (options.timeout.count() > 0) {
+    return start(detail::connect_within(options.timeout, std::move(work), std::move(what)));
+  }
   return start(std::move(work));
 }
 

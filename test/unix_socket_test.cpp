@@ -432,12 +432,17 @@ TEST_P(UnixSocket, FullBacklog_ConnectTimesOut) {
     connect.timeout = 150ms;
     const auto start = clock_type::now();
     bool timed_out = false;
+    std::string message;
     try {
       tcp_stream second = co_await tcp_stream::connect_unix(path, connect);
-    } catch (const corio::timeout_error&) {
+    } catch (const corio::timeout_error& e) {
       timed_out = true;
+      message = e.what();
     }
     EXPECT_TRUE(timed_out);
+    // Named like the TCP connect's timeout: the path and the limit.
+    EXPECT_NE(message.find("\"" + path + "\": not connected within 150 ms"), std::string::npos)
+        << message;
     EXPECT_GE(ms_since(start), 140.0);
     EXPECT_LT(ms_since(start), 2000.0);
     EXPECT_EQ(open_fd_count(), before) << "the timed-out attempt's socket is still open";
