@@ -55,7 +55,10 @@ unix_address make_unix_address(std::string_view path, std::string_view who) {
   a.address.sun_family = AF_UNIX;
   a.abstract = path.front() == '@' || path.front() == '\0';
   const std::string_view name = a.abstract ? path.substr(1) : path;
-  a.display = a.abstract ? "@" + std::string(name) : std::string(path);
+  // Built piece by piece: g++ 12's "@" + std::string(...) gives a -Wrestrict false positive
+  // in release builds (GCC PR105329).
+  if (a.abstract) a.display.push_back('@');
+  a.display.append(name);
   if (name.size() > max_unix_path) {
     throw std::invalid_argument(std::string(who) + ": unix socket path \"" + a.display + "\" is " +
                                 std::to_string(name.size()) +
