@@ -41,6 +41,13 @@ struct client_settings {
   }
 };
 
+/// A moved-from context has nothing to give a stream: say so where it was given.
+void require_context(const tls_context& context, const char* who) {
+  if (context.native_handle() == nullptr) {
+    throw std::logic_error(std::string(who) + ": the tls_context is empty (it was moved from)");
+  }
+}
+
 task<tls_stream> connect_then_handshake(std::string host, std::uint16_t port,
                                         client_settings settings, connect_options options) {
   tcp_stream plain = co_await tcp_stream::connect(host, port, options);
@@ -55,6 +62,7 @@ task<tls_stream> connect_then_handshake(std::string host, std::uint16_t port,
 
 task<tls_stream> tcp_stream::start_tls(tls_context& context, std::string_view server_hostname) && {
   if (core_ == nullptr) throw std::logic_error("start_tls: the stream is empty");
+  require_context(context, "start_tls");
   bool server = context.role() == tls_role::server;
   if (!server && context.check_hostname() && server_hostname.empty()) {
     throw std::invalid_argument(
@@ -70,6 +78,7 @@ task<tls_stream> tcp_stream::start_tls(tls_context& context, std::string_view se
 
 task<tls_stream> tls_stream::connect(std::string_view host, std::uint16_t port,
                                      tls_context& context, connect_options options) {
+  require_context(context, "tls_stream::connect");
   if (context.role() != tls_role::client) {
     throw std::invalid_argument("tls_stream::connect: needs a client tls_context");
   }
@@ -88,6 +97,7 @@ task<tls_stream> tls_stream::connect(std::string_view host, std::uint16_t port,
 }
 
 tls_stream tls_stream::accept(tcp_stream&& connection, tls_context& context) {
+  require_context(context, "tls_stream::accept");
   if (context.role() != tls_role::server) {
     throw std::invalid_argument("tls_stream::accept: needs a server tls_context");
   }

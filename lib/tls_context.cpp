@@ -158,33 +158,36 @@ tls_context& tls_context::operator=(tls_context&&) noexcept = default;
 tls_context::~tls_context() = default;
 
 tls_context& tls_context::use_certificate_chain_file(const std::string& path) {
-  if (SSL_CTX_use_certificate_chain_file(impl_->ctx, path.c_str()) != 1) {
+  impl& self = checked("use_certificate_chain_file");
+  if (SSL_CTX_use_certificate_chain_file(self.ctx, path.c_str()) != 1) {
     fail("cannot load the certificate chain from \"" + path + "\"");
   }
   return *this;
 }
 
 tls_context& tls_context::use_private_key_file(const std::string& path) {
-  if (SSL_CTX_use_PrivateKey_file(impl_->ctx, path.c_str(), SSL_FILETYPE_PEM) != 1) {
+  impl& self = checked("use_private_key_file");
+  if (SSL_CTX_use_PrivateKey_file(self.ctx, path.c_str(), SSL_FILETYPE_PEM) != 1) {
     fail("cannot load the private key from \"" + path + "\"");
   }
-  if (SSL_CTX_check_private_key(impl_->ctx) != 1) {
+  if (SSL_CTX_check_private_key(self.ctx) != 1) {
     fail("the private key in \"" + path + "\" does not match the certificate");
   }
   return *this;
 }
 
 tls_context& tls_context::use_certificate_chain_pem(std::string_view pem) {
+  impl& self = checked("use_certificate_chain_pem");
   memory_bio in(pem);
   X509* leaf = PEM_read_bio_X509_AUX(in.bio, nullptr, nullptr, nullptr);
-  if (leaf == nullptr || SSL_CTX_use_certificate(impl_->ctx, leaf) != 1) {
+  if (leaf == nullptr || SSL_CTX_use_certificate(self.ctx, leaf) != 1) {
     X509_free(leaf);
     fail("cannot use the PEM certificate");
   }
   X509_free(leaf);
-  SSL_CTX_clear_chain_certs(impl_->ctx);
+  SSL_CTX_clear_chain_certs(self.ctx);
   while (X509* ca = PEM_read_bio_X509(in.bio, nullptr, nullptr, nullptr)) {
-    if (SSL_CTX_add0_chain_cert(impl_->ctx, ca) != 1) {
+    if (SSL_CTX_add0_chain_cert(self.ctx, ca) != 1) {
       X509_free(ca);
       fail("cannot add a chain certificate");
     }
@@ -202,35 +205,39 @@ tls_context& tls_context::use_certificate_chain_pem(std::string_view pem) {
 }
 
 tls_context& tls_context::use_private_key_pem(std::string_view pem) {
+  impl& self = checked("use_private_key_pem");
   memory_bio in(pem);
   EVP_PKEY* key = PEM_read_bio_PrivateKey(in.bio, nullptr, nullptr, nullptr);
-  if (key == nullptr || SSL_CTX_use_PrivateKey(impl_->ctx, key) != 1) {
+  if (key == nullptr || SSL_CTX_use_PrivateKey(self.ctx, key) != 1) {
     EVP_PKEY_free(key);
     fail("cannot use the PEM private key");
   }
   EVP_PKEY_free(key);
-  if (SSL_CTX_check_private_key(impl_->ctx) != 1) {
+  if (SSL_CTX_check_private_key(self.ctx) != 1) {
     fail("the private key does not match the certificate");
   }
   return *this;
 }
 
 tls_context& tls_context::load_verify_file(const std::string& path) {
-  if (SSL_CTX_load_verify_locations(impl_->ctx, path.c_str(), nullptr) != 1) {
+  impl& self = checked("load_verify_file");
+  if (SSL_CTX_load_verify_locations(self.ctx, path.c_str(), nullptr) != 1) {
     fail("cannot load CA certificates from \"" + path + "\"");
   }
   return *this;
 }
 
 tls_context& tls_context::load_verify_dir(const std::string& path) {
-  if (SSL_CTX_load_verify_locations(impl_->ctx, nullptr, path.c_str()) != 1) {
+  impl& self = checked("load_verify_dir");
+  if (SSL_CTX_load_verify_locations(self.ctx, nullptr, path.c_str()) != 1) {
     fail("cannot use the CA directory \"" + path + "\"");
   }
   return *this;
 }
 
 tls_context& tls_context::use_default_verify_paths() {
-  if (SSL_CTX_set_default_verify_paths(impl_->ctx) != 1) fail("cannot load the system CA store");
+  impl& self = checked("use_default_verify_paths");
+  if (SSL_CTX_set_default_verify_paths(self.ctx) != 1) fail("cannot load the system CA store");
   return *this;
 }
 
@@ -239,28 +246,32 @@ tls_context& tls_context::use_default_verify_paths() {
 // is false while verification is off. Unlike Python, verification turned off and on again
 // checks names again unless set_check_hostname(false) was called.
 tls_context& tls_context::set_verify_peer(bool enabled) {
-  SSL_CTX_set_verify(impl_->ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
-                     SSL_CTX_get_verify_callback(impl_->ctx));
+  impl& self = checked("set_verify_peer");
+  SSL_CTX_set_verify(self.ctx, enabled ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                     SSL_CTX_get_verify_callback(self.ctx));
   return *this;
 }
 
 tls_context& tls_context::set_check_hostname(bool enabled) {
-  impl_->check_hostname = enabled;
-  if (enabled && impl_->role == tls_role::client &&
-      (SSL_CTX_get_verify_mode(impl_->ctx) & SSL_VERIFY_PEER) == 0) {
+  impl& self = checked("set_check_hostname");
+  self.check_hostname = enabled;
+  if (enabled && self.role == tls_role::client &&
+      (SSL_CTX_get_verify_mode(self.ctx) & SSL_VERIFY_PEER) == 0) {
     set_verify_peer(true);
   }
   return *this;
 }
 
 tls_context& tls_context::require_client_certificate(bool required) {
-  SSL_CTX_set_verify(impl_->ctx,
+  impl& self = checked("require_client_certificate");
+  SSL_CTX_set_verify(self.ctx,
                      required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_NONE,
                      nullptr);
   return *this;
 }
 
 tls_context& tls_context::set_alpn_protocols(std::vector<std::string> protocols) {
+  impl& self = checked("set_alpn_protocols");
   std::string wire;
   for (const std::string& p : protocols) {
     if (p.empty() || p.size() > 255) {
@@ -270,56 +281,70 @@ tls_context& tls_context::set_alpn_protocols(std::vector<std::string> protocols)
     wire += static_cast<char>(p.size());
     wire += p;
   }
-  impl_->state->alpn_wire = std::move(wire);
-  if (impl_->role == tls_role::client) {
+  self.state->alpn_wire = std::move(wire);
+  if (self.role == tls_role::client) {
     if (SSL_CTX_set_alpn_protos(
-            impl_->ctx, reinterpret_cast<const unsigned char*>(impl_->state->alpn_wire.data()),
-            static_cast<unsigned>(impl_->state->alpn_wire.size())) != 0) {
+            self.ctx, reinterpret_cast<const unsigned char*>(self.state->alpn_wire.data()),
+            static_cast<unsigned>(self.state->alpn_wire.size())) != 0) {
       fail("cannot set ALPN protocols");
     }
   } else {
-    SSL_CTX_set_alpn_select_cb(impl_->ctx, &callback_state::on_alpn, impl_->state);
+    SSL_CTX_set_alpn_select_cb(self.ctx, &callback_state::on_alpn, self.state);
   }
   return *this;
 }
 
 tls_context& tls_context::add_server_name(std::string server_name, tls_context& context) {
-  if (impl_->role != tls_role::server || context.role() != tls_role::server) {
+  impl& self = checked("add_server_name");
+  if (self.role != tls_role::server || context.role() != tls_role::server) {
     throw std::logic_error("tls_context::add_server_name: both contexts must be server contexts");
   }
   // A reference of its own, so that the named context may be destroyed first (tls.hpp); none
   // for this context itself (nullptr), which would never be freed.
   SSL_CTX* named = context.native_handle();
-  if (named == impl_->ctx) {
+  if (named == self.ctx) {
     named = nullptr;
   } else if (SSL_CTX_up_ref(named) != 1) {
     fail("cannot keep a reference to the named context");
   }
-  SSL_CTX*& entry = impl_->state->server_names[dns_name_key(server_name)];
+  SSL_CTX*& entry = self.state->server_names[dns_name_key(server_name)];
   SSL_CTX_free(entry);
   entry = named;
   return *this;
 }
 
 tls_context& tls_context::set_ciphers(const std::string& list) {
-  if (SSL_CTX_set_cipher_list(impl_->ctx, list.c_str()) != 1) {
+  impl& self = checked("set_ciphers");
+  if (SSL_CTX_set_cipher_list(self.ctx, list.c_str()) != 1) {
     fail("invalid cipher list \"" + list + "\"");
   }
   return *this;
 }
 
 tls_context& tls_context::set_truncation_is_error(bool enabled) {
-  impl_->truncation_is_error = enabled;
+  impl& self = checked("set_truncation_is_error");
+  self.truncation_is_error = enabled;
   return *this;
 }
 
-tls_role tls_context::role() const noexcept { return impl_->role; }
-bool tls_context::check_hostname() const noexcept {
+tls_role tls_context::role() const { return checked("role").role; }
+bool tls_context::check_hostname() const {
+  impl& self = checked("check_hostname");
   // Only a client that verifies its peer checks names (a server context never does).
-  return impl_->role == tls_role::client && impl_->check_hostname &&
-         (SSL_CTX_get_verify_mode(impl_->ctx) & SSL_VERIFY_PEER) != 0;
+  return self.role == tls_role::client && self.check_hostname &&
+         (SSL_CTX_get_verify_mode(self.ctx) & SSL_VERIFY_PEER) != 0;
 }
-bool tls_context::truncation_is_error() const noexcept { return impl_->truncation_is_error; }
-SSL_CTX* tls_context::native_handle() const noexcept { return impl_->ctx; }
+bool tls_context::truncation_is_error() const {
+  return checked("truncation_is_error").truncation_is_error;
+}
+SSL_CTX* tls_context::native_handle() const noexcept { return impl_ ? impl_->ctx : nullptr; }
+
+tls_context::impl& tls_context::checked(const char* what) const {
+  if (!impl_) {
+    throw std::logic_error(std::string("tls_context::") + what +
+                           ": the context is empty (it was moved from)");
+  }
+  return *impl_;
+}
 
 }  // namespace corio

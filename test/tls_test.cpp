@@ -1816,6 +1816,54 @@ TEST_P(Tls, ContextRoleMisuse_InvalidArgument) {
   }());
 }
 
+/// The message of the std::logic_error `f` throws, or "" if it throws none.
+template <class F>
+std::string logic_error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::logic_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_P(Tls, MovedFromContext_LogicErrorNamingTheCall_NotACrash) {
+  run([]() -> task<void> {
+    auto client_ctx = client_context();
+    auto server_ctx = server_context();
+    tls_context client_taken = std::move(client_ctx);
+    tls_context server_taken = std::move(server_ctx);
+    EXPECT_EQ(client_ctx.native_handle(), nullptr);
+    EXPECT_NE(client_taken.native_handle(), nullptr);
+    // Setters and getters say which call met the empty context (they dereferenced null).
+    const std::string set = logic_error_of([&] { client_ctx.set_ciphers("DEFAULT"); });
+    EXPECT_TRUE(contains(set, "tls_context::set_ciphers") && contains(set, "moved from")) << set;
+    EXPECT_TRUE(contains(logic_error_of([&] { (void)client_ctx.role(); }), "tls_context::role"));
+    EXPECT_TRUE(contains(logic_error_of([&] { server_taken.add_server_name("x", server_ctx); }),
+                         "moved from"));
+    // Streams are refused at the call, named after it.
+    auto listener = tcp_listener::bind("127.0.0.1", 0);
+    outcome c = co_await outcome_of_call(
+        [&] { return tls_stream::connect("127.0.0.1", listener.port(), client_ctx); });
+    EXPECT_EQ(c.kind, outcome::logic) << c;
+    EXPECT_TRUE(contains(c.what, "tls_stream::connect")) << c;
+    auto connected = tcp_stream::connect("127.0.0.1", listener.port());
+    tcp_stream accepted = co_await listener.accept();
+    tcp_stream plain = co_await std::move(connected);
+    const std::string start =
+        logic_error_of([&] { (void)std::move(plain).start_tls(client_ctx, "localhost"); });
+    EXPECT_TRUE(contains(start, "start_tls")) << start;
+    CO_ASSERT(plain);  // nothing happened to the stream
+    const std::string accept =
+        logic_error_of([&] { (void)tls_stream::accept(std::move(accepted), server_ctx); });
+    EXPECT_TRUE(contains(accept, "tls_stream::accept")) << accept;
+    // A context assigned to a moved-from one is usable again.
+    client_ctx = std::move(client_taken);
+    EXPECT_NE(client_ctx.native_handle(), nullptr);
+    EXPECT_EQ(client_ctx.role(), tls_role::client);
+  }());
+}
+
 // ------------------------------------------------------------------ ALPN, servers
 
 TEST_P(Tls, Alpn_ServerPreferenceAndNoOverlap) {

@@ -28,7 +28,9 @@ class tls_context {
  public:
   /// A context with the defaults above for `role`. Throws tls_error if OpenSSL fails.
   explicit tls_context(tls_role role);
-  /// Takes over `other`'s OpenSSL context; `other` becomes empty.
+  /// Takes over `other`'s OpenSSL context; `other` becomes empty: using an empty context
+  /// (any setter or getter but native_handle(), or giving it to a stream) throws
+  /// std::logic_error until a context is assigned to it.
   tls_context(tls_context&&) noexcept;
   /// Releases this context, then takes over `other`'s OpenSSL context.
   tls_context& operator=(tls_context&&) noexcept;
@@ -76,19 +78,20 @@ class tls_context {
   tls_context& set_truncation_is_error(bool enabled);
 
   /// Whether this is a client or a server context.
-  tls_role role() const noexcept;
+  tls_role role() const;
   /// True if start_tls/connect check the peer's name against its certificate: a client
   /// context that verifies its peer and whose name check is on.
-  bool check_hostname() const noexcept;
+  bool check_hostname() const;
   /// True if a missing close_notify is recorded as errc::tls_truncated (D10).
-  bool truncation_is_error() const noexcept;
-  /// The OpenSSL context, for settings corio does not wrap.
+  bool truncation_is_error() const;
+  /// The OpenSSL context, for settings corio does not wrap; nullptr for an empty context.
   SSL_CTX* native_handle() const noexcept;
 
   /// @cond INTERNAL
   struct impl;
   /// @endcond
  private:
+  impl& checked(const char* what) const;  // throws std::logic_error on an empty context
   std::unique_ptr<impl> impl_;
 };
 
