@@ -579,6 +579,54 @@ TEST_P(Limits, TinyRingBurstOfImmediateCompletions_AllDelivered_C2) {
   EXPECT_EQ(st.cq_overflow, 0u);
 }
 
+/// Counts completions, and those handled while the test is inside a submit.
+struct reentry_probe final : detail::io_handler {
+  event_loop* loop = nullptr;
+  bool submitting = false;
+  int completed = 0;
+  int inside_submit = 0;
+  void on_io_complete(detail::io_op& op) override {
+    ++completed;
+    if (submitting) ++inside_submit;
+    loop->release_op(&op);
+  }
+};
+
+// C2/C3: a completion is never handled inside a submission. A submit that finds the SQ full
+// hands it to the kernel; before Linux 5.19 the kernel refuses that (-EBUSY) while completions
+// wait in its overflow backlog, as this burst makes them, and the waiting completions are then
+// moved aside, not handled there: a handler run inside another operation's submit would
+// re-enter a stream half-way through a change (its own read completing inside its send).
+// Later kernels accept the submission, and the test checks the same on them.
+TEST_P(Limits, TinyRingFullBacklog_NoCompletionHandledInsideASubmit_C2_C3) {
+  loop_options o = options();
+  o.queue_depth = 8;  // CQ: 16 entries
+  event_loop loop(o);
+  reentry_probe probe;
+  probe.loop = &loop;
+  constexpr int count = 5'000;
+  loop.run(with_timeout(30s, [&]() -> task<void> {
+    probe.submitting = true;
+    for (int i = 0; i < count; ++i) {
+      detail::io_op* op = loop.acquire_op();
+      op->kind = detail::op_kind::timeout;  // zero: completes at once, in the kernel
+      op->handler = &probe;
+      loop.submit(*op);
+    }
+    probe.submitting = false;
+    while (probe.completed < count) co_await sleep_for(1ms);
+  }()));
+  loop_stats st = loop.stats();
+  std::printf("[ C2/C3    ] %s: %d zero timeouts; SQ full %llu times, CQ backlog %llu\n",
+              to_string(GetParam()), probe.completed, (unsigned long long)st.sq_full,
+              (unsigned long long)st.cq_backlog);
+  EXPECT_EQ(probe.completed, count);
+  EXPECT_EQ(probe.inside_submit, 0);
+  if (loop.backend() == backend::io_uring) {
+    EXPECT_GT(st.sq_full, 100u) << "the burst should have filled the 8-entry SQ many times";
+  }
+}
+
 /// In a child: sends stderr to a memory file (to count the fallback's log line).
 int capture_stderr() {
   int fd = ::memfd_create("stderr", 0);

@@ -279,16 +279,27 @@ class uring_backend final : public backend_base {
     return false;
   }
 
-  /// Moves every CQE into stashed_ (reserved at setup: never allocates); false if it is full.
-  bool stash_completions() noexcept {
+  /// Moves every CQE into stashed_; false if it has no room for them. Without may_grow it
+  /// never allocates (its capacity is reserved at setup).
+  bool stash_completions(bool may_grow = false) noexcept {
     const unsigned ready = io_uring_cq_ready(&ring_);
-    if (stashed_.size() + ready > stashed_.capacity()) return false;
+    if (stashed_.size() + ready > stashed_.capacity()) {
+      if (!may_grow) return false;
+      try {
+        stashed_.reserve(2 * (stashed_.size() + ready));
+      } catch (const std::bad_alloc&) {
+        return false;
+      }
+    }
     unsigned head;
     io_uring_cqe* cqe;
+    unsigned seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (seen == ready) break;  // one posted since: no room reserved for it
       stashed_.push_back({cqe->user_data, cqe->res, cqe->flags});
+      ++seen;
     }
-    io_uring_cq_advance(&ring_, ready);
+    io_uring_cq_advance(&ring_, seen);
     return true;
   }
 
@@ -376,12 +387,16 @@ class uring_backend final : public backend_base {
     if (io_uring_sq_ready(&ring_) == 0) return;
     ++loop_.mutable_stats().syscalls;
     int rc = io_uring_submit(&ring_);
-    if (rc == -EBUSY) {
-      // The CQ backlog is full: deliver completions, then the kernel accepts more.
+    // Kernels before 5.19 refuse submissions (-EBUSY) while completions wait in the CQ
+    // overflow backlog. Why move them aside instead of handling them: this runs inside a
+    // submit, in the middle of whatever operation asked for an SQE; a handler run here would
+    // re-enter a stream half-way through a change (its own read completing inside its send).
+    // reap() delivers them later, in order. Only if no memory can be had are they handled here.
+    for (int round = 0; rc == -EBUSY && round < 64; ++round) {
       ++loop_.mutable_stats().cq_backlog;
-      reap();
+      if (!stash_completions(/*may_grow=*/true)) reap();
       ++loop_.mutable_stats().syscalls;
-      io_uring_submit(&ring_);
+      rc = io_uring_submit(&ring_);
     }
   }
 
