@@ -460,7 +460,11 @@ def echo_plan(args, names, targets):
     run args.pairs rounds, the later ones with only the servers that targets compare there.
     Tornado runs once per workload: it is slow, and 4x is far from the noise."""
     d = args.depth
-    if args.quick:
+    if args.cpu_targets:
+        # Only what the CPU-per-message targets pair, so that more rounds fit in the time.
+        grid = [Workload(n, 64, "raw", d) for n in (64, 1000)]
+        corio_only = []
+    elif args.quick:
         # 64 connections only; 1 connection on corio alone, for its syscall count.
         grid = [Workload(64, 64, "raw", d), Workload(64, 4096, "line", d),
                 Workload(64, 64, "line", 16)]
@@ -482,6 +486,8 @@ def echo_plan(args, names, targets):
             elif isinstance(t, Count) and w in t.workloads:
                 paired.add(t.server)
         later = [n for n in first if n in paired and n != TORNADO]
+        if args.cpu_targets:
+            first = later
         rounds = args.pairs if any(isinstance(t, Ratio) and w in t.workloads
                                    for t in targets) else 1
         plan.append((w, rounds, first, later))
@@ -1511,6 +1517,10 @@ def main():
                         help="echo_load's engine (auto: io_uring where the kernel has it)")
     parser.add_argument("--servers", help="comma-separated subset of: " +
                         ", ".join(s[0] for s in SERVERS))
+    parser.add_argument("--cpu-targets", action="store_true",
+                        help="only the paired CPU-per-message targets and their ceilings (raw "
+                        "64 B echo at 64 and 1000 connections, the servers they compare), "
+                        "every round; no other table: more --pairs in the same time")
     parser.add_argument("--no-loop-bench", action="store_true", help="skip loop_bench")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo tables")
     parser.add_argument("--no-perf", action="store_true", help="skip the perf cross-check")
@@ -1528,6 +1538,10 @@ def main():
     parser.add_argument("--no-send-zc", action="store_true",
                         help="skip SEND_ZC vs SEND (large writes; never run with --quick)")
     args = parser.parse_args()
+    if args.cpu_targets:
+        for table in ("loop_bench", "perf", "http", "tls", "idle", "latency", "loops",
+                      "techniques", "send_zc"):
+            setattr(args, f"no_{table}", True)
     if args.seconds is None:
         args.seconds = 1.0 if args.quick else 5.0  # --quick must finish within a minute
     if args.quick and args.warmup == 0.25:
