@@ -50,9 +50,7 @@ std::string as_text(std::span<const std::byte> b) {
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 }
 
-double ms_since(clock_type::time_point start) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
+using corio::testing::ms_since;
 
 /// Sends all of `data` with io::send (a send may be partial).
 task<int> send_all(int fd, std::span<const std::byte> data) {

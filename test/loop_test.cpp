@@ -79,9 +79,7 @@ task<void> until(Pred done) {
   while (!done()) co_await corio::sleep_for(1ms);
 }
 
-double ms_since(clock_type::time_point start) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
+using corio::testing::ms_since;
 
 // ---------------------------------------------------------------------------------------------
 // run

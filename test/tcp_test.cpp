@@ -41,9 +41,7 @@ using clock_type = std::chrono::steady_clock;
 class TcpConnect : public corio::testing::backend_test {};
 CORIO_INSTANTIATE_BACKENDS(TcpConnect);
 
-double ms_since(clock_type::time_point start) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
+using corio::testing::ms_since;
 
 std::error_code os_code(int err) { return {err, std::generic_category()}; }
 

@@ -52,9 +52,7 @@ CORIO_INSTANTIATE_BACKENDS(UnixSocket);
 
 std::error_code os_code(int err) { return {err, std::generic_category()}; }
 
-double ms_since(clock_type::time_point start) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
+using corio::testing::ms_since;
 
 /// A fresh directory under /tmp, removed with everything in it at the end of the test.
 struct temp_dir {

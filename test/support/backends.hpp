@@ -50,6 +50,12 @@ inline std::string backend_name(const ::testing::TestParamInfo<corio::backend>& 
 /// Open file descriptors of this process (counts /proc/self/fd).
 int open_fd_count();
 
+/// Milliseconds of the steady clock since `start` (tests print and bound durations).
+inline double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
 /// True if a loop of backend `b` keeps a multishot receive per stream: io_uring on Linux
 /// 6.0 or later, unless CORIO_NO_MULTISHOT turns it off. Decided apart from the loop's
 /// counters, so that a test expecting multishot arms fails when none are made.
