@@ -306,6 +306,7 @@ TEST_P(UnixSocket, TwoServersBindingAtOnce_ExactlyOneGetsThePath) {
 // Anything but a socket at the path is an error, and is left exactly as it was.
 TEST_P(UnixSocket, RegularFileAtPath_ThrowsAndLeavesItUntouched) {
   temp_dir dir;
+  const int fds_before = open_fd_count();
   const std::string path = dir / "data.txt";
   std::ofstream(path) << "precious";
   run([](std::string path) -> task<void> {
@@ -320,11 +321,20 @@ TEST_P(UnixSocket, RegularFileAtPath_ThrowsAndLeavesItUntouched) {
     EXPECT_TRUE(thrown);
     co_return;
   }(path));
-  std::ifstream in(path);
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(content, "precious");
+  {
+    std::ifstream in(path);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(content, "precious");
+  }
   EXPECT_THROW((void)tcp_listener::bind_unix(dir.path), corio::error) << "a directory";
   EXPECT_TRUE(std::filesystem::is_directory(dir.path));
+  // The socket bound under a hidden name next to the path before it is linked there is gone.
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path)) {
+    left.push_back(entry.path().filename().string());
+  }
+  EXPECT_EQ(left, std::vector<std::string>{"data.txt"});
+  EXPECT_EQ(open_fd_count(), fds_before) << "fd leak";
 }
 
 // sun_path holds 107 bytes and the NUL: 107 binds, 108 is std::invalid_argument naming the
