@@ -2,7 +2,9 @@
 // the peer's credentials. Accepting, reading and writing are the TCP code's (lib/tcp.cpp,
 // lib/stream.cpp): a connected unix socket is a socket transport like any other.
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -122,9 +124,12 @@ void remove_if_unchanged(const unix_address& a, const struct stat& stale) {
     ::unlink(aside.c_str());
     return;
   }
-  // Another server's socket, put there since the probe: back it goes (link fails rather than
-  // replace whatever a third one may have put there meanwhile), and the caller probes again.
-  if (::link(aside.c_str(), a.file()) == 0) ::unlink(aside.c_str());
+  // Another server's socket (or anything), put there since the probe: back it goes, never
+  // over whatever a third one may have put there meanwhile, and the caller probes again.
+  if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, a.file(), RENAME_NOREPLACE) == 0) return;
+  if (errno == EINVAL && ::link(aside.c_str(), a.file()) == 0) {
+    ::unlink(aside.c_str());  // a file system without RENAME_NOREPLACE
+  }
 }
 
 /// Makes room at a file path: removes a socket file that nobody listens on (a crashed
