@@ -237,48 +237,52 @@ tcp_listener tcp_listener::bind_unix(std::string_view path, unix_listen_options 
   // bind its own, and both would run, this one unreachable. The socket is bound and listening
   // (with its mode) under a name of its own next to the path, and only then linked to the
   // path, which link() does only if nothing is there. A path too long for a second name in
-  // sun_path is bound in place (that narrow race remains for it).
+  // sun_path, or on a file system without hard links (EPERM), is bound in place (that narrow
+  // race remains there).
   std::string staging = a.abstract ? std::string() : sibling_name(a, "new", true);
-  unix_address bound_at = staging.empty() ? a : make_unix_address(staging, bind_name);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw_bind_error(a, "socket() failed for", errno);
-  // From the bind on, a failure also removes the file it made.
-  auto fail = [&](const char* what, int err) {
-    ::close(fd);
-    if (!bound_at.abstract) ::unlink(bound_at.file());
-    throw_bind_error(a, what, err);
-  };
-  if (staging.empty() && !a.abstract) {
-    try {
-      remove_stale_socket(a);
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-  }
-  if (::bind(fd, bound_at.get(), bound_at.length) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw_bind_error(a, "cannot bind", err);
-  }
+  int fd = -1;
   struct stat st {};
-  if (!a.abstract) {
-    // Why before listen(): no client can connect while the umask's permissions still apply.
-    if (options.mode != -1 && ::chmod(bound_at.file(), static_cast<mode_t>(options.mode)) != 0) {
-      fail("cannot chmod", errno);
+  for (;;) {  // at most twice: staged, then in place if the file system has no hard links
+    unix_address bound_at = staging.empty() ? a : make_unix_address(staging, bind_name);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw_bind_error(a, "socket() failed for", errno);
+    // From the bind on, a failure also removes the file it made.
+    auto fail = [&](const char* what, int err) {
+      ::close(fd);
+      if (!bound_at.abstract) ::unlink(bound_at.file());
+      throw_bind_error(a, what, err);
+    };
+    if (staging.empty() && !a.abstract) {
+      try {
+        remove_stale_socket(a);
+      } catch (...) {
+        ::close(fd);
+        throw;
+      }
     }
-    if (::lstat(bound_at.file(), &st) != 0) fail("cannot stat", errno);
-  }
-  if (::listen(fd, options.backlog) != 0) fail("cannot listen on", errno);
-  if (!staging.empty()) {
+    if (::bind(fd, bound_at.get(), bound_at.length) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw_bind_error(a, "cannot bind", err);
+    }
+    if (!a.abstract) {
+      // Why before listen(): no client can connect while the umask's permissions still apply.
+      if (options.mode != -1 && ::chmod(bound_at.file(), static_cast<mode_t>(options.mode)) != 0) {
+        fail("cannot chmod", errno);
+      }
+      if (::lstat(bound_at.file(), &st) != 0) fail("cannot stat", errno);
+    }
+    if (::listen(fd, options.backlog) != 0) fail("cannot listen on", errno);
+    if (staging.empty()) break;
     // Bounded: each round either links, or finds a live server (EADDRINUSE), or removed a
     // stale socket that another starting server may have replaced at once.
     bool linked = false;
-    for (int attempt = 0; attempt < 16 && !linked; ++attempt) {
+    int link_error = 0;
+    for (int attempt = 0; attempt < 16 && !linked && link_error == 0; ++attempt) {
       if (::link(bound_at.file(), a.file()) == 0) {
         linked = true;
       } else if (errno != EEXIST) {
-        fail("cannot link the new socket to", errno);
+        link_error = errno;
       } else {
         try {
           remove_stale_socket(a);
@@ -289,8 +293,15 @@ tcp_listener tcp_listener::bind_unix(std::string_view path, unix_listen_options 
         }
       }
     }
-    if (!linked) fail("other sockets kept appearing at", EADDRINUSE);
-    ::unlink(bound_at.file());  // the path holds the socket now
+    ::unlink(bound_at.file());  // the path holds the socket now, or it goes
+    if (linked) break;
+    ::close(fd);
+    if (link_error != EPERM) {
+      throw_bind_error(
+          a, link_error == 0 ? "other sockets kept appearing at" : "cannot link the new socket to",
+          link_error == 0 ? EADDRINUSE : link_error);
+    }
+    staging.clear();  // EPERM: a file system without hard links; bound in place
   }
 
   tcp_listener listener;
