@@ -3,7 +3,9 @@
 #include "corio/signal.hpp"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -136,6 +138,43 @@ void stop_handling(int signal) noexcept {
   ::sigaction(signal, &previous_action[signal], nullptr);
 }
 
+// fork(): the child's sets must not share the parent's eventfds. A shared one lets either
+// process's wait drain a wake-up meant for the other: the parent, woken by a signal of the
+// child's, read the count the child's wait was about to see, and the child slept on with its
+// signal marked. So the child gets a fresh eventfd under each set's fd number (dup3), and no
+// kept deliveries (the kernel gives a child no pending signals either). Signals are blocked
+// in the forking thread across fork() so that none is marked between the copy and the swap.
+sigset_t mask_before_fork;  // guarded by table_mutex, held from before_fork to the after_*
+
+void before_fork() noexcept {
+  table_mutex.lock();  // no set is half made or half gone in the copy
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &mask_before_fork);
+}
+
+void after_fork_in_parent() noexcept {
+  pthread_sigmask(SIG_SETMASK, &mask_before_fork, nullptr);
+  table_mutex.unlock();
+}
+
+void after_fork_in_child() noexcept {
+  for (registration* r = registrations.load(); r != nullptr; r = r->next) {
+    if (!r->taken) continue;
+    r->pending.store(0);
+    const int fd = r->wake_fd.load();
+    if (fd < 0) continue;
+    // Best effort: without a new eventfd (EMFILE) the set keeps sharing the parent's.
+    const int fresh = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fresh >= 0) {
+      ::dup3(fresh, fd, O_CLOEXEC);
+      ::close(fresh);
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &mask_before_fork, nullptr);
+  table_mutex.unlock();
+}
+
 }  // namespace
 
 struct signal_set::state {
@@ -195,6 +234,9 @@ signal_set::signal_set() : state_(std::make_shared<state>()) {
     throw error(std::string("signal_set: eventfd failed: ") + ::strerror(e),
                 std::error_code(e, std::generic_category()));
   }
+  static const bool fork_handlers_installed =
+      ::pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child) == 0;
+  (void)fork_handlers_installed;
   std::lock_guard lock(table_mutex);
   registration* entry = registrations.load();
   while (entry != nullptr && entry->taken) entry = entry->next;

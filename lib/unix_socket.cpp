@@ -2,7 +2,9 @@
 // the peer's credentials. Accepting, reading and writing are the TCP code's (lib/tcp.cpp,
 // lib/stream.cpp): a connected unix socket is a socket transport like any other.
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -89,8 +92,48 @@ constexpr std::string_view bind_name = "tcp_listener::bind_unix";
       os_error(err));
 }
 
-/// Makes room for bind() at a file path: removes a socket file that nobody listens on (a
-/// crashed server's); refuses to touch anything else.
+/// A name next to `path` (same directory, so that link() and rename() can move what is there
+/// to and from `path`) that no other listener of this process or another uses. With
+/// `for_bind`, "" if it does not fit sun_path.
+std::string sibling_name(const unix_address& a, const char* what, bool for_bind) {
+  static std::atomic<unsigned> counter{0};
+  const std::string_view path(a.display);
+  const std::size_t slash = path.rfind('/');
+  std::string name(path.substr(0, slash == std::string_view::npos ? 0 : slash + 1));
+  name += ".corio-";
+  name += what;
+  name += '-';
+  name += std::to_string(::getpid());
+  name += '-';
+  name += std::to_string(counter.fetch_add(1));
+  return !for_bind || name.size() <= max_unix_path ? name : std::string();
+}
+
+/// Removes the socket file at `a` if it is still the one `stale` describes, a socket nobody
+/// listens on. Why not unlink(path): another server that saw the same stale file may have put
+/// its own socket at the path since; only the inode probed goes.
+void remove_if_unchanged(const unix_address& a, const struct stat& stale) {
+  const std::string aside = sibling_name(a, "stale", false);
+  if (::rename(a.file(), aside.c_str()) != 0) {
+    if (errno == ENOENT) return;  // someone else removed it: the caller tries again
+    throw_bind_error(a, "cannot remove the stale socket", errno);
+  }
+  struct stat moved {};
+  if (::lstat(aside.c_str(), &moved) == 0 && moved.st_dev == stale.st_dev &&
+      moved.st_ino == stale.st_ino) {
+    ::unlink(aside.c_str());
+    return;
+  }
+  // Another server's socket (or anything), put there since the probe: back it goes, never
+  // over whatever a third one may have put there meanwhile, and the caller probes again.
+  if (::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, a.file(), RENAME_NOREPLACE) == 0) return;
+  if (errno == EINVAL && ::link(aside.c_str(), a.file()) == 0) {
+    ::unlink(aside.c_str());  // a file system without RENAME_NOREPLACE
+  }
+}
+
+/// Makes room at a file path: removes a socket file that nobody listens on (a crashed
+/// server's); refuses to touch anything else. Returns normally when the path may be free.
 void remove_stale_socket(const unix_address& a) {
   struct stat st {};
   if (::lstat(a.file(), &st) != 0) return;  // nothing there (or bind() will say what is wrong)
@@ -109,12 +152,11 @@ void remove_stale_socket(const unix_address& a) {
     throw error(std::string(bind_name) + ": a server is listening on \"" + a.display + "\"",
                 os_error(EADDRINUSE));
   }
+  if (err == ENOENT) return;  // removed since the lstat
   if (err != ECONNREFUSED) {
     throw_bind_error(a, "cannot tell whether a server listens on the existing socket", err);
   }
-  if (::unlink(a.file()) != 0 && errno != ENOENT) {
-    throw_bind_error(a, "cannot remove the stale socket", errno);
-  }
+  remove_if_unchanged(a, st);
 }
 
 /// Closes a socket that connect_unix has not handed to a stream.
@@ -190,30 +232,77 @@ tcp_listener tcp_listener::bind_unix(std::string_view path, unix_listen_options 
     throw std::invalid_argument(std::string(bind_name) + ": the abstract name \"" + a.display +
                                 "\" has no file to apply a mode to");
   }
-  if (!a.abstract) remove_stale_socket(a);
-
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw_bind_error(a, "socket() failed for", errno);
-  if (::bind(fd, a.get(), a.length) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw_bind_error(a, "cannot bind", err);
-  }
-  // From here on a failure also removes the file bind() made.
-  auto fail = [&](const char* what, int err) {
-    ::close(fd);
-    if (!a.abstract) ::unlink(a.file());
-    throw_bind_error(a, what, err);
-  };
+  // Why a second name: a socket bound at the path but not yet listening refuses a probe as a
+  // crashed server's does, so another server starting at the same moment would remove it and
+  // bind its own, and both would run, this one unreachable. The socket is bound and listening
+  // (with its mode) under a name of its own next to the path, and only then linked to the
+  // path, which link() does only if nothing is there. A path too long for a second name in
+  // sun_path, or on a file system without hard links (EPERM), is bound in place (that narrow
+  // race remains there).
+  std::string staging = a.abstract ? std::string() : sibling_name(a, "new", true);
+  int fd = -1;
   struct stat st {};
-  if (!a.abstract) {
-    // Why before listen(): no client can connect while the umask's permissions still apply.
-    if (options.mode != -1 && ::chmod(a.file(), static_cast<mode_t>(options.mode)) != 0) {
-      fail("cannot chmod", errno);
+  for (;;) {  // at most twice: staged, then in place if the file system has no hard links
+    unix_address bound_at = staging.empty() ? a : make_unix_address(staging, bind_name);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw_bind_error(a, "socket() failed for", errno);
+    // From the bind on, a failure also removes the file it made.
+    auto fail = [&](const char* what, int err) {
+      ::close(fd);
+      if (!bound_at.abstract) ::unlink(bound_at.file());
+      throw_bind_error(a, what, err);
+    };
+    if (staging.empty() && !a.abstract) {
+      try {
+        remove_stale_socket(a);
+      } catch (...) {
+        ::close(fd);
+        throw;
+      }
     }
-    if (::lstat(a.file(), &st) != 0) fail("cannot stat", errno);
+    if (::bind(fd, bound_at.get(), bound_at.length) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw_bind_error(a, "cannot bind", err);
+    }
+    if (!a.abstract) {
+      // Why before listen(): no client can connect while the umask's permissions still apply.
+      if (options.mode != -1 && ::chmod(bound_at.file(), static_cast<mode_t>(options.mode)) != 0) {
+        fail("cannot chmod", errno);
+      }
+      if (::lstat(bound_at.file(), &st) != 0) fail("cannot stat", errno);
+    }
+    if (::listen(fd, options.backlog) != 0) fail("cannot listen on", errno);
+    if (staging.empty()) break;
+    // Bounded: each round either links, or finds a live server (EADDRINUSE), or removed a
+    // stale socket that another starting server may have replaced at once.
+    bool linked = false;
+    int link_error = 0;
+    for (int attempt = 0; attempt < 16 && !linked && link_error == 0; ++attempt) {
+      if (::link(bound_at.file(), a.file()) == 0) {
+        linked = true;
+      } else if (errno != EEXIST) {
+        link_error = errno;
+      } else {
+        try {
+          remove_stale_socket(a);
+        } catch (...) {
+          ::close(fd);
+          ::unlink(bound_at.file());
+          throw;
+        }
+      }
+    }
+    ::unlink(bound_at.file());  // the path holds the socket now, or it goes
+    if (linked) break;
+    ::close(fd);
+    if (link_error != EPERM) {
+      throw_bind_error(
+          a, link_error == 0 ? "other sockets kept appearing at" : "cannot link the new socket to",
+          link_error == 0 ? EADDRINUSE : link_error);
+    }
+    staging.clear();  // EPERM: a file system without hard links; bound in place
   }
-  if (::listen(fd, options.backlog) != 0) fail("cannot listen on", errno);
 
   tcp_listener listener;
   try {
@@ -222,7 +311,7 @@ tcp_listener tcp_listener::bind_unix(std::string_view path, unix_listen_options 
   } catch (const std::bad_alloc&) {  // B13: neither the fd nor the file is ours to leak
     listener.state_.reset();
     ::close(fd);
-    if (!a.abstract) ::unlink(a.file());
+    if (!a.abstract) ::unlink(a.file());  // linked a moment ago: nobody else's yet
     throw;
   }
   listener.state_->fd = fd;

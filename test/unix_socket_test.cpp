@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -232,9 +233,78 @@ TEST_P(UnixSocket, LiveSocketIsNotTakenOver) {
   }(dir / "live.sock"));
 }
 
+// Two servers starting at once on one path (a restart overlapping the old instance, two
+// supervisors): exactly one gets it, and the path leads to that one. bind_unix used to bind at
+// the path before listen(): the other server's probe found the fresh socket refusing, took it
+// for a crashed server's, removed it and bound its own, so both started and the first one was
+// unreachable (about once in 400 rounds here). Half the rounds start from a stale file, which
+// both servers see and try to remove. No temporary file is left behind.
+TEST_P(UnixSocket, TwoServersBindingAtOnce_ExactlyOneGetsThePath) {
+  temp_dir dir;
+  const std::string path = dir / "race.sock";
+  run([](std::string path, std::string dir) -> task<void> {
+    int both = 0;
+    int neither = 0;
+    int unreachable = 0;
+    for (int round = 0; round < 1000; ++round) {
+      if (round % 2 == 0) make_stale_socket(path);
+      std::atomic<int> arrived{0};
+      std::optional<tcp_listener> listeners[2];
+      std::string errors[2];
+      auto start_server = [&](int i) {
+        arrived.fetch_add(1);
+        while (arrived.load() < 2) std::this_thread::yield();
+        try {
+          unix_listen_options options;
+          options.mode = 0600;
+          options.unlink_on_close = false;  // the rounds clean up themselves
+          listeners[i].emplace(tcp_listener::bind_unix(path, options));
+        } catch (const corio::error& e) {
+          errors[i] = e.what();
+        }
+      };
+      std::thread first(start_server, 0);
+      std::thread second(start_server, 1);
+      first.join();
+      second.join();
+      const int winners = (listeners[0] ? 1 : 0) + (listeners[1] ? 1 : 0);
+      if (winners == 2) ++both;
+      if (winners == 0) {
+        ++neither;
+        ADD_FAILURE() << "round " << round << ": " << errors[0] << " / " << errors[1];
+      }
+      if (winners == 1) {
+        // The path leads to the winner: a connect is accepted there at once.
+        tcp_listener& winner = listeners[0] ? *listeners[0] : *listeners[1];
+        unique_fd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        path.copy(a.sun_path, sizeof a.sun_path - 1);
+        if (::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+          ++unreachable;
+        } else {
+          tcp_stream accepted = co_await corio::with_timeout(2s, winner.accept());
+          (void)accepted;
+        }
+      }
+      for (auto& listener : listeners) listener.reset();
+      ::unlink(path.c_str());
+      if (both + neither + unreachable > 0) break;
+    }
+    EXPECT_EQ(both, 0) << "both servers bound the path";
+    EXPECT_EQ(unreachable, 0) << "the path did not lead to the server that got it";
+    std::vector<std::string> left;
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      left.push_back(entry.path().filename().string());
+    }
+    EXPECT_TRUE(left.empty()) << left.size() << " files left, the first " << left.front();
+  }(path, dir.path));
+}
+
 // Anything but a socket at the path is an error, and is left exactly as it was.
 TEST_P(UnixSocket, RegularFileAtPath_ThrowsAndLeavesItUntouched) {
   temp_dir dir;
+  const int fds_before = open_fd_count();
   const std::string path = dir / "data.txt";
   std::ofstream(path) << "precious";
   run([](std::string path) -> task<void> {
@@ -249,11 +319,20 @@ TEST_P(UnixSocket, RegularFileAtPath_ThrowsAndLeavesItUntouched) {
     EXPECT_TRUE(thrown);
     co_return;
   }(path));
-  std::ifstream in(path);
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(content, "precious");
+  {
+    std::ifstream in(path);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(content, "precious");
+  }
   EXPECT_THROW((void)tcp_listener::bind_unix(dir.path), corio::error) << "a directory";
   EXPECT_TRUE(std::filesystem::is_directory(dir.path));
+  // The socket bound under a hidden name next to the path before it is linked there is gone.
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path)) {
+    left.push_back(entry.path().filename().string());
+  }
+  EXPECT_EQ(left, std::vector<std::string>{"data.txt"});
+  EXPECT_EQ(open_fd_count(), fds_before) << "fd leak";
 }
 
 // sun_path holds 107 bytes and the NUL: 107 binds, 108 is std::invalid_argument naming the

@@ -37,6 +37,9 @@ namespace corio {
 ///
 /// A set is not thread-safe: add, remove, wait and destroy it on one thread, with one loop at a
 /// time (it may outlive a loop and serve the next loop of that thread).
+///
+/// Across fork() a set works in both processes: in the child it has an eventfd of its own
+/// (under the same fd number) and no kept delivery (a child has no pending signals).
 /// Guide: docs/signals.md.
 class signal_set {
  public:

@@ -177,7 +177,9 @@ class tcp_listener {
   ///    on it (it sees the probe as a connection closed at once): corio::error with
   ///    EADDRINUSE, where Tornado would take the path from it; another probe error is
   ///    reported as is. Anything else at the path (a regular file, a directory) is never
-  ///    removed: corio::error with EEXIST.
+  ///    removed: corio::error with EEXIST. The socket appears at the path only once it
+  ///    listens: it is bound under a hidden name next to it (`.corio-new-<pid>-<n>`) and
+  ///    hard-linked to the path, so of two servers starting at once exactly one gets it.
   ///  - options.mode is applied with chmod() before listen(); options.unlink_on_close
   ///    (default true) removes the file again in close() and the destructor.
   /// Throws std::invalid_argument for an empty or too long path (the message names the path
