@@ -627,8 +627,10 @@ void tcp_listener::close() noexcept {
     }
     loop->backend_impl().forget_fd(fd);
   }
-  ::close(fd);
+  // Why unlink first: while our fd is open the socket's inode cannot be reused, so the inode
+  // check cannot mistake another server's new socket file for ours.
   unlink_unix_socket(*state_);
+  ::close(fd);
 }
 
 std::pair<tcp_stream, tcp_stream> stream_pair(stream_options options) {
