@@ -1598,34 +1598,41 @@ TEST_P(Http, ClientRetriesWhenTheServerClosedAKeptAliveConnection) {
 struct dropping_tally {
   int connections = 0;  // accepted
   int requests = 0;     // request heads received, answered or not
-  bool done = false;    // the listener was closed and every connection has ended
+  int open = 0;         // connections not yet closed
+  bool done = false;    // the listener was closed
 };
+
+/// One connection of a dropping_server.
+task<void> dropping_connection(tcp_stream s, int answered, dropping_tally& tally) {
+  ++tally.connections;
+  ++tally.open;
+  try {
+    for (int i = 0;; ++i) {
+      std::string head = co_await s.read_until("\r\n\r\n", 64 * 1024);
+      ++tally.requests;
+      if (i == answered) break;
+      std::string body =
+          head.substr(0, head.find(" HTTP/")) + " #" + std::to_string(tally.requests);
+      s.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+              body);
+    }
+  } catch (const stream_closed_error&) {
+    // the client closed the connection
+  }
+  s.close();
+  --tally.open;
+}
 
 /// A raw server that answers the first `answered` requests of each connection it accepts
 /// (200, Content-Length, kept alive: "<method> <target> #<n>" where n counts the requests
 /// received), then reads the next request and closes the connection without answering it: a
 /// kept-alive connection the server closed just as the client sent its next request (its
 /// idle timeout), or, with answered == 0, a server that fails a fresh connection. Request
-/// bodies must be empty. Runs until the listener is closed.
+/// bodies must be empty. Serves its connections concurrently, until the listener is closed.
 task<void> dropping_server(tcp_listener& listener, int answered, dropping_tally& tally) {
   try {
     for (;;) {
-      tcp_stream s = co_await listener.accept();
-      ++tally.connections;
-      try {
-        for (int i = 0;; ++i) {
-          std::string head = co_await s.read_until("\r\n\r\n", 64 * 1024);
-          ++tally.requests;
-          if (i == answered) break;
-          std::string body =
-              head.substr(0, head.find(" HTTP/")) + " #" + std::to_string(tally.requests);
-          s.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
-                  body);
-        }
-      } catch (const stream_closed_error&) {
-        // the client closed the connection
-      }
-      s.close();
+      event_loop::current().spawn(dropping_connection(co_await listener.accept(), answered, tally));
     }
   } catch (const stream_closed_error&) {
     // the listener was closed
@@ -1633,10 +1640,10 @@ task<void> dropping_server(tcp_listener& listener, int answered, dropping_tally&
   tally.done = true;
 }
 
-/// Closes `listener` and waits until its dropping_server has ended.
+/// Closes `listener` and waits until its dropping_server and its connections have ended.
 task<void> stop_dropping(tcp_listener& listener, const dropping_tally& tally) {
   listener.close();
-  while (!tally.done) co_await sleep_for(1ms);
+  while (!tally.done || tally.open > 0) co_await sleep_for(1ms);
 }
 
 http::client_options retry_test_options() {
@@ -1678,6 +1685,36 @@ TEST_P(Http, ClientRetriesAnIdempotentRequestWhenAKeptConnectionWasClosed) {
       }
       co_await stop_dropping(listener, tally);
     }
+  }());
+}
+
+TEST_P(Http, ClientRetriesOnANewConnectionNotOnAnotherKeptOne) {
+  // Two kept connections to one origin, both closed by the server (a restart, its idle
+  // timeout): the request failed on the first was sent again on the second, from the pool,
+  // which failed as well, and the GET threw instead of being retried on a new connection.
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    dropping_tally tally;
+    event_loop::current().spawn(dropping_server(listener, 1, tally));
+    {
+      http::client client(retry_test_options());
+      // Two requests at once: two connections, both kept.
+      auto [a, b] = co_await when_all(client.get(url(listener.port(), "/a")),
+                                      client.get(url(listener.port(), "/b")));
+      EXPECT_EQ(a.status, 200);
+      EXPECT_EQ(b.status, 200);
+      EXPECT_EQ(client.idle_connections(), 2u);
+      CO_ASSERT_TRUE(tally.connections == 2);
+      try {
+        http::client_response r = co_await client.get(url(listener.port(), "/c"));
+        EXPECT_EQ(r.body, "GET /c #4");
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "retried on another kept connection: " << e.what();
+      }
+      EXPECT_EQ(tally.connections, 3);  // the retry opened a new one
+      EXPECT_EQ(tally.requests, 4);
+    }
+    co_await stop_dropping(listener, tally);
   }());
 }
 

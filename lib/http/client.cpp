@@ -115,10 +115,11 @@ struct opened_connection {
   bool reused = false;
 };
 
-task<opened_connection> open_connection(client::state& st, const url_parts& u) {
+/// A kept connection from the pool if `reuse` and one is there, else a new one.
+task<opened_connection> open_connection(client::state& st, const url_parts& u, bool reuse) {
   opened_connection c;  // named, not a braced temporary in co_return (g++ 12, docs/http.md)
   auto& pool = st.idle[client::state::origin(u)];
-  while (!pool.empty()) {
+  while (reuse && !pool.empty()) {
     corio::stream s = std::move(pool.back());
     pool.pop_back();
     if (!s.closed() && s.buffered_bytes() == 0) {
@@ -203,7 +204,9 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   const client_options& o = st.options;
   check_request(method, fields, o.user_agent);
   for (int attempt = 0;; ++attempt) {
-    opened_connection c = co_await open_connection(st, u);
+    // A retry goes on a new connection: the other kept ones may have been closed with the
+    // one that failed (the server's idle timeout, or a restart).
+    opened_connection c = co_await open_connection(st, u, attempt == 0);
     corio::stream& s = c.stream;
     s.write(serialize_request(method, u, fields, body, o.user_agent));
     std::string head;
