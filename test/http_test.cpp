@@ -727,6 +727,16 @@ TEST_P(Http, MalformedRequestsAre400AndClose) {
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " +
            std::string(9000, 't') + "\r\n\r\n",
        431},
+      // Lines over twice their limit were closed without an answer (read_until's max_bytes).
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+           std::string(10000, 'e') + "\r\nhello\r\n0\r\n\r\n",
+       400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+           std::string(100000, '0') + "5\r\nhello\r\n0\r\n\r\n",
+       400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " +
+           std::string(20000, 't') + "\r\n\r\n",
+       431},
   };
   run(with_server(server, [&cases](std::uint16_t port) -> task<void> {
     for (const auto& [request, status] : cases) {
@@ -2057,6 +2067,14 @@ TEST_P(Http, ClientRejectsMalformedResponses) {
     http::client client;
     EXPECT_THROW(co_await client.get(url(listener.port())), http::protocol_error);
     EXPECT_THROW(co_await client.get("ftp://x/"), std::invalid_argument);
+    // A chunk-size line over twice its limit was stream_closed_error (read_until's max_bytes).
+    tcp_listener long_line = tcp_listener::bind("127.0.0.1", 0);
+    event_loop::current().spawn(
+        canned_server(long_line,
+                      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+                          std::string(10000, 'e') + "\r\nhello\r\n0\r\n\r\n",
+                      1));
+    EXPECT_THROW(co_await client.get(url(long_line.port())), http::protocol_error);
   }());
 }
 

@@ -174,47 +174,13 @@ task<void> linger_close(corio::stream& s, const server_options& o) {
   s.close();
 }
 
-/// Where a request head ends in `data` (the offset just past its "\r\n\r\n"), given the bytes
-/// of the head already read before `data` (`before`, whose last three bytes may start the
-/// delimiter); npos if it does not end in `data`.
-std::size_t head_end(std::string_view before, std::string_view data) noexcept {
-  constexpr std::string_view delimiter = "\r\n\r\n";
-  for (std::size_t held = 3; held > 0; --held) {  // the longest straddle ends soonest
-    if (before.ends_with(delimiter.substr(0, held)) && data.starts_with(delimiter.substr(held))) {
-      return delimiter.size() - held;
-    }
-  }
-  std::size_t found = data.find(delimiter);
-  return found == std::string_view::npos ? found : found + delimiter.size();
-}
-
-/// The exception a head longer than max_header_bytes is answered with.
-protocol_error head_too_large(const server_options& o) {
-  return protocol_error(431,
-                        "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
-}
-
-/// Reads a request head whose end is not buffered yet: throws head_too_large() as soon as more
-/// than max_header_bytes have arrived without the head ending.
-/// Why not read_until("\r\n\r\n", limit): a read past its max_bytes closes the stream (S16),
-/// and so does a buffer past streams.max_buffer_size (S42); either way no 431 could be sent.
-/// So the head is taken as it arrives: wait for bytes with read_until("") (which consumes
-/// nothing, and on an empty buffer receives at most read_chunk_size bytes, half the buffer
-/// limit at most: S2), look at them with peek(), and consume only bytes of the head (all of
-/// them, or up to the end of the head). The search resumes where it stopped (the straddle
-/// is checked against the head read so far), so a head trickling in costs O(n).
+/// Reads a request head whose end is not buffered yet (detail::read_delimited): answered 431
+/// as soon as more than max_header_bytes have arrived without the head ending, whatever
+/// streams.max_buffer_size is.
 task<std::string> read_head(corio::stream& s, const server_options& o) {
-  std::string head;
-  for (;;) {
-    if (s.buffered_bytes() == 0) (void)co_await s.read_until("");
-    std::string_view data = s.peek();
-    std::size_t end = head_end(head, data);
-    std::size_t take = end == std::string_view::npos ? data.size() : end;
-    if (head.size() + take > o.max_header_bytes) throw head_too_large(o);
-    std::string piece = co_await s.read_bytes(take);  // buffered: decided at the call (S9)
-    head += piece;
-    if (end != std::string_view::npos) co_return head;
-  }
+  const std::string too_long =
+      "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes";
+  co_return co_await detail::read_delimited(s, "\r\n\r\n", o.max_header_bytes, 431, too_long);
 }
 
 /// Links a connection into one of the server's lists while it lives (every connection, or
@@ -454,7 +420,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       std::string head;
       // Usually the whole head is buffered (one receive brought it, or it was pipelined):
       // taken at once, with no timer.
-      std::size_t end = head_end({}, s.peek());
+      std::size_t end = detail::delimited_end({}, s.peek(), "\r\n\r\n");
       if (end != std::string_view::npos && end <= o.max_header_bytes) {
         head = co_await s.read_bytes(end);
       } else {
