@@ -1728,6 +1728,35 @@ TEST_P(Http, ClientRetriesOnANewConnectionNotOnAnotherKeptOne) {
   }());
 }
 
+TEST_P(Http, ClientDoesNotKeepAConnectionItAskedToClose) {
+  // A request that says Connection: close ends its connection (RFC 9112 §9.6), whether or not
+  // the server repeats it in its answer (it SHOULD, not MUST). The client kept it, and the
+  // next request, sent on it, was lost: a POST failed with stream_closed_error.
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    dropping_tally tally;
+    event_loop::current().spawn(dropping_server(listener, 1, tally));
+    {
+      http::client client(retry_test_options());
+      http::headers close;
+      close.add("Connection", "close");
+      const std::string none;
+      http::client_response r =
+          co_await client.request("GET", url(listener.port(), "/1"), close, none);
+      EXPECT_EQ(r.body, "GET /1 #1");
+      EXPECT_EQ(client.idle_connections(), 0u);
+      try {
+        r = co_await client.post(url(listener.port(), "/2"), "", "x/y");
+        EXPECT_EQ(r.body, "POST /2 #2");
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "sent on the connection it asked to close: " << e.what();
+      }
+      EXPECT_EQ(tally.connections, 2);
+    }
+    co_await stop_dropping(listener, tally);
+  }());
+}
+
 TEST_P(Http, ClientDoesNotRetryAPostWhenAKeptConnectionWasClosed) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);

@@ -241,8 +241,10 @@ task<client_response> exchange(client::state& st, const std::string& method, con
     // 9112 §6.3: a sign of smuggling; the chunked framing was used, then the connection ends).
     const bool both_framings =
         r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
+    // Nor after a request that said Connection: close (the server closes it, RFC 9112 §9.6,
+    // and need not say so in its answer).
     bool reusable = framing.kind != detail::body_kind::until_close && !s.closed() &&
-                    r.status != 101 && !both_framings &&
+                    r.status != 101 && !both_framings && !fields.has_token("Connection", "close") &&
                     (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                           : r.headers.has_token("Connection", "keep-alive"));
     if (reusable) st.idle[client::state::origin(u)].push_back(std::move(s));
