@@ -1590,6 +1590,31 @@ TEST_P(Http, ClientReusesItsConnection) {
   }(server));
 }
 
+TEST_P(Http, ClientLetsGoOfKeptConnectionsTheServerClosed) {
+  // A kept connection that the server closes (its idle timeout) used to stay in the pool, its
+  // fd in CLOSE_WAIT, until the next request to that origin or the client's end: a client
+  // that talks to many origins held one dead fd for each. Now it is closed as the server's
+  // end arrives, and no longer counted.
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 50ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    const int fds_before = corio::testing::open_fd_count();
+    http::client client;
+    http::client_response r = co_await client.get(url(port, "/1"));
+    EXPECT_EQ(r.body, "GET /1 ");
+    r = co_await client.get("http://localhost:" + std::to_string(port) + "/2");
+    EXPECT_EQ(r.body, "GET /2 ");
+    EXPECT_EQ(client.idle_connections(), 2u);
+    co_await sleep_for(300ms);  // the server's idle timeout closed both
+    EXPECT_EQ(client.idle_connections(), 0u);
+    EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
+    r = co_await client.get(url(port, "/3"));  // on a new connection, without a retry
+    EXPECT_EQ(r.body, "GET /3 ");
+    EXPECT_EQ(client.idle_connections(), 1u);
+  }));
+}
+
 TEST_P(Http, ClientRetriesWhenTheServerClosedAKeptAliveConnection) {
   http::server_options o = small_timeouts();
   o.idle_timeout = 50ms;

@@ -1,6 +1,7 @@
 // The HTTP/1.1 client: connection reuse per origin, Content-Length/chunked/close bodies.
 #include "corio/http/client.hpp"
 
+#include <iterator>
 #include <map>
 #include <stdexcept>
 #include <vector>
@@ -102,7 +103,9 @@ client::~client() = default;
 
 std::size_t client::idle_connections() const noexcept {
   std::size_t n = 0;
-  for (const auto& [origin, streams] : state_->idle) n += streams.size();
+  for (const auto& [origin, streams] : state_->idle) {
+    for (const corio::stream& s : streams) n += s.closed() ? 0 : 1;
+  }
   return n;
 }
 
@@ -123,6 +126,7 @@ task<opened_connection> open_connection(client::state& st, const url_parts& u, b
     corio::stream s = std::move(pool.back());
     pool.pop_back();
     if (!s.closed() && s.buffered_bytes() == 0) {
+      s.set_close_callback({});  // in use again: no longer watched (keep_idle)
       c.stream = std::move(s);
       c.reused = true;
       co_return c;
@@ -135,6 +139,20 @@ task<opened_connection> open_connection(client::state& st, const url_parts& u, b
     c.stream = std::move(plain);
   }
   co_return c;
+}
+
+/// Puts a connection into the pool for the next request to `origin`.
+/// Why a close callback: with one, an idle stream watches its transport (S40), so the
+/// server's close of a kept connection (its idle timeout) closes it, and its fd, at once; else
+/// it would wait in CLOSE_WAIT until the next request to that origin or the client's end, one
+/// dead fd per origin a long-lived client ever talked to. Closed ones are dropped here.
+void keep_idle(client::state& st, const std::string& origin, corio::stream s) {
+  for (auto it = st.idle.begin(); it != st.idle.end();) {
+    std::erase_if(it->second, [](const corio::stream& kept) { return kept.closed(); });
+    it = it->second.empty() && it->first != origin ? st.idle.erase(it) : std::next(it);
+  }
+  s.set_close_callback([] {});
+  st.idle[origin].push_back(std::move(s));
 }
 
 /// RFC 9110 §9.2.2: the methods whose intended effect is the same however often they are
@@ -247,7 +265,7 @@ task<client_response> exchange(client::state& st, const std::string& method, con
                     r.status != 101 && !both_framings && !fields.has_token("Connection", "close") &&
                     (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                           : r.headers.has_token("Connection", "keep-alive"));
-    if (reusable) st.idle[client::state::origin(u)].push_back(std::move(s));
+    if (reusable) keep_idle(st, client::state::origin(u), std::move(s));
     co_return r;
   }
 }

@@ -67,7 +67,8 @@ class client {
   /// POST `body` with `content_type` to `url`.
   [[nodiscard]] task<client_response> post(std::string url, std::string body,
                                            std::string content_type);
-  /// Connections kept for reuse.
+  /// Connections kept for reuse. One the server closes while it waits (its idle timeout) is
+  /// closed at once, fd included, and no longer counted.
   std::size_t idle_connections() const noexcept;
 
   /// @cond INTERNAL
