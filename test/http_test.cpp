@@ -16,6 +16,7 @@
 #include "corio/corio.hpp"
 #include "http/connection.hpp"
 #include "http/parser.hpp"
+#include "stream_core.hpp"  // a TLS stream's raw fd, to end it without close_notify
 #include "support/backends.hpp"
 #include "support/tls_certs.hpp"
 
@@ -2208,6 +2209,59 @@ TEST_P(Http, HttpsAgainstTheCorioServer) {
     http::client untrusting(strict);
     EXPECT_THROW(co_await untrusting.get(base + "/"), corio::error);
   }));
+}
+
+/// A raw HTTPS server: answers one request with `answer`, a body delimited by closing, then
+/// ends the TCP connection with (`close_notify`) or without a TLS close_notify (a truncation,
+/// as an attacker who cuts the connection would cause).
+task<void> close_delimited_https_server(tcp_listener& listener, tls_context& context,
+                                        std::string answer, bool close_notify) {
+  tls_stream s = tls_stream::accept(co_await listener.accept(), context);
+  co_await s.read_until("\r\n\r\n");
+  co_await s.write(answer);
+  if (close_notify) {
+    s.shutdown_write();
+  } else {
+    ::shutdown(s.core().fd(), SHUT_WR);  // FIN with no close_notify before it
+  }
+  try {
+    co_await s.read_until_close();
+  } catch (const stream_closed_error&) {
+  }
+}
+
+TEST_P(Http, ClientOverHttpsRefusesABodyDelimitedByATruncatedClose) {
+  // D10: a TLS peer's EOF without close_notify may be an attacker cutting the connection; a
+  // body delimited by closing was then taken as whole, cut or not.
+  const auto& pki = corio::testing::pki();
+  tls_context server_ctx = test_server_context();
+  run([&]() -> task<void> {
+    tls_context trusting(tls_role::client);
+    trusting.load_verify_file(pki.ca_cert);
+    http::client_options co;
+    co.tls = &trusting;
+    co.timeout = 5s;
+    const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole body";
+    for (bool close_notify : {true, false}) {
+      SCOPED_TRACE(close_notify ? "close_notify" : "truncated");
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(
+          close_delimited_https_server(listener, server_ctx, answer, close_notify));
+      http::client client(co);
+      std::string body;
+      std::error_code code;
+      try {
+        body = (co_await client.get("https://localhost:" + std::to_string(listener.port()))).body;
+      } catch (const stream_closed_error& e) {
+        code = e.code();
+      }
+      if (close_notify) {
+        EXPECT_EQ(body, "the whole body");
+      } else {
+        EXPECT_EQ(code, errc::tls_truncated) << "body: " << body;
+      }
+    }
+  }());
 }
 
 TEST_P(Http, HttpsErrorAnswerReachesAClientStillSendingItsBody) {

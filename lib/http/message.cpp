@@ -273,8 +273,15 @@ task<std::string> read_body_until_close(corio::stream& s, std::size_t max_body) 
     try {
       got = co_await s.read_into(std::as_writable_bytes(std::span(body).subspan(old)), true);
     } catch (const stream_closed_error& e) {
-      // Any close ends the body, as for read_until_close (S26), except an overflow (D5).
+      // Any close ends the body, as for read_until_close (S26), except an overflow (D5) and a
+      // TLS peer's EOF without close_notify (D10): the body may have been cut by an attacker
+      // (unless the context's set_truncation_is_error(false) says not to care).
       if (e.code() == errc::buffer_full) throw;
+      if (e.code() == errc::tls_truncated) {
+        throw stream_closed_error(
+            "HTTP: body delimited by closing cut short: the TLS peer closed without close_notify",
+            e.code());
+      }
       closed = true;
     }
     body.resize(old + got);

@@ -56,10 +56,11 @@ class client {
   /// on a new connection, the failure is thrown.
   /// Throws protocol_error for a malformed response (431 for a head, interim 1xx or final,
   /// longer than options.max_header_bytes), stream_closed_error or tls_error from the
-  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL (a
-  /// space or control byte in it included), a method that is not a token, or a field name,
-  /// field value or User-Agent that would inject header lines (CR, LF, NUL…): then nothing
-  /// is sent.
+  /// connection (stream_closed_error{errc::tls_truncated} for an HTTPS body delimited by
+  /// closing that ended without close_notify, D10), timeout_error after options.timeout,
+  /// std::invalid_argument for a bad URL (a space or control byte in it included), a method
+  /// that is not a token, or a field name, field value or User-Agent that would inject header
+  /// lines (CR, LF, NUL…): then nothing is sent.
   [[nodiscard]] task<client_response> request(std::string method, std::string url,
                                               http::headers fields, std::string body);
   /// GET `url`.
