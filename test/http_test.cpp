@@ -2133,6 +2133,26 @@ TEST_P(Http, ClientRejectsMalformedResponses) {
   }());
 }
 
+TEST_P(Http, ClientDoesNotSendTheUrlFragment) {
+  // RFC 9110 §4.2.4: a fragment names a part of the answer for the client; it is not part of
+  // the request target. "/a#x" was sent as the target, and "http://host:port#x" made
+  // "port#x" the port (invalid_argument) or "host#x" the host.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    http::client_response r = co_await client.get(url(port, "/a?q=1#frag"));
+    EXPECT_EQ(r.body, "GET /a?q=1 ");
+    r = co_await client.get(url(port, "/b#frag?not-a-query"));
+    EXPECT_EQ(r.body, "GET /b ");
+    r = co_await client.get("http://127.0.0.1:" + std::to_string(port) + "#top");
+    EXPECT_EQ(r.body, "GET / ");
+    http::url_parts u = http::parse_url("https://example.com#x");
+    EXPECT_EQ(u.host, "example.com");
+    EXPECT_EQ(u.port, 443);
+    EXPECT_EQ(u.target, "/");
+  }));
+}
+
 TEST_P(Http, ClientRefusesToSendCrLfOrNulInItsRequest) {
   // Header injection on the client side: method, URL (target and host), field names and
   // values, User-Agent. std::invalid_argument naming the part, and nothing is sent.

@@ -35,6 +35,8 @@ url_parts parse_url(std::string_view url) {
                                   std::string(url.substr(0, 200)) + "\"");
     }
   }
+  // RFC 9110 §4.2.4: the fragment is the client's own; it is never sent.
+  rest = rest.substr(0, rest.find('#'));
   std::size_t slash = rest.find_first_of("/?");
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {
