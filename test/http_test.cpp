@@ -416,6 +416,42 @@ TEST_P(Http, PipelinedRequestsWaitForAClientThatDoesNotRead) {
   EXPECT_EQ(server.requests_served(), static_cast<std::uint64_t>(requests));
 }
 
+TEST_P(Http, LargeResponseToASlowButSteadyReaderIsNotCut) {
+  // A 16 MiB answer to a client that reads it steadily, 128 KiB every 5 ms, but needs longer
+  // than idle_timeout (200 ms) for the whole: the server waited for the whole answer to leave
+  // within idle_timeout (past max_unsent_response_bytes, or in the lingering close), and cut
+  // the download of a client that was never idle.
+  static constexpr std::size_t size = 16 << 20;
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 200ms;
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::text(200, std::string(size, 'L'));
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    for (std::string connection : {"keep-alive", "close"}) {
+      SCOPED_TRACE(connection);
+      tcp_stream c = connect_with_small_receive_buffer(port, 64 * 1024);
+      c.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: " + connection + "\r\n\r\n");
+      std::string head = co_await c.read_until("\r\n\r\n", 64 * 1024);
+      EXPECT_NE(head.find("Content-Length: " + std::to_string(size)), std::string::npos);
+      const auto start = clock_type::now();
+      std::size_t got = 0;
+      try {
+        while (got < size) {
+          got += (co_await c.read_bytes(std::min<std::size_t>(128 * 1024, size - got))).size();
+          co_await sleep_for(5ms);
+        }
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "cut after " << got << " bytes: " << e.what();
+      }
+      EXPECT_EQ(got, size);
+      EXPECT_GT(clock_type::now() - start, 400ms);  // the download did outlast idle_timeout
+    }
+  }));
+}
+
 TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {
   http::server server(echo_handler, small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {

@@ -381,6 +381,11 @@ task<void> server::serve_connection(corio::stream s) {
 }
 
 namespace {
+/// A body larger than this is sent in slices of this size (see serve_one).
+std::size_t large_body(const server_options& o) noexcept {
+  return std::max<std::size_t>(o.max_unsent_response_bytes, 64 * 1024);
+}
+
 task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   server::state& st = *keep;
   const server_options& o = st.options;
@@ -542,12 +547,23 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
             co_await res.producer(writer);
           }
         }
-      } else {
+      } else if (head_only || res.body.size() <= large_body(o)) {
         if (!head_only) {
           out += res.body;
           queued_since_drain += res.body.size();
         }
         s.write(std::move(out));  // gathered with the other writes of this loop turn
+      } else {
+        // Why in slices, each given idle_timeout as a chunk of a streamed response is: waiting
+        // for the whole body to leave within idle_timeout (the back-pressure wait below, or
+        // linger_close) cut a client that reads steadily but needs longer than that for it.
+        s.write(std::move(out));
+        body_writer writer(s, false, o.idle_timeout);
+        const std::string_view body = res.body;
+        for (std::size_t at = 0; at < body.size(); at += large_body(o)) {
+          co_await writer.write(body.substr(at, large_body(o)));
+        }
+        queued_since_drain = 0;  // all sent
       }
       // Why: a client that pipelines requests without reading the answers would otherwise
       // make the server queue every response (10,000 GETs of 1 MiB: 10 GB). Past the mark,

@@ -28,7 +28,9 @@ struct server_options {
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
   /// A kept-alive connection may stay silent this long between requests; also the most a
-  /// chunk of a streamed response (body_writer::write) may wait for the client to take it.
+  /// chunk of a streamed response (body_writer::write), or a slice of a body larger than
+  /// max_unsent_response_bytes, may wait for the client to take it: a client that reads a
+  /// large answer steadily is not cut off, however long the whole takes.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// The body must arrive within this once the head was read.
   std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
