@@ -2089,6 +2089,35 @@ http::response describe_request(const char* name, const http::request& req) {
                " cookie=" + std::string(req.headers.get("Cookie").value_or("-")));
 }
 
+TEST_P(Http, ClientFollowsA303WithHeadAsHead) {
+  // RFC 9110 §15.4.4: after a 303 the client retrieves the new URI with GET *or HEAD*; only
+  // methods other than these become GET. A HEAD became a GET, and downloaded the body.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/see-other") {
+          http::response r = http::response::text(303, "");
+          r.headers.add("Location", "/new");
+          co_return r;
+        }
+        http::response r = http::response::text(200, "the body\n");
+        r.headers.add("X-Method", req.method);
+        co_return r;
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client_options o;
+    o.follow_redirects = true;
+    http::client client(o);
+    const std::string none;
+    const http::headers no_fields;
+    http::client_response r =
+        co_await client.request("HEAD", url(port, "/see-other"), no_fields, none);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("X-Method"), "HEAD");
+    EXPECT_EQ(r.body, "");
+  }));
+}
+
 TEST_P(Http, ClientRedirectsResolveRelativeLocationsAndKeepCredentialsToTheirOrigin) {
   std::uint16_t other_port = 0;
   http::server other(

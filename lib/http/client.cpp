@@ -315,7 +315,10 @@ task<client_response> request_with_redirects(client::state& st, std::string meth
         fields.remove(name);
       }
     }
-    if (r.status == 303 || ((r.status == 301 || r.status == 302) && method == "POST")) {
+    // RFC 9110 §15.4: 303 is followed with GET (a HEAD stays a HEAD), as 301 and 302 after a
+    // POST are.
+    if ((r.status == 303 && method != "HEAD") ||
+        ((r.status == 301 || r.status == 302) && method == "POST")) {
       method = "GET";
       body.clear();
       for (std::string_view name : {"Content-Type", "Content-Length", "Transfer-Encoding"}) {
