@@ -1192,6 +1192,43 @@ TEST_P(Http, ShutdownLetsAKeptAliveClientReadTheRestOfItsResponse) {
   }());
 }
 
+TEST_P(Http, ShutdownEndsServeOnEveryListener) {
+  // One server serving two listeners (say TCP and a unix socket): the state held one listener,
+  // the last one serve() was given, so shutdown() closed only that one, and the other serve()
+  // went on accepting for ever.
+  http::server server(echo_handler, small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener first = tcp_listener::bind("127.0.0.1", 0);
+    tcp_listener second = tcp_listener::bind("127.0.0.1", 0);
+    bool first_done = false;
+    bool second_done = false;
+    event_loop::current().spawn(serve_and_flag(server, first, first_done));
+    event_loop::current().spawn(serve_and_flag(server, second, second_done));
+    {
+      http::client client;
+      EXPECT_EQ((co_await client.get(url(first.port(), "/1"))).body, "GET /1 ");
+      EXPECT_EQ((co_await client.get(url(second.port(), "/2"))).body, "GET /2 ");
+    }
+    // A request in progress: both serve() calls wait for its connection to end (serve() kept
+    // one waiter: the other was never woken).
+    tcp_stream slow = co_await tcp_stream::connect("127.0.0.1", first.port());
+    co_await slow.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await sleep_for(100ms);  // its handler sleeps 300 ms
+    server.shutdown();
+    raw_response r = co_await whole_response(slow);
+    EXPECT_EQ(r.body, "GET /slow ");
+    slow.close();  // no lingering close to wait for
+    for (int i = 0; i < 1000 && !(first_done && second_done); ++i) co_await sleep_for(1ms);
+    EXPECT_TRUE(first_done);
+    EXPECT_TRUE(second_done);
+    EXPECT_LT(first.native_handle(), 0);  // closed
+    EXPECT_LT(second.native_handle(), 0);
+    if (!first_done) first.close();  // let the test end
+    if (!second_done) second.close();
+    while (!(first_done && second_done)) co_await sleep_for(1ms);
+  }(server));
+}
+
 TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
   http::server server(
       [](http::request&) -> task<http::response> {

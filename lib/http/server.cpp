@@ -28,7 +28,7 @@ struct server::state {
   bool stopping = false;
   std::size_t active = 0;
   std::uint64_t served = 0;
-  tcp_listener* listener = nullptr;
+  std::vector<tcp_listener*> listeners;  // of the serve() calls running
   /// A connection linked into a list of the server (the node lives in the connection's
   /// coroutine frame: linking a connection allocates nothing).
   struct stream_link {
@@ -54,7 +54,7 @@ struct server::state {
     std::coroutine_handle<> serve;
     void run_ready() override { serve.resume(); }
   };
-  waiter* drained = nullptr;
+  std::vector<waiter*> drained;  // one per serve() call waiting
 };
 
 namespace {
@@ -227,7 +227,7 @@ constexpr std::chrono::milliseconds closing_time{100};
 /// Resumes serve() if it waits for the connections to end (through the loop's ready queue:
 /// never inside the caller).
 void wake_serve(server::state& st) noexcept {
-  if (server::state::waiter* w = std::exchange(st.drained, nullptr)) w->loop->schedule(*w);
+  for (server::state::waiter* w : std::exchange(st.drained, {})) w->loop->schedule(*w);
 }
 
 /// Arms the timer after which serve() stops waiting for the connections closed at the end of
@@ -275,14 +275,12 @@ struct drained_awaiter {
   explicit drained_awaiter(server::state& state) : st(state) {}
   drained_awaiter(const drained_awaiter&) = delete;
   drained_awaiter& operator=(const drained_awaiter&) = delete;
-  ~drained_awaiter() {
-    if (st.drained == &node) st.drained = nullptr;
-  }
+  ~drained_awaiter() { std::erase(st.drained, &node); }
   bool await_ready() const noexcept { return st.active == 0 || st.gave_up; }
   void await_suspend(std::coroutine_handle<> serve) noexcept {
     node.loop = &event_loop::current();
     node.serve = serve;
-    st.drained = &node;
+    st.drained.push_back(&node);
   }
   void await_resume() const noexcept {}
 };
@@ -305,7 +303,7 @@ std::uint64_t server::requests_served() const noexcept { return state_->served; 
 void server::shutdown(std::chrono::nanoseconds grace_period) {
   state& st = *state_;
   st.stopping = true;
-  if (st.listener != nullptr) st.listener->close();
+  for (tcp_listener* listener : st.listeners) listener->close();
   for (corio::stream* s : streams_of(st.idle)) {
     if (s->writing()) {
       // Not idle yet: its last response is still being sent, and close() would drop the rest
@@ -337,7 +335,15 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s);
 task<void> server::serve(tcp_listener& listener) {
   std::shared_ptr<state> keep = state_;
   state& st = *keep;
-  st.listener = &listener;
+  // Why a list: one server may serve several listeners (TCP and a unix socket), and
+  // shutdown() must close them all, or the other serve() calls accept for ever.
+  st.listeners.push_back(&listener);
+  struct listed_listener {  // unlisted however serve() ends (its task may be destroyed)
+    server::state& st;
+    tcp_listener* listener;
+    ~listed_listener() { std::erase(st.listeners, listener); }
+  } listed{st, &listener};
+  if (st.stopping) listener.close();  // shutdown() came first
   event_loop& loop = event_loop::current();
   while (!st.stopping) {
     tcp_stream connection;
@@ -362,7 +368,6 @@ task<void> server::serve(tcp_listener& listener) {
       loop.spawn(serve_one(keep, std::move(connection)));
     }
   }
-  st.listener = nullptr;
   // Waits, with no timer of its own, until the last connection ends (its end wakes this) or
   // closing_time after the grace period ended (that timer does).
   if (st.active > 0 && !st.gave_up) {

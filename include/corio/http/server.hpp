@@ -70,12 +70,15 @@ class server {
   /// every connection has ended, or at the latest 100 ms after shutdown's grace period ended
   /// (see there). It waits without polling: the end of the last connection, or the end of
   /// the grace period, wakes it. Accept failures such as EMFILE are logged and retried after
-  /// a pause, so the server never spins. `listener` must outlive the returned task.
+  /// a pause, so the server never spins. `listener` must outlive the returned task. One
+  /// server may serve several listeners at once (TCP and a unix socket): shutdown() closes
+  /// them all and every serve() returns as above; a serve() started after shutdown() closes
+  /// its listener and returns.
   [[nodiscard]] task<void> serve(tcp_listener& listener);
   /// Serves one connection until the peer or the protocol closes it, or shutdown() ends it.
   [[nodiscard]] task<void> serve_connection(corio::stream connection);
 
-  /// Graceful shutdown. Stops accepting (closes the listener) and closes at once the
+  /// Graceful shutdown. Stops accepting (closes the listeners) and closes at once the
   /// connections waiting for a request (one whose last response is still being sent is
   /// half-closed instead: its client reads the rest, then the end of the stream, and the
   /// connection ends when the client closes). Requests in progress may finish for `grace_period`
