@@ -1540,6 +1540,49 @@ TEST_P(Http, ResponseFieldsWithCrLfOrNulAreRefusedWith500) {
 
 task<void> canned_server(tcp_listener& listener, std::string answer, int n);
 
+TEST_P(Http, ResponseStatusesThatAreNotThreeDigitsAreRefusedWith500) {
+  // RFC 9110 §15: a status code is three digits. 0 or 1000 made a status line no client can
+  // parse ("HTTP/1.1 0 Unknown"); now the handler's error is answered 500 and reported, as a
+  // header that would inject lines is.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        int status = 200;
+        if (req.path() == "/zero") status = 0;
+        if (req.path() == "/99") status = 99;
+        if (req.path() == "/1000") status = 1000;
+        if (req.path() == "/negative") status = -200;
+        co_return http::response::text(status, "body");
+      },
+      small_timeouts());
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::invalid_argument& error) {
+        if (std::string(error.what()).find("status") != std::string::npos) ++reported;
+      } catch (...) {
+      }
+    });
+    for (const char* path : {"/zero", "/99", "/1000", "/negative"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      int status = 0;
+      try {
+        status = (co_await read_response(c)).status;
+      } catch (const http::protocol_error& e) {
+        ADD_FAILURE() << "an unreadable status line: " << e.what();
+      }
+      EXPECT_EQ(status, 500);
+    }
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ((co_await read_response(c)).status, 200);
+  }));
+  EXPECT_EQ(reported, 4);
+}
+
 TEST_P(Http, ErrorsFromOtherConnectionsInTheHandlerAre500) {
   // A handler that calls an upstream server with http::client gets that connection's
   // protocol_error (a malformed upstream response, status 400) or stream_closed_error. They

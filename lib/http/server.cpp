@@ -76,9 +76,14 @@ const std::string& http_date() {
 }
 
 /// The status line and fields of `r`. Throws std::invalid_argument for a field or reason
-/// phrase that would inject header lines (detail::check_outgoing_field).
+/// phrase that would inject header lines (detail::check_outgoing_field), or a status that is
+/// not three digits.
 std::string serialize_head(const response& r, std::string_view server_name, bool keep_alive,
                            int version_minor, bool chunked, bool omit_length) {
+  if (r.status < 100 || r.status > 999) {  // RFC 9110 §15: three digits
+    throw std::invalid_argument("http::response: status " + std::to_string(r.status) +
+                                " is not a three-digit status code");
+  }
   std::string out;
   out.reserve(160 + r.body.size());
   out += version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
@@ -531,7 +536,8 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
                              static_cast<bool>(res.producer) && !chunked);
       } catch (const std::invalid_argument&) {
-        // A field with CR or LF would forge headers: the handler's error, answered as one.
+        // A field with CR or LF would forge headers (or the status is not three digits): the
+        // handler's error, answered as one.
         send_error(s, o, 500, "the handler failed");
         event_loop::current().report_exception(std::current_exception());
         linger = true;
