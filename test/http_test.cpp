@@ -2047,6 +2047,23 @@ TEST_P(Http, ClientFramesResponsesAsRfc9112Says) {
   }());
 }
 
+TEST_P(Http, ClientDoesNotKeepAConnectionWithBytesPastTheResponse) {
+  // A body longer than its Content-Length: the bytes past it belong to no request (the client
+  // does not pipeline). The connection was kept, holding them and its fd (an idle stream with
+  // buffered bytes is not watched, S40), and counted by idle_connections().
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    event_loop::current().spawn(canned_keep_alive_server(
+        listener, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA"));
+    http::client_options o;
+    o.timeout = 2s;
+    http::client client(o);
+    http::client_response r = co_await client.get(url(listener.port()));
+    EXPECT_EQ(r.body, "hello");
+    EXPECT_EQ(client.idle_connections(), 0u);
+  }());
+}
+
 TEST_P(Http, ClientReadsABodyDelimitedByClose) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);

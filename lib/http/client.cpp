@@ -262,9 +262,11 @@ task<client_response> exchange(client::state& st, const std::string& method, con
     const bool both_framings =
         r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
     // Nor after a request that said Connection: close (the server closes it, RFC 9112 §9.6,
-    // and need not say so in its answer).
+    // and need not say so in its answer), nor with bytes past the response (a body longer
+    // than its Content-Length: they answer no request of ours).
     bool reusable = framing.kind != detail::body_kind::until_close && !s.closed() &&
-                    r.status != 101 && !both_framings && !fields.has_token("Connection", "close") &&
+                    s.buffered_bytes() == 0 && r.status != 101 && !both_framings &&
+                    !fields.has_token("Connection", "close") &&
                     (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                           : r.headers.has_token("Connection", "keep-alive"));
     if (reusable) keep_idle(st, client::state::origin(u), std::move(s));
