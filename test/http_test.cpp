@@ -16,6 +16,7 @@
 #include "corio/corio.hpp"
 #include "http/connection.hpp"
 #include "http/parser.hpp"
+#include "stream_core.hpp"  // a TLS stream's raw fd, to end it without close_notify
 #include "support/backends.hpp"
 #include "support/tls_certs.hpp"
 
@@ -415,6 +416,42 @@ TEST_P(Http, PipelinedRequestsWaitForAClientThatDoesNotRead) {
   EXPECT_EQ(server.requests_served(), static_cast<std::uint64_t>(requests));
 }
 
+TEST_P(Http, LargeResponseToASlowButSteadyReaderIsNotCut) {
+  // A 16 MiB answer to a client that reads it steadily, 128 KiB every 5 ms, but needs longer
+  // than idle_timeout (200 ms) for the whole: the server waited for the whole answer to leave
+  // within idle_timeout (past max_unsent_response_bytes, or in the lingering close), and cut
+  // the download of a client that was never idle.
+  static constexpr std::size_t size = 16 << 20;
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 200ms;
+  http::server server(
+      [](http::request&) -> task<http::response> {
+        co_return http::response::text(200, std::string(size, 'L'));
+      },
+      o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    for (std::string connection : {"keep-alive", "close"}) {
+      SCOPED_TRACE(connection);
+      tcp_stream c = connect_with_small_receive_buffer(port, 64 * 1024);
+      c.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: " + connection + "\r\n\r\n");
+      std::string head = co_await c.read_until("\r\n\r\n", 64 * 1024);
+      EXPECT_NE(head.find("Content-Length: " + std::to_string(size)), std::string::npos);
+      const auto start = clock_type::now();
+      std::size_t got = 0;
+      try {
+        while (got < size) {
+          got += (co_await c.read_bytes(std::min<std::size_t>(128 * 1024, size - got))).size();
+          co_await sleep_for(5ms);
+        }
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "cut after " << got << " bytes: " << e.what();
+      }
+      EXPECT_EQ(got, size);
+      EXPECT_GT(clock_type::now() - start, 400ms);  // the download did outlast idle_timeout
+    }
+  }));
+}
+
 TEST_P(Http, ConnectionCloseClosesAfterTheResponse) {
   http::server server(echo_handler, small_timeouts());
   run(with_server(server, [](std::uint16_t port) -> task<void> {
@@ -726,6 +763,16 @@ TEST_P(Http, MalformedRequestsAre400AndClose) {
        400},
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " +
            std::string(9000, 't') + "\r\n\r\n",
+       431},
+      // Lines over twice their limit were closed without an answer (read_until's max_bytes).
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+           std::string(10000, 'e') + "\r\nhello\r\n0\r\n\r\n",
+       400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+           std::string(100000, '0') + "5\r\nhello\r\n0\r\n\r\n",
+       400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " +
+           std::string(20000, 't') + "\r\n\r\n",
        431},
   };
   run(with_server(server, [&cases](std::uint16_t port) -> task<void> {
@@ -1145,6 +1192,43 @@ TEST_P(Http, ShutdownLetsAKeptAliveClientReadTheRestOfItsResponse) {
   }());
 }
 
+TEST_P(Http, ShutdownEndsServeOnEveryListener) {
+  // One server serving two listeners (say TCP and a unix socket): the state held one listener,
+  // the last one serve() was given, so shutdown() closed only that one, and the other serve()
+  // went on accepting for ever.
+  http::server server(echo_handler, small_timeouts());
+  run([](http::server& server) -> task<void> {
+    tcp_listener first = tcp_listener::bind("127.0.0.1", 0);
+    tcp_listener second = tcp_listener::bind("127.0.0.1", 0);
+    bool first_done = false;
+    bool second_done = false;
+    event_loop::current().spawn(serve_and_flag(server, first, first_done));
+    event_loop::current().spawn(serve_and_flag(server, second, second_done));
+    {
+      http::client client;
+      EXPECT_EQ((co_await client.get(url(first.port(), "/1"))).body, "GET /1 ");
+      EXPECT_EQ((co_await client.get(url(second.port(), "/2"))).body, "GET /2 ");
+    }
+    // A request in progress: both serve() calls wait for its connection to end (serve() kept
+    // one waiter: the other was never woken).
+    tcp_stream slow = co_await tcp_stream::connect("127.0.0.1", first.port());
+    co_await slow.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await sleep_for(100ms);  // its handler sleeps 300 ms
+    server.shutdown();
+    raw_response r = co_await whole_response(slow);
+    EXPECT_EQ(r.body, "GET /slow ");
+    slow.close();  // no lingering close to wait for
+    for (int i = 0; i < 1000 && !(first_done && second_done); ++i) co_await sleep_for(1ms);
+    EXPECT_TRUE(first_done);
+    EXPECT_TRUE(second_done);
+    EXPECT_LT(first.native_handle(), 0);  // closed
+    EXPECT_LT(second.native_handle(), 0);
+    if (!first_done) first.close();  // let the test end
+    if (!second_done) second.close();
+    while (!(first_done && second_done)) co_await sleep_for(1ms);
+  }(server));
+}
+
 TEST_P(Http, ShutdownAgainWithAShorterGracePeriodEndsSooner) {
   http::server server(
       [](http::request&) -> task<http::response> {
@@ -1456,6 +1540,49 @@ TEST_P(Http, ResponseFieldsWithCrLfOrNulAreRefusedWith500) {
 
 task<void> canned_server(tcp_listener& listener, std::string answer, int n);
 
+TEST_P(Http, ResponseStatusesThatAreNotThreeDigitsAreRefusedWith500) {
+  // RFC 9110 §15: a status code is three digits. 0 or 1000 made a status line no client can
+  // parse ("HTTP/1.1 0 Unknown"); now the handler's error is answered 500 and reported, as a
+  // header that would inject lines is.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        int status = 200;
+        if (req.path() == "/zero") status = 0;
+        if (req.path() == "/99") status = 99;
+        if (req.path() == "/1000") status = 1000;
+        if (req.path() == "/negative") status = -200;
+        co_return http::response::text(status, "body");
+      },
+      small_timeouts());
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::invalid_argument& error) {
+        if (std::string(error.what()).find("status") != std::string::npos) ++reported;
+      } catch (...) {
+      }
+    });
+    for (const char* path : {"/zero", "/99", "/1000", "/negative"}) {
+      SCOPED_TRACE(path);
+      tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+      c.write("GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      int status = 0;
+      try {
+        status = (co_await read_response(c)).status;
+      } catch (const http::protocol_error& e) {
+        ADD_FAILURE() << "an unreadable status line: " << e.what();
+      }
+      EXPECT_EQ(status, 500);
+    }
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ((co_await read_response(c)).status, 200);
+  }));
+  EXPECT_EQ(reported, 4);
+}
+
 TEST_P(Http, ErrorsFromOtherConnectionsInTheHandlerAre500) {
   // A handler that calls an upstream server with http::client gets that connection's
   // protocol_error (a malformed upstream response, status 400) or stream_closed_error. They
@@ -1580,6 +1707,31 @@ TEST_P(Http, ClientReusesItsConnection) {
   }(server));
 }
 
+TEST_P(Http, ClientLetsGoOfKeptConnectionsTheServerClosed) {
+  // A kept connection that the server closes (its idle timeout) used to stay in the pool, its
+  // fd in CLOSE_WAIT, until the next request to that origin or the client's end: a client
+  // that talks to many origins held one dead fd for each. Now it is closed as the server's
+  // end arrives, and no longer counted.
+  http::server_options o = small_timeouts();
+  o.idle_timeout = 50ms;
+  http::server server(echo_handler, o);
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    const int fds_before = corio::testing::open_fd_count();
+    http::client client;
+    http::client_response r = co_await client.get(url(port, "/1"));
+    EXPECT_EQ(r.body, "GET /1 ");
+    r = co_await client.get("http://localhost:" + std::to_string(port) + "/2");
+    EXPECT_EQ(r.body, "GET /2 ");
+    EXPECT_EQ(client.idle_connections(), 2u);
+    co_await sleep_for(300ms);  // the server's idle timeout closed both
+    EXPECT_EQ(client.idle_connections(), 0u);
+    EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
+    r = co_await client.get(url(port, "/3"));  // on a new connection, without a retry
+    EXPECT_EQ(r.body, "GET /3 ");
+    EXPECT_EQ(client.idle_connections(), 1u);
+  }));
+}
+
 TEST_P(Http, ClientRetriesWhenTheServerClosedAKeptAliveConnection) {
   http::server_options o = small_timeouts();
   o.idle_timeout = 50ms;
@@ -1598,34 +1750,41 @@ TEST_P(Http, ClientRetriesWhenTheServerClosedAKeptAliveConnection) {
 struct dropping_tally {
   int connections = 0;  // accepted
   int requests = 0;     // request heads received, answered or not
-  bool done = false;    // the listener was closed and every connection has ended
+  int open = 0;         // connections not yet closed
+  bool done = false;    // the listener was closed
 };
+
+/// One connection of a dropping_server.
+task<void> dropping_connection(tcp_stream s, int answered, dropping_tally& tally) {
+  ++tally.connections;
+  ++tally.open;
+  try {
+    for (int i = 0;; ++i) {
+      std::string head = co_await s.read_until("\r\n\r\n", 64 * 1024);
+      ++tally.requests;
+      if (i == answered) break;
+      std::string body =
+          head.substr(0, head.find(" HTTP/")) + " #" + std::to_string(tally.requests);
+      s.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+              body);
+    }
+  } catch (const stream_closed_error&) {
+    // the client closed the connection
+  }
+  s.close();
+  --tally.open;
+}
 
 /// A raw server that answers the first `answered` requests of each connection it accepts
 /// (200, Content-Length, kept alive: "<method> <target> #<n>" where n counts the requests
 /// received), then reads the next request and closes the connection without answering it: a
 /// kept-alive connection the server closed just as the client sent its next request (its
 /// idle timeout), or, with answered == 0, a server that fails a fresh connection. Request
-/// bodies must be empty. Runs until the listener is closed.
+/// bodies must be empty. Serves its connections concurrently, until the listener is closed.
 task<void> dropping_server(tcp_listener& listener, int answered, dropping_tally& tally) {
   try {
     for (;;) {
-      tcp_stream s = co_await listener.accept();
-      ++tally.connections;
-      try {
-        for (int i = 0;; ++i) {
-          std::string head = co_await s.read_until("\r\n\r\n", 64 * 1024);
-          ++tally.requests;
-          if (i == answered) break;
-          std::string body =
-              head.substr(0, head.find(" HTTP/")) + " #" + std::to_string(tally.requests);
-          s.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
-                  body);
-        }
-      } catch (const stream_closed_error&) {
-        // the client closed the connection
-      }
-      s.close();
+      event_loop::current().spawn(dropping_connection(co_await listener.accept(), answered, tally));
     }
   } catch (const stream_closed_error&) {
     // the listener was closed
@@ -1633,10 +1792,10 @@ task<void> dropping_server(tcp_listener& listener, int answered, dropping_tally&
   tally.done = true;
 }
 
-/// Closes `listener` and waits until its dropping_server has ended.
+/// Closes `listener` and waits until its dropping_server and its connections have ended.
 task<void> stop_dropping(tcp_listener& listener, const dropping_tally& tally) {
   listener.close();
-  while (!tally.done) co_await sleep_for(1ms);
+  while (!tally.done || tally.open > 0) co_await sleep_for(1ms);
 }
 
 http::client_options retry_test_options() {
@@ -1678,6 +1837,65 @@ TEST_P(Http, ClientRetriesAnIdempotentRequestWhenAKeptConnectionWasClosed) {
       }
       co_await stop_dropping(listener, tally);
     }
+  }());
+}
+
+TEST_P(Http, ClientRetriesOnANewConnectionNotOnAnotherKeptOne) {
+  // Two kept connections to one origin, both closed by the server (a restart, its idle
+  // timeout): the request failed on the first was sent again on the second, from the pool,
+  // which failed as well, and the GET threw instead of being retried on a new connection.
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    dropping_tally tally;
+    event_loop::current().spawn(dropping_server(listener, 1, tally));
+    {
+      http::client client(retry_test_options());
+      // Two requests at once: two connections, both kept.
+      auto [a, b] = co_await when_all(client.get(url(listener.port(), "/a")),
+                                      client.get(url(listener.port(), "/b")));
+      EXPECT_EQ(a.status, 200);
+      EXPECT_EQ(b.status, 200);
+      EXPECT_EQ(client.idle_connections(), 2u);
+      CO_ASSERT_TRUE(tally.connections == 2);
+      try {
+        http::client_response r = co_await client.get(url(listener.port(), "/c"));
+        EXPECT_EQ(r.body, "GET /c #4");
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "retried on another kept connection: " << e.what();
+      }
+      EXPECT_EQ(tally.connections, 3);  // the retry opened a new one
+      EXPECT_EQ(tally.requests, 4);
+    }
+    co_await stop_dropping(listener, tally);
+  }());
+}
+
+TEST_P(Http, ClientDoesNotKeepAConnectionItAskedToClose) {
+  // A request that says Connection: close ends its connection (RFC 9112 §9.6), whether or not
+  // the server repeats it in its answer (it SHOULD, not MUST). The client kept it, and the
+  // next request, sent on it, was lost: a POST failed with stream_closed_error.
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    dropping_tally tally;
+    event_loop::current().spawn(dropping_server(listener, 1, tally));
+    {
+      http::client client(retry_test_options());
+      http::headers close;
+      close.add("Connection", "close");
+      const std::string none;
+      http::client_response r =
+          co_await client.request("GET", url(listener.port(), "/1"), close, none);
+      EXPECT_EQ(r.body, "GET /1 #1");
+      EXPECT_EQ(client.idle_connections(), 0u);
+      try {
+        r = co_await client.post(url(listener.port(), "/2"), "", "x/y");
+        EXPECT_EQ(r.body, "POST /2 #2");
+      } catch (const stream_closed_error& e) {
+        ADD_FAILURE() << "sent on the connection it asked to close: " << e.what();
+      }
+      EXPECT_EQ(tally.connections, 2);
+    }
+    co_await stop_dropping(listener, tally);
   }());
 }
 
@@ -1829,6 +2047,23 @@ TEST_P(Http, ClientFramesResponsesAsRfc9112Says) {
   }());
 }
 
+TEST_P(Http, ClientDoesNotKeepAConnectionWithBytesPastTheResponse) {
+  // A body longer than its Content-Length: the bytes past it belong to no request (the client
+  // does not pipeline). The connection was kept, holding them and its fd (an idle stream with
+  // buffered bytes is not watched, S40), and counted by idle_connections().
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    event_loop::current().spawn(canned_keep_alive_server(
+        listener, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA"));
+    http::client_options o;
+    o.timeout = 2s;
+    http::client client(o);
+    http::client_response r = co_await client.get(url(listener.port()));
+    EXPECT_EQ(r.body, "hello");
+    EXPECT_EQ(client.idle_connections(), 0u);
+  }());
+}
+
 TEST_P(Http, ClientReadsABodyDelimitedByClose) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
@@ -1951,6 +2186,35 @@ http::response describe_request(const char* name, const http::request& req) {
                " cookie=" + std::string(req.headers.get("Cookie").value_or("-")));
 }
 
+TEST_P(Http, ClientFollowsA303WithHeadAsHead) {
+  // RFC 9110 §15.4.4: after a 303 the client retrieves the new URI with GET *or HEAD*; only
+  // methods other than these become GET. A HEAD became a GET, and downloaded the body.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/see-other") {
+          http::response r = http::response::text(303, "");
+          r.headers.add("Location", "/new");
+          co_return r;
+        }
+        http::response r = http::response::text(200, "the body\n");
+        r.headers.add("X-Method", req.method);
+        co_return r;
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client_options o;
+    o.follow_redirects = true;
+    http::client client(o);
+    const std::string none;
+    const http::headers no_fields;
+    http::client_response r =
+        co_await client.request("HEAD", url(port, "/see-other"), no_fields, none);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("X-Method"), "HEAD");
+    EXPECT_EQ(r.body, "");
+  }));
+}
+
 TEST_P(Http, ClientRedirectsResolveRelativeLocationsAndKeepCredentialsToTheirOrigin) {
   std::uint16_t other_port = 0;
   http::server other(
@@ -2020,7 +2284,35 @@ TEST_P(Http, ClientRejectsMalformedResponses) {
     http::client client;
     EXPECT_THROW(co_await client.get(url(listener.port())), http::protocol_error);
     EXPECT_THROW(co_await client.get("ftp://x/"), std::invalid_argument);
+    // A chunk-size line over twice its limit was stream_closed_error (read_until's max_bytes).
+    tcp_listener long_line = tcp_listener::bind("127.0.0.1", 0);
+    event_loop::current().spawn(
+        canned_server(long_line,
+                      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+                          std::string(10000, 'e') + "\r\nhello\r\n0\r\n\r\n",
+                      1));
+    EXPECT_THROW(co_await client.get(url(long_line.port())), http::protocol_error);
   }());
+}
+
+TEST_P(Http, ClientDoesNotSendTheUrlFragment) {
+  // RFC 9110 §4.2.4: a fragment names a part of the answer for the client; it is not part of
+  // the request target. "/a#x" was sent as the target, and "http://host:port#x" made
+  // "port#x" the port (invalid_argument) or "host#x" the host.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client client;
+    http::client_response r = co_await client.get(url(port, "/a?q=1#frag"));
+    EXPECT_EQ(r.body, "GET /a?q=1 ");
+    r = co_await client.get(url(port, "/b#frag?not-a-query"));
+    EXPECT_EQ(r.body, "GET /b ");
+    r = co_await client.get("http://127.0.0.1:" + std::to_string(port) + "#top");
+    EXPECT_EQ(r.body, "GET / ");
+    http::url_parts u = http::parse_url("https://example.com#x");
+    EXPECT_EQ(u.host, "example.com");
+    EXPECT_EQ(u.port, 443);
+    EXPECT_EQ(u.target, "/");
+  }));
 }
 
 TEST_P(Http, ClientRefusesToSendCrLfOrNulInItsRequest) {
@@ -2099,6 +2391,59 @@ TEST_P(Http, HttpsAgainstTheCorioServer) {
     http::client untrusting(strict);
     EXPECT_THROW(co_await untrusting.get(base + "/"), corio::error);
   }));
+}
+
+/// A raw HTTPS server: answers one request with `answer`, a body delimited by closing, then
+/// ends the TCP connection with (`close_notify`) or without a TLS close_notify (a truncation,
+/// as an attacker who cuts the connection would cause).
+task<void> close_delimited_https_server(tcp_listener& listener, tls_context& context,
+                                        std::string answer, bool close_notify) {
+  tls_stream s = tls_stream::accept(co_await listener.accept(), context);
+  co_await s.read_until("\r\n\r\n");
+  co_await s.write(answer);
+  if (close_notify) {
+    s.shutdown_write();
+  } else {
+    ::shutdown(s.core().fd(), SHUT_WR);  // FIN with no close_notify before it
+  }
+  try {
+    co_await s.read_until_close();
+  } catch (const stream_closed_error&) {
+  }
+}
+
+TEST_P(Http, ClientOverHttpsRefusesABodyDelimitedByATruncatedClose) {
+  // D10: a TLS peer's EOF without close_notify may be an attacker cutting the connection; a
+  // body delimited by closing was then taken as whole, cut or not.
+  const auto& pki = corio::testing::pki();
+  tls_context server_ctx = test_server_context();
+  run([&]() -> task<void> {
+    tls_context trusting(tls_role::client);
+    trusting.load_verify_file(pki.ca_cert);
+    http::client_options co;
+    co.tls = &trusting;
+    co.timeout = 5s;
+    const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole body";
+    for (bool close_notify : {true, false}) {
+      SCOPED_TRACE(close_notify ? "close_notify" : "truncated");
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(
+          close_delimited_https_server(listener, server_ctx, answer, close_notify));
+      http::client client(co);
+      std::string body;
+      std::error_code code;
+      try {
+        body = (co_await client.get("https://localhost:" + std::to_string(listener.port()))).body;
+      } catch (const stream_closed_error& e) {
+        code = e.code();
+      }
+      if (close_notify) {
+        EXPECT_EQ(body, "the whole body");
+      } else {
+        EXPECT_EQ(code, errc::tls_truncated) << "body: " << body;
+      }
+    }
+  }());
 }
 
 TEST_P(Http, HttpsErrorAnswerReachesAClientStillSendingItsBody) {

@@ -1,6 +1,7 @@
 // The HTTP/1.1 client: connection reuse per origin, Content-Length/chunked/close bodies.
 #include "corio/http/client.hpp"
 
+#include <iterator>
 #include <map>
 #include <stdexcept>
 #include <vector>
@@ -34,6 +35,8 @@ url_parts parse_url(std::string_view url) {
                                   std::string(url.substr(0, 200)) + "\"");
     }
   }
+  // RFC 9110 §4.2.4: the fragment is the client's own; it is never sent.
+  rest = rest.substr(0, rest.find('#'));
   std::size_t slash = rest.find_first_of("/?");
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {
@@ -102,7 +105,9 @@ client::~client() = default;
 
 std::size_t client::idle_connections() const noexcept {
   std::size_t n = 0;
-  for (const auto& [origin, streams] : state_->idle) n += streams.size();
+  for (const auto& [origin, streams] : state_->idle) {
+    for (const corio::stream& s : streams) n += s.closed() ? 0 : 1;
+  }
   return n;
 }
 
@@ -115,13 +120,15 @@ struct opened_connection {
   bool reused = false;
 };
 
-task<opened_connection> open_connection(client::state& st, const url_parts& u) {
+/// A kept connection from the pool if `reuse` and one is there, else a new one.
+task<opened_connection> open_connection(client::state& st, const url_parts& u, bool reuse) {
   opened_connection c;  // named, not a braced temporary in co_return (g++ 12, docs/http.md)
   auto& pool = st.idle[client::state::origin(u)];
-  while (!pool.empty()) {
+  while (reuse && !pool.empty()) {
     corio::stream s = std::move(pool.back());
     pool.pop_back();
     if (!s.closed() && s.buffered_bytes() == 0) {
+      s.set_close_callback({});  // in use again: no longer watched (keep_idle)
       c.stream = std::move(s);
       c.reused = true;
       co_return c;
@@ -134,6 +141,20 @@ task<opened_connection> open_connection(client::state& st, const url_parts& u) {
     c.stream = std::move(plain);
   }
   co_return c;
+}
+
+/// Puts a connection into the pool for the next request to `origin`.
+/// Why a close callback: with one, an idle stream watches its transport (S40), so the
+/// server's close of a kept connection (its idle timeout) closes it, and its fd, at once; else
+/// it would wait in CLOSE_WAIT until the next request to that origin or the client's end, one
+/// dead fd per origin a long-lived client ever talked to. Closed ones are dropped here.
+void keep_idle(client::state& st, const std::string& origin, corio::stream s) {
+  for (auto it = st.idle.begin(); it != st.idle.end();) {
+    std::erase_if(it->second, [](const corio::stream& kept) { return kept.closed(); });
+    it = it->second.empty() && it->first != origin ? st.idle.erase(it) : std::next(it);
+  }
+  s.set_close_callback([] {});
+  st.idle[origin].push_back(std::move(s));
 }
 
 /// RFC 9110 §9.2.2: the methods whose intended effect is the same however often they are
@@ -203,7 +224,9 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   const client_options& o = st.options;
   check_request(method, fields, o.user_agent);
   for (int attempt = 0;; ++attempt) {
-    opened_connection c = co_await open_connection(st, u);
+    // A retry goes on a new connection: the other kept ones may have been closed with the
+    // one that failed (the server's idle timeout, or a restart).
+    opened_connection c = co_await open_connection(st, u, attempt == 0);
     corio::stream& s = c.stream;
     s.write(serialize_request(method, u, fields, body, o.user_agent));
     std::string head;
@@ -238,11 +261,15 @@ task<client_response> exchange(client::state& st, const std::string& method, con
     // 9112 §6.3: a sign of smuggling; the chunked framing was used, then the connection ends).
     const bool both_framings =
         r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
+    // Nor after a request that said Connection: close (the server closes it, RFC 9112 §9.6,
+    // and need not say so in its answer), nor with bytes past the response (a body longer
+    // than its Content-Length: they answer no request of ours).
     bool reusable = framing.kind != detail::body_kind::until_close && !s.closed() &&
-                    r.status != 101 && !both_framings &&
+                    s.buffered_bytes() == 0 && r.status != 101 && !both_framings &&
+                    !fields.has_token("Connection", "close") &&
                     (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                           : r.headers.has_token("Connection", "keep-alive"));
-    if (reusable) st.idle[client::state::origin(u)].push_back(std::move(s));
+    if (reusable) keep_idle(st, client::state::origin(u), std::move(s));
     co_return r;
   }
 }
@@ -290,7 +317,10 @@ task<client_response> request_with_redirects(client::state& st, std::string meth
         fields.remove(name);
       }
     }
-    if (r.status == 303 || ((r.status == 301 || r.status == 302) && method == "POST")) {
+    // RFC 9110 §15.4: 303 is followed with GET (a HEAD stays a HEAD), as 301 and 302 after a
+    // POST are.
+    if ((r.status == 303 && method != "HEAD") ||
+        ((r.status == 301 || r.status == 302) && method == "POST")) {
       method = "GET";
       body.clear();
       for (std::string_view name : {"Content-Type", "Content-Length", "Transfer-Encoding"}) {

@@ -273,8 +273,15 @@ task<std::string> read_body_until_close(corio::stream& s, std::size_t max_body) 
     try {
       got = co_await s.read_into(std::as_writable_bytes(std::span(body).subspan(old)), true);
     } catch (const stream_closed_error& e) {
-      // Any close ends the body, as for read_until_close (S26), except an overflow (D5).
+      // Any close ends the body, as for read_until_close (S26), except an overflow (D5) and a
+      // TLS peer's EOF without close_notify (D10): the body may have been cut by an attacker
+      // (unless the context's set_truncation_is_error(false) says not to care).
       if (e.code() == errc::buffer_full) throw;
+      if (e.code() == errc::tls_truncated) {
+        throw stream_closed_error(
+            "HTTP: body delimited by closing cut short: the TLS peer closed without close_notify",
+            e.code());
+      }
       closed = true;
     }
     body.resize(old + got);
@@ -287,17 +294,31 @@ task<std::string> read_body_until_close(corio::stream& s, std::size_t max_body) 
   co_return body;
 }
 
+/// Reads what is left of a delimited piece whose end is not buffered (read_delimited).
+task<std::string> read_delimited_slowly(corio::stream& s, std::string_view delimiter,
+                                        std::size_t max_bytes, int status,
+                                        std::string_view too_long) {
+  std::string piece;
+  for (;;) {
+    if (s.buffered_bytes() == 0) (void)co_await s.read_until("");
+    std::string_view data = s.peek();
+    std::size_t end = delimited_end(piece, data, delimiter);
+    std::size_t take = end == std::string_view::npos ? data.size() : end;
+    if (piece.size() + take > max_bytes) throw protocol_error(status, std::string(too_long));
+    piece += co_await s.read_bytes(take);  // buffered: decided at the call (S9)
+    if (end != std::string_view::npos) co_return piece;
+  }
+}
+
 task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
   // Chunked (the http1connection.py pattern): size line, data, CRLF; then trailers. The
   // lines go through the parsers decode_chunked uses (parser.hpp), with the same limits.
-  // Why: a read_until past its max_bytes closes the stream (S16), so nothing could answer it;
-  // lines are read with twice the limit they may have, and the limit is checked here.
+  // Why read_delimited: a read_until past its max_bytes closes the stream (S16), and a line
+  // over the limit could not be answered.
   std::string body;
   for (;;) {
-    std::string line = co_await s.read_until("\r\n", 2 * max_chunk_line + 2);
-    if (line.size() - 2 > max_chunk_line) {
-      throw protocol_error(400, "HTTP: chunk-size line too long");
-    }
+    std::string line = co_await read_delimited(s, "\r\n", max_chunk_line + 2, 400,
+                                               "HTTP: chunk-size line too long");
     std::uint64_t size = parse_chunk_size(std::string_view(line).substr(0, line.size() - 2));
     if (size == 0) break;
     if (size > max_body - body.size()) {
@@ -310,13 +331,34 @@ task<std::string> read_chunked_body(corio::stream& s, std::size_t max_body) {
     }
   }
   for (std::size_t index = 0;; ++index) {  // trailer fields: checked, bounded, then ignored
-    std::string trailer = co_await s.read_until("\r\n", 2 * max_trailer_line + 2);
+    static const std::string too_long =
+        "HTTP: trailer field longer than " + std::to_string(max_trailer_line) + " bytes";
+    std::string trailer = co_await read_delimited(s, "\r\n", max_trailer_line + 2, 431, too_long);
     if (trailer == "\r\n") break;
     check_trailer_line(std::string_view(trailer).substr(0, trailer.size() - 2), index);
   }
   co_return body;
 }
 }  // namespace
+
+std::size_t delimited_end(std::string_view before, std::string_view data,
+                          std::string_view delimiter) noexcept {
+  for (std::size_t held = delimiter.size() - 1; held > 0; --held) {  // longest straddle first
+    if (before.ends_with(delimiter.substr(0, held)) && data.starts_with(delimiter.substr(held))) {
+      return delimiter.size() - held;
+    }
+  }
+  std::size_t found = data.find(delimiter);
+  return found == std::string_view::npos ? found : found + delimiter.size();
+}
+
+task<std::string> read_delimited(corio::stream& s, std::string_view delimiter,
+                                 std::size_t max_bytes, int status, std::string_view too_long) {
+  std::string_view data = s.peek();
+  std::size_t end = delimited_end({}, data.substr(0, max_bytes), delimiter);
+  if (end != std::string_view::npos) return s.read_bytes(end);  // buffered: decided now (S9)
+  return read_delimited_slowly(s, delimiter, max_bytes, status, too_long);
+}
 
 // Not a coroutine: a body with no framing, or whose bytes are buffered already, gives a task
 // decided at the call, which the server's with_timeout awaits without a timer.

@@ -28,7 +28,7 @@ struct server::state {
   bool stopping = false;
   std::size_t active = 0;
   std::uint64_t served = 0;
-  tcp_listener* listener = nullptr;
+  std::vector<tcp_listener*> listeners;  // of the serve() calls running
   /// A connection linked into a list of the server (the node lives in the connection's
   /// coroutine frame: linking a connection allocates nothing).
   struct stream_link {
@@ -54,7 +54,7 @@ struct server::state {
     std::coroutine_handle<> serve;
     void run_ready() override { serve.resume(); }
   };
-  waiter* drained = nullptr;
+  std::vector<waiter*> drained;  // one per serve() call waiting
 };
 
 namespace {
@@ -76,9 +76,14 @@ const std::string& http_date() {
 }
 
 /// The status line and fields of `r`. Throws std::invalid_argument for a field or reason
-/// phrase that would inject header lines (detail::check_outgoing_field).
+/// phrase that would inject header lines (detail::check_outgoing_field), or a status that is
+/// not three digits.
 std::string serialize_head(const response& r, std::string_view server_name, bool keep_alive,
                            int version_minor, bool chunked, bool omit_length) {
+  if (r.status < 100 || r.status > 999) {  // RFC 9110 §15: three digits
+    throw std::invalid_argument("http::response: status " + std::to_string(r.status) +
+                                " is not a three-digit status code");
+  }
   std::string out;
   out.reserve(160 + r.body.size());
   out += version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
@@ -174,47 +179,13 @@ task<void> linger_close(corio::stream& s, const server_options& o) {
   s.close();
 }
 
-/// Where a request head ends in `data` (the offset just past its "\r\n\r\n"), given the bytes
-/// of the head already read before `data` (`before`, whose last three bytes may start the
-/// delimiter); npos if it does not end in `data`.
-std::size_t head_end(std::string_view before, std::string_view data) noexcept {
-  constexpr std::string_view delimiter = "\r\n\r\n";
-  for (std::size_t held = 3; held > 0; --held) {  // the longest straddle ends soonest
-    if (before.ends_with(delimiter.substr(0, held)) && data.starts_with(delimiter.substr(held))) {
-      return delimiter.size() - held;
-    }
-  }
-  std::size_t found = data.find(delimiter);
-  return found == std::string_view::npos ? found : found + delimiter.size();
-}
-
-/// The exception a head longer than max_header_bytes is answered with.
-protocol_error head_too_large(const server_options& o) {
-  return protocol_error(431,
-                        "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes");
-}
-
-/// Reads a request head whose end is not buffered yet: throws head_too_large() as soon as more
-/// than max_header_bytes have arrived without the head ending.
-/// Why not read_until("\r\n\r\n", limit): a read past its max_bytes closes the stream (S16),
-/// and so does a buffer past streams.max_buffer_size (S42); either way no 431 could be sent.
-/// So the head is taken as it arrives: wait for bytes with read_until("") (which consumes
-/// nothing, and on an empty buffer receives at most read_chunk_size bytes, half the buffer
-/// limit at most: S2), look at them with peek(), and consume only bytes of the head (all of
-/// them, or up to the end of the head). The search resumes where it stopped (the straddle
-/// is checked against the head read so far), so a head trickling in costs O(n).
+/// Reads a request head whose end is not buffered yet (detail::read_delimited): answered 431
+/// as soon as more than max_header_bytes have arrived without the head ending, whatever
+/// streams.max_buffer_size is.
 task<std::string> read_head(corio::stream& s, const server_options& o) {
-  std::string head;
-  for (;;) {
-    if (s.buffered_bytes() == 0) (void)co_await s.read_until("");
-    std::string_view data = s.peek();
-    std::size_t end = head_end(head, data);
-    std::size_t take = end == std::string_view::npos ? data.size() : end;
-    if (head.size() + take > o.max_header_bytes) throw head_too_large(o);
-    std::string piece = co_await s.read_bytes(take);  // buffered: decided at the call (S9)
-    head += piece;
-    if (end != std::string_view::npos) co_return head;
-  }
+  const std::string too_long =
+      "request head exceeds " + std::to_string(o.max_header_bytes) + " bytes";
+  co_return co_await detail::read_delimited(s, "\r\n\r\n", o.max_header_bytes, 431, too_long);
 }
 
 /// Links a connection into one of the server's lists while it lives (every connection, or
@@ -261,7 +232,7 @@ constexpr std::chrono::milliseconds closing_time{100};
 /// Resumes serve() if it waits for the connections to end (through the loop's ready queue:
 /// never inside the caller).
 void wake_serve(server::state& st) noexcept {
-  if (server::state::waiter* w = std::exchange(st.drained, nullptr)) w->loop->schedule(*w);
+  for (server::state::waiter* w : std::exchange(st.drained, {})) w->loop->schedule(*w);
 }
 
 /// Arms the timer after which serve() stops waiting for the connections closed at the end of
@@ -309,14 +280,12 @@ struct drained_awaiter {
   explicit drained_awaiter(server::state& state) : st(state) {}
   drained_awaiter(const drained_awaiter&) = delete;
   drained_awaiter& operator=(const drained_awaiter&) = delete;
-  ~drained_awaiter() {
-    if (st.drained == &node) st.drained = nullptr;
-  }
+  ~drained_awaiter() { std::erase(st.drained, &node); }
   bool await_ready() const noexcept { return st.active == 0 || st.gave_up; }
   void await_suspend(std::coroutine_handle<> serve) noexcept {
     node.loop = &event_loop::current();
     node.serve = serve;
-    st.drained = &node;
+    st.drained.push_back(&node);
   }
   void await_resume() const noexcept {}
 };
@@ -339,7 +308,7 @@ std::uint64_t server::requests_served() const noexcept { return state_->served; 
 void server::shutdown(std::chrono::nanoseconds grace_period) {
   state& st = *state_;
   st.stopping = true;
-  if (st.listener != nullptr) st.listener->close();
+  for (tcp_listener* listener : st.listeners) listener->close();
   for (corio::stream* s : streams_of(st.idle)) {
     if (s->writing()) {
       // Not idle yet: its last response is still being sent, and close() would drop the rest
@@ -371,7 +340,15 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s);
 task<void> server::serve(tcp_listener& listener) {
   std::shared_ptr<state> keep = state_;
   state& st = *keep;
-  st.listener = &listener;
+  // Why a list: one server may serve several listeners (TCP and a unix socket), and
+  // shutdown() must close them all, or the other serve() calls accept for ever.
+  st.listeners.push_back(&listener);
+  struct listed_listener {  // unlisted however serve() ends (its task may be destroyed)
+    server::state& st;
+    tcp_listener* listener;
+    ~listed_listener() { std::erase(st.listeners, listener); }
+  } listed{st, &listener};
+  if (st.stopping) listener.close();  // shutdown() came first
   event_loop& loop = event_loop::current();
   while (!st.stopping) {
     tcp_stream connection;
@@ -396,7 +373,6 @@ task<void> server::serve(tcp_listener& listener) {
       loop.spawn(serve_one(keep, std::move(connection)));
     }
   }
-  st.listener = nullptr;
   // Waits, with no timer of its own, until the last connection ends (its end wakes this) or
   // closing_time after the grace period ended (that timer does).
   if (st.active > 0 && !st.gave_up) {
@@ -415,6 +391,11 @@ task<void> server::serve_connection(corio::stream s) {
 }
 
 namespace {
+/// A body larger than this is sent in slices of this size (see serve_one).
+std::size_t large_body(const server_options& o) noexcept {
+  return std::max<std::size_t>(o.max_unsent_response_bytes, 64 * 1024);
+}
+
 task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
   server::state& st = *keep;
   const server_options& o = st.options;
@@ -454,7 +435,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       std::string head;
       // Usually the whole head is buffered (one receive brought it, or it was pipelined):
       // taken at once, with no timer.
-      std::size_t end = head_end({}, s.peek());
+      std::size_t end = detail::delimited_end({}, s.peek(), "\r\n\r\n");
       if (end != std::string_view::npos && end <= o.max_header_bytes) {
         head = co_await s.read_bytes(end);
       } else {
@@ -555,7 +536,8 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
                              static_cast<bool>(res.producer) && !chunked);
       } catch (const std::invalid_argument&) {
-        // A field with CR or LF would forge headers: the handler's error, answered as one.
+        // A field with CR or LF would forge headers (or the status is not three digits): the
+        // handler's error, answered as one.
         send_error(s, o, 500, "the handler failed");
         event_loop::current().report_exception(std::current_exception());
         linger = true;
@@ -576,12 +558,23 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
             co_await res.producer(writer);
           }
         }
-      } else {
+      } else if (head_only || res.body.size() <= large_body(o)) {
         if (!head_only) {
           out += res.body;
           queued_since_drain += res.body.size();
         }
         s.write(std::move(out));  // gathered with the other writes of this loop turn
+      } else {
+        // Why in slices, each given idle_timeout as a chunk of a streamed response is: waiting
+        // for the whole body to leave within idle_timeout (the back-pressure wait below, or
+        // linger_close) cut a client that reads steadily but needs longer than that for it.
+        s.write(std::move(out));
+        body_writer writer(s, false, o.idle_timeout);
+        const std::string_view body = res.body;
+        for (std::size_t at = 0; at < body.size(); at += large_body(o)) {
+          co_await writer.write(body.substr(at, large_body(o)));
+        }
+        queued_since_drain = 0;  // all sent
       }
       // Why: a client that pipelines requests without reading the answers would otherwise
       // make the server queue every response (10,000 GETs of 1 MiB: 10 GB). Past the mark,

@@ -56,10 +56,11 @@ class client {
   /// on a new connection, the failure is thrown.
   /// Throws protocol_error for a malformed response (431 for a head, interim 1xx or final,
   /// longer than options.max_header_bytes), stream_closed_error or tls_error from the
-  /// connection, timeout_error after options.timeout, std::invalid_argument for a bad URL (a
-  /// space or control byte in it included), a method that is not a token, or a field name,
-  /// field value or User-Agent that would inject header lines (CR, LF, NUL…): then nothing
-  /// is sent.
+  /// connection (stream_closed_error{errc::tls_truncated} for an HTTPS body delimited by
+  /// closing that ended without close_notify, D10), timeout_error after options.timeout,
+  /// std::invalid_argument for a bad URL (a space or control byte in it included), a method
+  /// that is not a token, or a field name, field value or User-Agent that would inject header
+  /// lines (CR, LF, NUL…): then nothing is sent.
   [[nodiscard]] task<client_response> request(std::string method, std::string url,
                                               http::headers fields, std::string body);
   /// GET `url`.
@@ -67,7 +68,8 @@ class client {
   /// POST `body` with `content_type` to `url`.
   [[nodiscard]] task<client_response> post(std::string url, std::string body,
                                            std::string content_type);
-  /// Connections kept for reuse.
+  /// Connections kept for reuse. One the server closes while it waits (its idle timeout) is
+  /// closed at once, fd included, and no longer counted.
   std::size_t idle_connections() const noexcept;
 
   /// @cond INTERNAL
@@ -84,7 +86,8 @@ struct url_parts {
   std::uint16_t port = 80;   ///< explicit, or 80/443
   std::string target = "/";  ///< path and query
 };
-/// Parses an absolute http(s) URL. Throws std::invalid_argument naming the URL.
+/// Parses an absolute http(s) URL; a fragment ("#...") is dropped (it is never sent).
+/// Throws std::invalid_argument naming the URL.
 url_parts parse_url(std::string_view url);
 
 }  // namespace corio::http

@@ -114,7 +114,8 @@ class body_writer {
 /// A response from a handler. Content-Length is set from `body` unless the body is
 /// streamed with chunked(); Date and Server are added by the server. Field names must be
 /// tokens, and field values and `reason` hold no control byte but HTAB: otherwise the server
-/// sends 500 instead and reports the std::invalid_argument (header injection).
+/// sends 500 instead and reports the std::invalid_argument (header injection), as it does for
+/// a status that is not three digits (100 to 999).
 struct response {
   int status = 200;                                  ///< status code
   std::string reason;                                ///< empty: the standard phrase

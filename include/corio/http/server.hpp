@@ -28,7 +28,9 @@ struct server_options {
   /// The whole header block must arrive within this (a slowloris peer is cut off).
   std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
   /// A kept-alive connection may stay silent this long between requests; also the most a
-  /// chunk of a streamed response (body_writer::write) may wait for the client to take it.
+  /// chunk of a streamed response (body_writer::write), or a slice of a body larger than
+  /// max_unsent_response_bytes, may wait for the client to take it: a client that reads a
+  /// large answer steadily is not cut off, however long the whole takes.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// The body must arrive within this once the head was read.
   std::chrono::nanoseconds body_timeout = std::chrono::seconds(60);
@@ -68,12 +70,15 @@ class server {
   /// every connection has ended, or at the latest 100 ms after shutdown's grace period ended
   /// (see there). It waits without polling: the end of the last connection, or the end of
   /// the grace period, wakes it. Accept failures such as EMFILE are logged and retried after
-  /// a pause, so the server never spins. `listener` must outlive the returned task.
+  /// a pause, so the server never spins. `listener` must outlive the returned task. One
+  /// server may serve several listeners at once (TCP and a unix socket): shutdown() closes
+  /// them all and every serve() returns as above; a serve() started after shutdown() closes
+  /// its listener and returns.
   [[nodiscard]] task<void> serve(tcp_listener& listener);
   /// Serves one connection until the peer or the protocol closes it, or shutdown() ends it.
   [[nodiscard]] task<void> serve_connection(corio::stream connection);
 
-  /// Graceful shutdown. Stops accepting (closes the listener) and closes at once the
+  /// Graceful shutdown. Stops accepting (closes the listeners) and closes at once the
   /// connections waiting for a request (one whose last response is still being sent is
   /// half-closed instead: its client reads the rest, then the end of the stream, and the
   /// connection ends when the client closes). Requests in progress may finish for `grace_period`
