@@ -114,9 +114,26 @@ std::size_t client::idle_connections() const noexcept {
 
 namespace detail {
 
-task<std::string> read_response_head(corio::stream& s, const client_options& o) {
+task<std::string> read_response_head(corio::stream& s, const client_options& o, bool* began) {
+  // Up to the first empty line, not to "\r\n\r\n": a server may end lines with a bare LF
+  // (RFC 9112 §2.2; parse_response_head accepts it), and its head then ends at "\n\n" or
+  // "\n\r\n"; reading on to a later "\r\n\r\n" took body bytes for fields, or waited for
+  // the close. Line by line, so that the search stays O(n) however the bytes arrive (a
+  // regex read would search the whole buffer again at every receive).
+  std::string head;
   try {
-    co_return co_await s.read_until("\r\n\r\n", o.max_header_bytes);
+    for (;;) {
+      std::size_t room = 0;  // no limit, as read_until's max_bytes, if max_header_bytes is 0
+      if (o.max_header_bytes != 0) {
+        if (head.size() >= o.max_header_bytes) break;
+        room = o.max_header_bytes - head.size();
+      }
+      const std::size_t start = head.size();
+      head += co_await s.read_until("\n", room);
+      if (began != nullptr) *began = true;
+      const std::string_view line = std::string_view(head).substr(start);
+      if (line == "\n" || line == "\r\n") co_return head;
+    }
   } catch (const stream_closed_error& e) {
     if (e.code() != errc::unsatisfiable_read) throw;
   }
@@ -262,8 +279,9 @@ task<client_response> exchange(client::state& st, const std::string& method, con
     corio::stream& s = c.stream;
     s.write(serialize_request(method, u, fields, body, o.user_agent));
     std::string head;
+    bool began = false;  // a line of the head was consumed: the response has begun
     try {
-      head = co_await detail::read_response_head(s, o);
+      head = co_await detail::read_response_head(s, o, &began);
     } catch (const stream_closed_error&) {
       // Why retry only then (RFC 9110 §9.2.2, as Go's net/http and urllib3 do): a server may
       // close a kept-alive connection while the request is on its way (its idle timeout), and
@@ -272,7 +290,9 @@ task<client_response> exchange(client::state& st, const std::string& method, con
       // byte of the response arrived (S39: it stays buffered after the close), or for a
       // method that is not idempotent (POST, PATCH…), the request may have been acted on:
       // it is not sent again.
-      if (attempt == 0 && c.reused && s.buffered_bytes() == 0 && idempotent(method)) continue;
+      if (attempt == 0 && c.reused && !began && s.buffered_bytes() == 0 && idempotent(method)) {
+        continue;
+      }
       throw;
     }
     detail::received_response r = co_await detail::read_response(s, std::move(head), method, o);

@@ -15,10 +15,12 @@ struct received_response {
   bool reusable = false;
 };
 
-/// Reads one response head (interim or final), up to and including its CRLF CRLF. Throws
-/// protocol_error 431 for a head longer than max_header_bytes (the read closed the stream,
-/// S16), stream_closed_error if the connection ends first.
-task<std::string> read_response_head(corio::stream& s, const client_options& o);
+/// Reads one response head (interim or final), up to and including its first empty line
+/// (lines end in CRLF or a bare LF). Throws protocol_error 431 for a head longer than
+/// max_header_bytes, stream_closed_error if the connection ends first. Sets `*began` (if
+/// given) once bytes of the head were consumed: they are no longer in the stream's buffer.
+task<std::string> read_response_head(corio::stream& s, const client_options& o,
+                                     bool* began = nullptr);
 
 /// Parses `head` (from read_response_head), skips interim 1xx responses (101 is final), then
 /// reads the body its framing gives for a request with `method`. Throws protocol_error for a
