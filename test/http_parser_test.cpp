@@ -410,6 +410,15 @@ TEST(HttpParser, HeadWithBytesAfterItsEmptyLineRejected) {
   EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\n\r\nX: y\r\n\r\n"), 400);
 }
 
+TEST(HttpParser, ControlBytesInReasonPhraseRejected) {
+  auto status = [](std::string_view head) { return status_of([&] { parse_response_head(head); }); };
+  EXPECT_EQ(status("HTTP/1.1 200 O\x01K\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 OK\0\r\n\r\n"sv), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 O\rK\n\n"), 400);  // bare CR (LF line ends are tolerated)
+  EXPECT_EQ(status("HTTP/1.1 200 OK\x7f\r\n\r\n"), 400);
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 O\tK \xe9\r\n\r\n").reason, "O\tK \xe9");  // obs-text
+}
+
 // --- the client reading a response off its connection (lib/http/response_reader.hpp) --------
 
 class ClientResponseRead : public corio::testing::backend_test {};

@@ -224,6 +224,11 @@ response_head parse_response_head(std::string_view head) {
   if (line.size() > 12) {
     if (line[12] != ' ') bad("malformed status line");
     r.reason = line.substr(13);
+    // reason-phrase = *( HTAB / SP / VCHAR / obs-text ) (RFC 9112 §4): a NUL or bare CR
+    // would reach the caller's logs or a proxy's own status line.
+    for (unsigned char c : r.reason) {
+      if (is_control(c)) bad("control character in the reason phrase");
+    }
   }
   return r;
 }

@@ -38,7 +38,7 @@ struct body_framing {
 request_head parse_request_head(std::string_view head);
 /// Parses a response head ending at its first empty line (bare LF line ends tolerated from
 /// servers). Throws protocol_error 400 if malformed, bytes after that empty line included
-/// (a reader that read them as the head would lose them).
+/// (a reader that read them as the head would lose them), or a control byte in the reason.
 response_head parse_response_head(std::string_view head);
 /// Framing of a request body. Throws protocol_error 400 for Content-Length with
 /// Transfer-Encoding, repeated or invalid Content-Length (request smuggling), 501 for a
