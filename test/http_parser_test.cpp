@@ -462,6 +462,21 @@ TEST_P(ClientResponseRead, MixedLineEndsHeadEndsAtItsFirstEmptyLine) {
   EXPECT_EQ(rest, "HTTP/1.1 204 No Content\r\n\r\n");
 }
 
+TEST_P(ClientResponseRead, Http10WithTransferEncodingIsNotReused) {
+  // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the
+  // connection is closed after it, even with keep-alive (as the server does for requests).
+  received_response r = run(
+      read_from("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "1\r\na\r\n0\r\n\r\n",
+                "GET", nullptr));
+  EXPECT_EQ(r.response.body, "a");
+  EXPECT_FALSE(r.reusable);
+  // The same framed by Content-Length is kept alive.
+  received_response k = run(read_from(
+      "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na", "GET", nullptr));
+  EXPECT_TRUE(k.reusable);
+}
+
 CORIO_INSTANTIATE_BACKENDS(ClientResponseRead);
 
 }  // namespace

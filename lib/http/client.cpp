@@ -163,9 +163,11 @@ task<received_response> read_response(corio::stream& s, std::string head, const 
   const bool both_framings =
       r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
   // Nor with bytes past the response (a body longer than its Content-Length: they answer no
-  // request of ours).
+  // request of ours), nor an HTTP/1.0 response with Transfer-Encoding (RFC 9112 §6.1: its
+  // framing is faulty, the connection is closed after it), keep-alive or not.
+  const bool te_in_http10 = r.version_minor == 0 && r.headers.count("Transfer-Encoding") > 0;
   out.reusable = framing.kind != body_kind::until_close && !s.closed() && s.buffered_bytes() == 0 &&
-                 r.status != 101 && !both_framings &&
+                 r.status != 101 && !both_framings && !te_in_http10 &&
                  (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                        : r.headers.has_token("Connection", "keep-alive"));
   co_return out;
