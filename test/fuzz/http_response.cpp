@@ -294,7 +294,11 @@ task<void> read_one(stream& s, const std::string& method, const http::client_opt
     out.kind = outcome::other;
     out.what = e.what();
   }
-  if (out.kind == outcome::ok) {
+  if (out.kind != outcome::ok) {
+    // As the client drops a connection that failed: a server still sending then gets an
+    // error instead of waiting for room forever (a socket pair holds a few hundred writes).
+    s.close();
+  } else {
     try {
       out.rest = co_await s.read_until_close();
     } catch (const std::exception& e) {
