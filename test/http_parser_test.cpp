@@ -1,16 +1,23 @@
 // Table tests for the strict HTTP/1.1 parser (RFC 9112): valid and hostile request heads,
 // request framing (smuggling vectors), chunk sizes, chunked bodies and response framing.
-// No I/O.
+// Also the client's reading of a response off a stream pair, on both backends.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
+#include "corio/tcp.hpp"
+#include "corio/timeout.hpp"
 #include "http/parser.hpp"
+#include "http/response_reader.hpp"
+#include "support/backends.hpp"
 
 using namespace corio::http;
 using namespace corio::http::detail;
 using namespace std::string_view_literals;
+using namespace std::chrono_literals;
+using corio::task;
 
 namespace {
 
@@ -394,5 +401,82 @@ TEST(HttpParser, ResponseFramingBadContentLength) {
   // Identical repeats are tolerated from servers (RFC 9110 §8.6).
   EXPECT_EQ(status(fields({{"Content-Length", "3"}, {"Content-Length", "3"}})), 0);
 }
+
+TEST(HttpParser, HeadWithBytesAfterItsEmptyLineRejected) {
+  // The caller read all of it as the head: fields after an earlier empty line were dropped.
+  EXPECT_EQ(status_of([] { parse_response_head("HTTP/1.1 200 OK\nContent-Length: 2\n\r\n\r\n"); }),
+            400);
+  EXPECT_EQ(status_of([] { parse_response_head("HTTP/1.1 200 OK\n\nX: y\r\n\r\n"); }), 400);
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\n\r\nX: y\r\n\r\n"), 400);
+}
+
+TEST(HttpParser, ControlBytesInReasonPhraseRejected) {
+  auto status = [](std::string_view head) { return status_of([&] { parse_response_head(head); }); };
+  EXPECT_EQ(status("HTTP/1.1 200 O\x01K\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 OK\0\r\n\r\n"sv), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 O\rK\n\n"), 400);  // bare CR (LF line ends are tolerated)
+  EXPECT_EQ(status("HTTP/1.1 200 OK\x7f\r\n\r\n"), 400);
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 O\tK \xe9\r\n\r\n").reason, "O\tK \xe9");  // obs-text
+}
+
+// --- the client reading a response off its connection (lib/http/response_reader.hpp) --------
+
+class ClientResponseRead : public corio::testing::backend_test {};
+
+/// Sends `wire` from a server that keeps the connection open, then reads one response for
+/// `method` as the client does; `rest` gets what the server sends afterwards, if asked.
+task<received_response> read_from(std::string wire, std::string method, std::string* rest) {
+  auto pair = corio::stream_pair();
+  corio::stream& client = pair.first;
+  corio::stream& server = pair.second;
+  co_await server.write(wire);
+  client_options o;
+  std::string head = co_await with_timeout(2s, read_response_head(client, o));
+  received_response r =
+      co_await with_timeout(2s, read_response(client, std::move(head), method, o));
+  if (rest != nullptr) {
+    server.close();
+    *rest = co_await with_timeout(2s, client.read_until_close());
+  }
+  co_return r;
+}
+
+TEST_P(ClientResponseRead, BareLfHeadEndsAtItsFirstEmptyLine) {
+  // A head with LF line ends (RFC 9112 §2.2) ends at "\n\n": the client waited for a
+  // "\r\n\r\n" that never came.
+  received_response r = run(read_from("HTTP/1.1 200 OK\nContent-Length: 2\n\nhi", "GET", nullptr));
+  EXPECT_EQ(r.response.status, 200);
+  EXPECT_EQ(r.response.body, "hi");
+  EXPECT_TRUE(r.reusable);
+}
+
+TEST_P(ClientResponseRead, MixedLineEndsHeadEndsAtItsFirstEmptyLine) {
+  // "\n\r\n" ends the head: reading on to the next "\r\n\r\n" took the body and the next
+  // response for the head, whose parse dropped them, and then waited for a body.
+  std::string rest;
+  received_response r = run(
+      read_from("HTTP/1.1 200 OK\r\nContent-Length: 5\n\r\nhelloHTTP/1.1 204 No Content\r\n\r\n",
+                "GET", &rest));
+  EXPECT_EQ(r.response.status, 200);
+  EXPECT_EQ(r.response.body, "hello");
+  EXPECT_EQ(rest, "HTTP/1.1 204 No Content\r\n\r\n");
+}
+
+TEST_P(ClientResponseRead, Http10WithTransferEncodingIsNotReused) {
+  // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the
+  // connection is closed after it, even with keep-alive (as the server does for requests).
+  received_response r = run(
+      read_from("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "1\r\na\r\n0\r\n\r\n",
+                "GET", nullptr));
+  EXPECT_EQ(r.response.body, "a");
+  EXPECT_FALSE(r.reusable);
+  // The same framed by Content-Length is kept alive.
+  received_response k = run(read_from(
+      "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na", "GET", nullptr));
+  EXPECT_TRUE(k.reusable);
+}
+
+CORIO_INSTANTIATE_BACKENDS(ClientResponseRead);
 
 }  // namespace

@@ -1940,6 +1940,49 @@ TEST_P(Http, ClientDoesNotRetryOnAFreshConnection) {
   }());
 }
 
+/// Answers the first request on its connection, then sends only the first lines of the next
+/// response and closes; counts every request head received, on any connection.
+task<void> cut_head_server(tcp_listener& listener, dropping_tally& tally) {
+  try {
+    tcp_stream s = co_await listener.accept();
+    ++tally.connections;
+    co_await s.read_until("\r\n\r\n");
+    ++tally.requests;
+    co_await s.write("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+    co_await s.read_until("\r\n\r\n");
+    ++tally.requests;
+    co_await s.write("HTTP/1.1 200 OK\r\nX-Cut: here\r\n");
+    s.close();
+    tcp_stream again = co_await listener.accept();  // only a retry connects again
+    ++tally.connections;
+    co_await again.read_until("\r\n\r\n");
+    ++tally.requests;
+  } catch (const stream_closed_error&) {
+    // the listener (or the client) was closed
+  }
+  tally.done = true;
+}
+
+TEST_P(Http, ClientDoesNotRetryOnceAResponseLineArrived) {
+  // The client reads a head line by line (bare LF line ends): a kept connection that closes
+  // after the status line had begun its response, though its lines are no longer buffered.
+  run([]() -> task<void> {
+    tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+    dropping_tally tally;
+    event_loop::current().spawn(cut_head_server(listener, tally));
+    {
+      http::client client(retry_test_options());
+      http::client_response r = co_await client.get(url(listener.port(), "/1"));
+      EXPECT_EQ(r.body, "x");
+      EXPECT_THROW(co_await client.get(url(listener.port(), "/2")), stream_closed_error);
+    }
+    co_await sleep_for(20ms);  // a second copy would have arrived by now
+    EXPECT_EQ(tally.connections, 1);
+    EXPECT_EQ(tally.requests, 2);
+    co_await stop_dropping(listener, tally);
+  }());
+}
+
 /// A raw server: answers one request on each of `n` connections with `answer`, then closes.
 task<void> canned_server(tcp_listener& listener, std::string answer, int n) {
   for (int i = 0; i < n; ++i) {

@@ -12,6 +12,7 @@
 #include "corio/tls.hpp"
 #include "http/connection.hpp"
 #include "http/parser.hpp"
+#include "http/response_reader.hpp"
 
 namespace corio::http {
 
@@ -111,6 +112,69 @@ std::size_t client::idle_connections() const noexcept {
   return n;
 }
 
+namespace detail {
+
+task<std::string> read_response_head(corio::stream& s, const client_options& o, bool* began) {
+  // Up to the first empty line, not to "\r\n\r\n": a server may end lines with a bare LF
+  // (RFC 9112 §2.2; parse_response_head accepts it), and its head then ends at "\n\n" or
+  // "\n\r\n"; reading on to a later "\r\n\r\n" took body bytes for fields, or waited for
+  // the close. Line by line, so that the search stays O(n) however the bytes arrive (a
+  // regex read would search the whole buffer again at every receive).
+  std::string head;
+  try {
+    for (;;) {
+      std::size_t room = 0;  // no limit, as read_until's max_bytes, if max_header_bytes is 0
+      if (o.max_header_bytes != 0) {
+        if (head.size() >= o.max_header_bytes) break;
+        room = o.max_header_bytes - head.size();
+      }
+      const std::size_t start = head.size();
+      head += co_await s.read_until("\n", room);
+      if (began != nullptr) *began = true;
+      const std::string_view line = std::string_view(head).substr(start);
+      if (line == "\n" || line == "\r\n") co_return head;
+    }
+  } catch (const stream_closed_error& e) {
+    if (e.code() != errc::unsatisfiable_read) throw;
+  }
+  throw protocol_error(
+      431, "HTTP: response head exceeds max_header_bytes=" + std::to_string(o.max_header_bytes));
+}
+
+task<received_response> read_response(corio::stream& s, std::string head, const std::string& method,
+                                      const client_options& o) {
+  response_head parsed = parse_response_head(head);
+  // 100 Continue and friends; 101 Switching Protocols is final (the connection now speaks
+  // another protocol: it is returned, never reused).
+  while (parsed.status >= 100 && parsed.status < 200 && parsed.status != 101) {
+    head = co_await read_response_head(s, o);
+    parsed = parse_response_head(head);
+  }
+  body_framing framing = response_framing(parsed.headers, parsed.status, method);
+  received_response out;
+  client_response& r = out.response;
+  r.status = parsed.status;
+  r.reason = std::move(parsed.reason);
+  r.version_minor = parsed.version_minor;
+  r.headers = std::move(parsed.headers);
+  r.body = co_await read_body(s, framing, o.max_body_bytes);
+  // Not reused either: a response framed by both Transfer-Encoding and Content-Length (RFC
+  // 9112 §6.3: a sign of smuggling; the chunked framing was used, then the connection ends).
+  const bool both_framings =
+      r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
+  // Nor with bytes past the response (a body longer than its Content-Length: they answer no
+  // request of ours), nor an HTTP/1.0 response with Transfer-Encoding (RFC 9112 §6.1: its
+  // framing is faulty, the connection is closed after it), keep-alive or not.
+  const bool te_in_http10 = r.version_minor == 0 && r.headers.count("Transfer-Encoding") > 0;
+  out.reusable = framing.kind != body_kind::until_close && !s.closed() && s.buffered_bytes() == 0 &&
+                 r.status != 101 && !both_framings && !te_in_http10 &&
+                 (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
+                                       : r.headers.has_token("Connection", "keep-alive"));
+  co_return out;
+}
+
+}  // namespace detail
+
 namespace {
 
 /// A connection to an origin, and whether it was taken from the idle pool (kept alive after an
@@ -166,19 +230,6 @@ bool idempotent(const std::string& method) noexcept {
   return false;
 }
 
-/// Reads one response head (interim or final). Throws protocol_error 431 for a head longer
-/// than max_header_bytes (the read closed the stream, S16), stream_closed_error if the
-/// connection ends first.
-task<std::string> read_response_head(corio::stream& s, const client_options& o) {
-  try {
-    co_return co_await s.read_until("\r\n\r\n", o.max_header_bytes);
-  } catch (const stream_closed_error& e) {
-    if (e.code() != errc::unsatisfiable_read) throw;
-  }
-  throw protocol_error(
-      431, "HTTP: response head exceeds max_header_bytes=" + std::to_string(o.max_header_bytes));
-}
-
 /// Throws std::invalid_argument before anything is sent if the method, a field or the
 /// User-Agent would break the request line or inject header lines.
 void check_request(const std::string& method, const http::headers& fields,
@@ -230,8 +281,9 @@ task<client_response> exchange(client::state& st, const std::string& method, con
     corio::stream& s = c.stream;
     s.write(serialize_request(method, u, fields, body, o.user_agent));
     std::string head;
+    bool began = false;  // a line of the head was consumed: the response has begun
     try {
-      head = co_await read_response_head(s, o);
+      head = co_await detail::read_response_head(s, o, &began);
     } catch (const stream_closed_error&) {
       // Why retry only then (RFC 9110 §9.2.2, as Go's net/http and urllib3 do): a server may
       // close a kept-alive connection while the request is on its way (its idle timeout), and
@@ -240,37 +292,18 @@ task<client_response> exchange(client::state& st, const std::string& method, con
       // byte of the response arrived (S39: it stays buffered after the close), or for a
       // method that is not idempotent (POST, PATCH…), the request may have been acted on:
       // it is not sent again.
-      if (attempt == 0 && c.reused && s.buffered_bytes() == 0 && idempotent(method)) continue;
+      if (attempt == 0 && c.reused && !began && s.buffered_bytes() == 0 && idempotent(method)) {
+        continue;
+      }
       throw;
     }
-    detail::response_head parsed = detail::parse_response_head(head);
-    // 100 Continue and friends; 101 Switching Protocols is final (the connection now speaks
-    // another protocol: it is returned, never reused).
-    while (parsed.status >= 100 && parsed.status < 200 && parsed.status != 101) {
-      head = co_await read_response_head(s, o);
-      parsed = detail::parse_response_head(head);
+    detail::received_response r = co_await detail::read_response(s, std::move(head), method, o);
+    // Kept unless read_response said no, or the request said Connection: close (the server
+    // closes it, RFC 9112 §9.6, and need not say so in its answer).
+    if (r.reusable && !fields.has_token("Connection", "close")) {
+      keep_idle(st, client::state::origin(u), std::move(s));
     }
-    detail::body_framing framing = detail::response_framing(parsed.headers, parsed.status, method);
-    client_response r;
-    r.status = parsed.status;
-    r.reason = std::move(parsed.reason);
-    r.version_minor = parsed.version_minor;
-    r.headers = std::move(parsed.headers);
-    r.body = co_await detail::read_body(s, framing, o.max_body_bytes);
-    // Not reused either: a response framed by both Transfer-Encoding and Content-Length (RFC
-    // 9112 §6.3: a sign of smuggling; the chunked framing was used, then the connection ends).
-    const bool both_framings =
-        r.headers.count("Transfer-Encoding") > 0 && r.headers.count("Content-Length") > 0;
-    // Nor after a request that said Connection: close (the server closes it, RFC 9112 §9.6,
-    // and need not say so in its answer), nor with bytes past the response (a body longer
-    // than its Content-Length: they answer no request of ours).
-    bool reusable = framing.kind != detail::body_kind::until_close && !s.closed() &&
-                    s.buffered_bytes() == 0 && r.status != 101 && !both_framings &&
-                    !fields.has_token("Connection", "close") &&
-                    (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
-                                          : r.headers.has_token("Connection", "keep-alive"));
-    if (reusable) keep_idle(st, client::state::origin(u), std::move(s));
-    co_return r;
+    co_return std::move(r.response);
   }
 }
 

@@ -51,8 +51,9 @@ std::string_view trim_ows(std::string_view v) {
 }
 
 /// Splits the head into lines; strict: every line must end in CRLF, no bare CR or LF.
+/// Returns where it stopped: after the line line_fn returned false for, or the end.
 template <class F>
-void for_each_line(std::string_view head, bool strict, F&& line_fn) {
+std::size_t for_each_line(std::string_view head, bool strict, F&& line_fn) {
   std::size_t pos = 0;
   while (pos < head.size()) {
     std::size_t lf = head.find('\n', pos);
@@ -66,8 +67,9 @@ void for_each_line(std::string_view head, bool strict, F&& line_fn) {
     std::string_view line = head.substr(pos, end - pos);
     if (strict && line.find('\r') != std::string_view::npos) bad("bare CR in the header block");
     pos = lf + 1;
-    if (!line_fn(line)) return;
+    if (!line_fn(line)) return pos;
   }
+  return pos;
 }
 
 /// A control byte, which no field value, reason phrase or chunk extension may hold (HTAB may).
@@ -93,7 +95,7 @@ void parse_fields(std::string_view head, bool strict, http::headers& out,
                   std::string_view& first_line) {
   bool first = true;
   bool done = false;
-  for_each_line(head, strict, [&](std::string_view line) {
+  std::size_t end = for_each_line(head, strict, [&](std::string_view line) {
     if (first) {
       first_line = line;
       first = false;
@@ -108,6 +110,8 @@ void parse_fields(std::string_view head, bool strict, http::headers& out,
     return true;
   });
   if (!done) bad("header block is not terminated by an empty line");
+  // Bytes after the empty line would be dropped unparsed: the caller read them as the head.
+  if (end != head.size()) bad("bytes after the empty line that ends the header block");
 }
 
 bool is_hex_digit(char c) {
@@ -220,6 +224,11 @@ response_head parse_response_head(std::string_view head) {
   if (line.size() > 12) {
     if (line[12] != ' ') bad("malformed status line");
     r.reason = line.substr(13);
+    // reason-phrase = *( HTAB / SP / VCHAR / obs-text ) (RFC 9112 §4): a NUL or bare CR
+    // would reach the caller's logs or a proxy's own status line.
+    for (unsigned char c : r.reason) {
+      if (is_control(c)) bad("control character in the reason phrase");
+    }
   }
   return r;
 }

@@ -36,7 +36,9 @@ struct body_framing {
 /// syntax (bare LF, obs-fold, bad tokens, missing or repeated Host in HTTP/1.1), 505 for an
 /// unsupported version.
 request_head parse_request_head(std::string_view head);
-/// Parses a response head ending in CRLF CRLF (bare LF tolerated from servers).
+/// Parses a response head ending at its first empty line (bare LF line ends tolerated from
+/// servers). Throws protocol_error 400 if malformed, bytes after that empty line included
+/// (a reader that read them as the head would lose them), or a control byte in the reason.
 response_head parse_response_head(std::string_view head);
 /// Framing of a request body. Throws protocol_error 400 for Content-Length with
 /// Transfer-Encoding, repeated or invalid Content-Length (request smuggling), 501 for a
