@@ -622,7 +622,7 @@ def short_rate(rate):
 
 
 def print_echo_tables(args, runs, targets, perf_rows, servers):
-    names = [s[0] for s in servers]
+    names = [s[0] for s in servers if any(name == s[0] for _, name in runs)]  # those that ran
     workloads = []
     for w, _ in runs:
         if w not in workloads:
