@@ -40,6 +40,7 @@
 #include "corio/corio.hpp"
 #include "http/parser.hpp"
 #include "http/response_reader.hpp"
+#include "support/fuzz_leak_check.hpp"
 
 using namespace corio;
 using namespace std::chrono_literals;
@@ -412,18 +413,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   return 0;
 }
 
-// The loops and the frame allocator's pools live across inputs by design; as in
-// stream_model.cpp, the per-input leak check is off unless the command line sets it.
+// Pools outlive an input: no per-input leak scan (support/fuzz_leak_check.hpp).
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  for (int i = 1; i < *argc; ++i) {
-    if (std::string_view((*argv)[i]).starts_with("-detect_leaks=")) return 0;
-  }
-  static std::vector<char*> args;
-  args.assign(*argv, *argv + *argc);
-  static char flag[] = "-detect_leaks=0";
-  args.push_back(flag);
-  args.push_back(nullptr);
-  *argc += 1;
-  *argv = args.data();
+  corio::testing::disable_per_input_leak_check(argc, argv);
   return 0;
 }

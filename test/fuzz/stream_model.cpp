@@ -43,6 +43,7 @@
 
 #include "backend/fault_backend.hpp"
 #include "corio/corio.hpp"
+#include "support/fuzz_leak_check.hpp"
 #include "support/observe.hpp"
 
 using namespace corio;
@@ -683,21 +684,9 @@ int open_fds() {
 
 }  // namespace
 
-// The loops, their op pools and the frame allocator's pools live across inputs by design,
-// so an input's mallocs and frees rarely balance, and libFuzzer would then run a full
-// LeakSanitizer scan after almost every input (3x slower). Turn that per-input check off
-// unless the command line sets it; LeakSanitizer still checks the whole run at exit.
+// Pools outlive an input: no per-input leak scan (support/fuzz_leak_check.hpp).
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  for (int i = 1; i < *argc; ++i) {
-    if (std::string_view((*argv)[i]).starts_with("-detect_leaks=")) return 0;
-  }
-  static std::vector<char*> args;
-  args.assign(*argv, *argv + *argc);
-  static char flag[] = "-detect_leaks=0";
-  args.push_back(flag);
-  args.push_back(nullptr);
-  *argc += 1;
-  *argv = args.data();
+  corio::testing::disable_per_input_leak_check(argc, argv);
   return 0;
 }
 
