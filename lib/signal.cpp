@@ -122,19 +122,31 @@ void start_handling(int signal, const char* where) {
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
-  if (::sigaction(signal, &action, &previous_action[signal]) != 0) {
+  struct sigaction replaced {};
+  if (::sigaction(signal, &action, &replaced) != 0) {
     const int e = errno;
     --users[signal];
     throw error(std::string(where) + ": sigaction for signal " + describe(signal) +
                     " failed: " + ::strerror(e),
                 std::error_code(e, std::generic_category()));
   }
+  // Our own handler, left installed by other code that saved it while a set handled the
+  // signal and put it back after the last set went: what it replaced is still the disposition
+  // from before corio, kept in previous_action.
+  const bool ours = (replaced.sa_flags & SA_SIGINFO) == 0 && replaced.sa_handler == on_signal;
+  if (!ours) previous_action[signal] = replaced;
 }
 
-/// Gives `signal` its previous disposition back once the last set stops handling it. Under
-/// table_mutex.
+/// Gives `signal` its previous disposition back once the last set stops handling it, unless
+/// other code has installed a disposition of its own since: that one was set later and stays
+/// (putting back the older one would silently undo it). Under table_mutex.
 void stop_handling(int signal) noexcept {
   if (--users[signal] > 0) return;
+  struct sigaction current {};
+  if (::sigaction(signal, nullptr, &current) == 0 &&
+      ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != on_signal)) {
+    return;
+  }
   ::sigaction(signal, &previous_action[signal], nullptr);
 }
 

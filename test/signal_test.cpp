@@ -221,6 +221,30 @@ TEST_P(SignalSet, Destroy_RestoresThePreviousHandlerWhenTheLastSetGoes) {
   }());
 }
 
+TEST_P(SignalSet, Destroy_KeepsADispositionOtherCodeInstalledWhileTheSetHandledTheSignal) {
+  // The library (or the application) installs its own handler after the set was made; the
+  // set going away must not put back the disposition from before the set (SIG_DFL here).
+  run([]() -> task<void> {
+    auto set = std::make_unique<signal_set>(std::initializer_list<int>{SIGUSR2});
+    struct sigaction later {};
+    later.sa_handler = own_handler;
+    sigemptyset(&later.sa_mask);
+    struct sigaction replaced {};
+    ::sigaction(SIGUSR2, &later, &replaced);
+    set.reset();
+    EXPECT_EQ(disposition_of(SIGUSR2), &own_handler) << "the later handler was overwritten";
+    ::raise(SIGUSR2);
+    EXPECT_EQ(own_handler_calls.load(), 1);
+    // The other code cleans up after the set went: it puts back what it replaced, corio's
+    // handler, which no set uses now. The next set to come and go leaves SIGUSR2 as it was
+    // before any set (SIG_DFL), not with corio's handler swallowing it.
+    ::sigaction(SIGUSR2, &replaced, nullptr);
+    { signal_set again{SIGUSR2}; }
+    co_return;
+  }());
+  EXPECT_EQ(disposition_of(SIGUSR2), SIG_DFL);
+}
+
 TEST_P(SignalSet, Destroy_RestoresIgnoredAndDefaultDispositions) {
   scoped_disposition ignored(SIGWINCH, SIG_IGN);
   run([]() -> task<void> {

@@ -13,8 +13,9 @@ namespace corio {
 ///
 /// While at least one set handles a signal, corio's own `sigaction` handler (SA_RESTART) is
 /// installed for it, process-wide; the disposition it replaced (default, ignored, or another
-/// handler) comes back when the last set handling that signal removes it or is destroyed. If
-/// something else calls sigaction for that signal in between, its change is overwritten then.
+/// handler) comes back when the last set handling that signal removes it or is destroyed,
+/// unless something else installed a disposition for that signal in between: that later one
+/// is left in place.
 /// The handler only does async-signal-safe work: it marks the signal pending in every set
 /// that handles it and writes to each such set's eventfd, which wait() polls through the loop.
 /// No signal is blocked (no sigprocmask), so it does not matter which thread the kernel picks,
