@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -136,6 +140,41 @@ TEST_P(PerCore, ABodyThatThrowsStopsTheOthersAndItsErrorIsRethrown) {
   }
   EXPECT_TRUE(other_cut_short.load());
   EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+}
+
+TEST_P(PerCore, AThreadThatCannotStartIsAnErrorNotATermination) {
+  // In a child process limited to a few processes (RLIMIT_NPROC; root is exempt, so the child
+  // becomes `nobody` first), run_per_core(64) cannot start all its threads. It must throw a
+  // corio::error that says so, after ending the threads it did start; it used to leave them
+  // joinable and die in std::terminate (SIGABRT).
+  const loop_options o = options();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(10);
+    const rlimit few{4, 4};
+    if (::setrlimit(RLIMIT_NPROC, &few) != 0) ::_exit(11);
+    int outcome = 12;  // returned normally: every thread started, the limit did not bite
+    try {
+      run_per_core(
+          64, [](core_context&) -> task<void> { co_return; }, o);
+    } catch (const corio::error& e) {
+      const std::string what = e.what();
+      const bool named = what.find("run_per_core: cannot start thread") != std::string::npos &&
+                         what.find(" of 64") != std::string::npos;
+      outcome = named && e.code() == std::errc::resource_unavailable_try_again ? 0 : 13;
+    } catch (...) {
+      outcome = 14;
+    }
+    ::_exit(outcome);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal "
+                                 << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "10/11: could not drop privileges or set the limit, 12: no error, 13: wrong error, "
+         "14: not a corio::error";
 }
 
 CORIO_INSTANTIATE_BACKENDS(PerCore);

@@ -47,7 +47,9 @@ class core_context {
 /// with listen_options::reuse_port, so the kernel spreads connections and nothing is shared
 /// on the hot path (the Seastar/monoio model). A body that throws stops every loop (as
 /// stop_all() does), and the first exception a body threw is rethrown here after all threads
-/// have ended.
+/// have ended. If a loop cannot be created, or a thread cannot be started (corio::error
+/// "run_per_core: cannot start thread i of n", the errno as code()), no body runs: the threads
+/// already started end and the error is thrown.
 void run_per_core(unsigned threads, std::function<task<void>(core_context&)> body,
                   loop_options options = {});
 
