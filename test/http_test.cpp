@@ -2358,6 +2358,37 @@ TEST_P(Http, ClientDoesNotSendTheUrlFragment) {
   }));
 }
 
+TEST_P(Http, ClientTakesTheSchemeWithoutRegardToCase) {
+  // RFC 3986 §3.1: "HTTP://" is "http://". Both a URL given by the caller and a redirect's
+  // Location in capitals used to throw invalid_argument ("unsupported URL").
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.target == "/old") {
+          http::response moved = http::response::text(301, "");
+          moved.headers.add("Location",
+                            "HTTP://" + std::string(req.headers.get("Host").value_or("")) + "/new");
+          co_return moved;
+        }
+        co_return http::response::text(200, req.target);
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client_options o;
+    o.follow_redirects = true;
+    http::client client(o);
+    http::client_response r =
+        co_await client.get("HTTP://127.0.0.1:" + std::to_string(port) + "/a");
+    EXPECT_EQ(r.body, "/a");
+    r = co_await client.get(url(port, "/old"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "/new");
+    http::url_parts u = http::parse_url("HtTpS://example.com/x");
+    EXPECT_TRUE(u.tls);
+    EXPECT_EQ(u.port, 443);
+    EXPECT_EQ(u.target, "/x");
+  }));
+}
+
 TEST_P(Http, ClientRefusesToSendCrLfOrNulInItsRequest) {
   // Header injection on the client side: method, URL (target and host), field names and
   // values, User-Agent. std::invalid_argument naming the part, and nothing is sent.

@@ -19,9 +19,10 @@ namespace corio::http {
 url_parts parse_url(std::string_view url) {
   url_parts u;
   std::string_view rest;
-  if (url.substr(0, 7) == "http://") {
+  // RFC 3986 §3.1: the scheme is case-insensitive ("HTTP://", or a redirect to "Https://").
+  if (iequals(url.substr(0, 7), "http://")) {
     rest = url.substr(7);
-  } else if (url.substr(0, 8) == "https://") {
+  } else if (iequals(url.substr(0, 8), "https://")) {
     rest = url.substr(8);
     u.tls = true;
     u.port = 443;

@@ -86,7 +86,8 @@ struct url_parts {
   std::uint16_t port = 80;   ///< explicit, or 80/443
   std::string target = "/";  ///< path and query
 };
-/// Parses an absolute http(s) URL; a fragment ("#...") is dropped (it is never sent).
+/// Parses an absolute http(s) URL (the scheme in any case, RFC 3986 §3.1); a fragment ("#...")
+/// is dropped (it is never sent).
 /// Throws std::invalid_argument naming the URL.
 url_parts parse_url(std::string_view url);
 
