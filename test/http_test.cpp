@@ -162,6 +162,36 @@ TEST_P(Http, ChunkedRequestBodyFromRawClient) {
   }));
 }
 
+TEST_P(Http, AbsoluteFormTargetsHaveTheirPathAndQuery) {
+  // RFC 9112 §3.2.2: a server must accept "GET http://host/a?b HTTP/1.1" (proxies and some
+  // clients send it). target stays as sent; path() and query() are those of the URL, so a
+  // handler routing on path() sees "/a". path() was "http://host/a".
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        co_return http::response::text(
+            200, std::string(req.path()) + "|" + std::string(req.query()) + "|" + req.target);
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("GET http://example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n");
+    raw_response r = co_await read_response(c);
+    EXPECT_EQ(r.body, "/a/b|x=1|http://example.com:8080/a/b?x=1");
+    c.write("GET HTTPS://example.com?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    r = co_await read_response(c);
+    EXPECT_EQ(r.body, "/|q|HTTPS://example.com?q");
+    c.write("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    r = co_await read_response(c);
+    EXPECT_EQ(r.body, "/||http://example.com");
+    c.write("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    r = co_await read_response(c);
+    EXPECT_EQ(r.body, "*||*");
+    c.write("GET /plain?y HTTP/1.1\r\nHost: x\r\n\r\n");
+    r = co_await read_response(c);
+    EXPECT_EQ(r.body, "/plain|y|/plain?y");
+  }));
+}
+
 TEST_P(Http, ChunkedResponseReadByClient) {
   http::server server(
       [](http::request&) -> task<http::response> {

@@ -67,13 +67,39 @@ bool headers::has_token(std::string_view name, std::string_view token) const {
   return false;
 }
 
+namespace {
+/// Where the path of an absolute-form target ("http://host:8080/a?b", which a server must
+/// accept, RFC 9112 §3.2.2, and which proxies send) begins: after its authority. npos if
+/// `t` is not in absolute form.
+std::size_t absolute_form_path(std::string_view t) noexcept {
+  std::size_t scheme_end = 0;
+  if (iequals(t.substr(0, 7), "http://")) {
+    scheme_end = 7;
+  } else if (iequals(t.substr(0, 8), "https://")) {
+    scheme_end = 8;
+  } else {
+    return std::string_view::npos;
+  }
+  return std::min(t.find_first_of("/?", scheme_end), t.size());
+}
+
+/// The origin-form part of a target: "/a?b" whether sent so or as "http://host/a?b".
+std::string_view origin_form(std::string_view t) noexcept {
+  const std::size_t path = absolute_form_path(t);
+  return path == std::string_view::npos ? t : t.substr(path);
+}
+}  // namespace
+
 std::string_view request::path() const noexcept {
-  std::string_view t = target;
-  return t.substr(0, t.find('?'));
+  std::string_view t = origin_form(target);
+  t = t.substr(0, t.find('?'));
+  // "http://host" and "http://host?q" name the path "/" (RFC 9112 §3.2.1).
+  if (t.empty() && absolute_form_path(target) != std::string_view::npos) return "/";
+  return t;
 }
 
 std::string_view request::query() const noexcept {
-  std::string_view t = target;
+  std::string_view t = origin_form(target);
   std::size_t q = t.find('?');
   return q == std::string_view::npos ? std::string_view() : t.substr(q + 1);
 }

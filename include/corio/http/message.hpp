@@ -77,9 +77,10 @@ struct request {
   std::string body;        ///< the body, once read
   bool body_read = false;  ///< whether `body` holds the whole body
 
-  /// The path part of the target (before '?').
+  /// The path part of the target (before '?'). For an absolute-form target
+  /// ("http://host/a?b", RFC 9112 §3.2.2) the path of that URL: "/a" ("/" if it has none).
   std::string_view path() const noexcept;
-  /// The query part of the target (after '?'), or "".
+  /// The query part of the target (after '?'), or "" (of the URL, for an absolute-form target).
   std::string_view query() const noexcept;
   /// Reads the whole body (sending 100 Continue first if the client asked for it) and
   /// returns it; completes at once if it was already read. Throws protocol_error (413 when
