@@ -763,6 +763,11 @@ class uring_backend final : public backend_base {
     submit(op);
   }
 
+  // Why the callers may change the op's state before this: get_sqe() never fails (a full
+  // SQ is flushed and the SQE taken), and it handles no completion where multishot receives
+  // exist (Linux 6.0+): only a kernel before 5.19 refuses a flush with -EBUSY while
+  // completions wait in its CQ backlog, and only then, with no memory to move them aside,
+  // does it reap. The armed bit itself is set once the SQE is filled.
   void arm_multishot(io_op& op, io_uring_sqe* sqe = nullptr) noexcept {
     if (sqe == nullptr) sqe = get_sqe();
     io_uring_prep_recv_multishot(sqe, op.fd, nullptr, 0, static_cast<int>(op.flags));
