@@ -12,6 +12,9 @@
 // - FailCountSweep_B5: one hard error at data op N, for N = 0, 1, ... until a run has no
 //   op N left; each run ends cleanly (bounded), and the fd count is back to its baseline.
 //
+// - MultishotEndedByAnError_...: io_uring multishot receives ended with ECONNRESET (and with
+//   ECANCELED/ENOBUFS, answers cut short): the lines before the error arrive whole, in order.
+//
 // Reproduce: CORIO_FAULT_SEED=<seed printed by the failing test>.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -196,12 +199,15 @@ std::string describe(const fault_plan& p) {
   std::snprintf(
       line, sizeof line,
       "%llu ops (%llu data), %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
-      "%llu errors injected, %llu late completions, %llu cancels (%llu late)",
+      "%llu errors injected, %llu late completions, %llu cancels (%llu late), "
+      "%llu multishot answers, %llu multishot ends",
       static_cast<unsigned long long>(c.ops), static_cast<unsigned long long>(c.data_ops),
       static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
       static_cast<unsigned long long>(c.transient), static_cast<unsigned long long>(c.errors),
       static_cast<unsigned long long>(c.late_completions),
-      static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels));
+      static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels),
+      static_cast<unsigned long long>(c.multishot_answers),
+      static_cast<unsigned long long>(c.multishot_ends));
   return line;
 }
 
@@ -334,6 +340,72 @@ TEST_P(Faults, FailCountSweep_B5) {
   std::printf("[ faults   ] %s: fail_count sweep over data ops 0..%lld, each run clean\n",
               to_string(GetParam()), n);
   EXPECT_EQ(complete_runs, 1) << "the sweep did not reach the end of the exchange";
+}
+
+// A multishot receive ended by the kernel with an error (ECONNRESET), with short answers and
+// ECANCELED/ENOBUFS ends around it: the lines received before the error reach the reader
+// whole and in order, then the read fails with ECONNRESET. Other ops are not faulted, so each
+// connection ends by such an end or completes. (epoll has no multishot: every connection
+// completes.)
+TEST_P(Faults, MultishotEndedByAnError_LinesBeforeItArriveInOrder_ThenTheError) {
+  const std::uint64_t seed = env_u64("CORIO_FAULT_SEED", std::random_device{}());
+  SCOPED_TRACE("CORIO_FAULT_SEED=" + std::to_string(seed));
+  auto plan = std::make_shared<fault_plan>();
+  plan->seed = seed;
+  plan->multishot = true;
+  plan->transient = plan->late_completion = plan->late_cancel = 0;
+  plan->multishot_end = 0.2;
+  plan->multishot_error = 0.05;
+  scoped_fault_plan install(plan);
+  event_loop loop({.backend = GetParam()});
+  int complete = 0;
+  int reset = 0;
+  loop.run(with_timeout(30s, [](int& complete, int& reset) -> task<void> {
+    for (int connection = 0; connection < 20; ++connection) {
+      auto [a, b] = stream_pair();
+      std::string sent;
+      for (int i = 0; i < 200; ++i) sent += "line " + std::to_string(i) + "\n";
+      auto writer = [](tcp_stream& to, const std::string& lines) -> task<void> {
+        try {
+          for (std::size_t at = 0; at < lines.size();) {
+            std::size_t end = lines.find('\n', at) + 1;
+            co_await to.write(std::string_view(lines).substr(at, end - at));
+            at = end;
+          }
+          to.close();
+        } catch (const stream_closed_error&) {
+          // the reader's side was closed by the injected error
+        }
+      };
+      task<void> w = start(writer(a, sent));
+      std::string got;
+      std::error_code ended;
+      try {
+        for (;;) got += co_await b.read_until("\n");
+      } catch (const stream_closed_error& e) {
+        ended = e.code();
+      }
+      b.close();
+      co_await std::move(w);
+      EXPECT_EQ(sent.compare(0, got.size(), got), 0) << "not a prefix, connection " << connection;
+      if (!ended) {
+        EXPECT_EQ(got, sent);
+        ++complete;
+      } else {
+        EXPECT_EQ(ended, std::error_code(ECONNRESET, std::generic_category()));
+        ++reset;
+      }
+    }
+  }(complete, reset)));
+  std::printf("[ faults   ] %s seed %llu: %d connections complete, %d ended by ECONNRESET; %s\n",
+              to_string(GetParam()), static_cast<unsigned long long>(seed), complete, reset,
+              describe(*plan).c_str());
+  if (corio::testing::multishot_expected(GetParam())) {
+    EXPECT_GT(reset, 0) << "no multishot was ended by an error";
+    EXPECT_GT(plan->counts.multishot_ends, plan->counts.errors) << "no ECANCELED/ENOBUFS end";
+  } else {
+    EXPECT_EQ(reset, 0);
+  }
 }
 
 }  // namespace

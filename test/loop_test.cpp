@@ -571,6 +571,19 @@ TEST_P(LoopTest, WithTimeout_NestedInnerLimitWins_S63) {
   EXPECT_NE(what.find("10 ms"), std::string::npos) << what;
 }
 
+// A limit under a millisecond is named as it is: the message used to say "within 0 ms".
+TEST_P(LoopTest, WithTimeout_UnderAMillisecond_MessageNamesTheLimitInMicroseconds_S63) {
+  auto body = []() -> task<std::string> {
+    try {
+      co_await corio::with_timeout(250us, corio::sleep_for(1h));
+    } catch (const corio::timeout_error& e) {
+      co_return e.what();
+    }
+    co_return "none";
+  };
+  EXPECT_EQ(run(body()), "with_timeout: the operation did not finish within 250 us");
+}
+
 // ---------------------------------------------------------------------------------------------
 // stop, current, stats, backend
 

@@ -559,7 +559,8 @@ TEST_P(StreamEquivalence, RandomReadsAgreeWithModel) {
 // backend, late completions, cancels forwarded late (so ops complete after the cancel), and
 // on io_uring only 2 provided buffers (real ENOBUFS re-arms). No hard errors here: the model
 // must agree exactly. CORIO_FAULT_SEED reproduces the fault schedule. `multishot`: io_uring
-// keeps its multishot receives (unfaulted; fault_plan::multishot), the other ops are faulted.
+// keeps its multishot receives (fault_plan::multishot), faulted from inside the backend
+// (short answers, multishots ended with ECANCELED or ENOBUFS), the other ops as above.
 void random_reads_under_faults(backend b, bool multishot) {
   const std::uint64_t base_seed =
       env_u64("CORIO_EQUIV_SEED", std::random_device{}() * 0x100000001ULL);
@@ -586,20 +587,26 @@ void random_reads_under_faults(backend b, bool multishot) {
   const auto& c = plan->counts;
   std::printf(
       "[ faults   ] %s: %llu ops, %llu short (%llu to 1 byte), %llu EAGAIN/EINTR retried, "
-      "%llu late completions, %llu cancels (%llu forwarded late), %llu multishot arms\n",
+      "%llu late completions, %llu cancels (%llu forwarded late), %llu multishot arms, "
+      "%llu multishot answers, %llu multishot ends\n",
       to_string(b), static_cast<unsigned long long>(c.ops),
       static_cast<unsigned long long>(c.short_io), static_cast<unsigned long long>(c.one_byte),
       static_cast<unsigned long long>(c.transient),
       static_cast<unsigned long long>(c.late_completions),
       static_cast<unsigned long long>(c.cancels), static_cast<unsigned long long>(c.late_cancels),
-      static_cast<unsigned long long>(arms));
+      static_cast<unsigned long long>(arms), static_cast<unsigned long long>(c.multishot_answers),
+      static_cast<unsigned long long>(c.multishot_ends));
   EXPECT_GT(c.short_io, 0u);
   EXPECT_GT(c.transient, 0u);
   EXPECT_EQ(c.errors, 0u);
   if (multishot && corio::testing::multishot_expected(b)) {
     EXPECT_GT(arms, 0u) << "no case used a multishot receive";
+    // The multishot receives were faulted too: ends injected, and answers made short.
+    EXPECT_GT(c.multishot_answers, 0u);
+    EXPECT_GT(c.multishot_ends, 0u);
   } else {
     EXPECT_EQ(arms, 0u);
+    EXPECT_EQ(c.multishot_answers, 0u);
   }
 }
 

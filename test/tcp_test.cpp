@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "connect_within.hpp"
 #include "corio/errors.hpp"
 #include "corio/loop.hpp"
 #include "corio/timeout.hpp"
@@ -485,6 +486,71 @@ TEST_P(TcpConnect, HappyEyeballs_DestroyedWithAttemptsInFlight_LeaksNothing) {
     std::vector<endpoint> endpoints{good.at};
     outcome out = co_await try_connect(endpoints, {});
     CO_ASSERT_CONNECTED(out);
+  }());
+}
+
+// ------------------------------------------------------------------ connect's time limit
+
+// A limit under a millisecond is named as it is: the message used to say "within 0 ms".
+TEST_P(TcpConnect, Timeout_UnderAMillisecond_MessageNamesTheLimitInMicroseconds_S51) {
+  REQUIRE_SYN_DROPPING();
+  run([]() -> task<void> {
+    syn_dropping_port hanging;
+    std::vector<endpoint> endpoints{hanging.at};
+    std::string message;
+    try {
+      (void)co_await tcp_stream::connect(endpoints, with_delay(0ms, 300us));
+    } catch (const corio::timeout_error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("not connected within 300 us"), std::string::npos) << message;
+    message.clear();
+    try {  // whole milliseconds stay in milliseconds
+      (void)co_await tcp_stream::connect(endpoints, with_delay(0ms, 2ms));
+    } catch (const corio::timeout_error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("not connected within 2 ms"), std::string::npos) << message;
+  }());
+}
+
+// Only the limit's own expiry is relabelled as the connect's timeout: a timeout_error the
+// connecting work throws itself (a limit of its own, inside) passes through as it is. It
+// used to become "... not connected within 5000 ms" after 5 ms.
+TEST_P(TcpConnect, ConnectWithin_TheInnerWorksOwnTimeoutPassesThrough_OnlyTheLimitIsRelabelled) {
+  run([]() -> task<void> {
+    auto inner_limit = []() -> task<int> {
+      co_await corio::with_timeout(5ms, corio::sleep_for(1h));
+      co_return 1;
+    };
+    auto hangs = []() -> task<int> {
+      co_await corio::sleep_for(1h);
+      co_return 1;
+    };
+    std::string message;
+    const auto start = clock_type::now();
+    try {
+      (void)co_await corio::detail::connect_within(5s, inner_limit(),
+                                                   "connect to x: not connected");
+    } catch (const corio::timeout_error& e) {
+      message = e.what();
+    }
+    EXPECT_EQ(message, "with_timeout: the operation did not finish within 5 ms");
+    EXPECT_LT(ms_since(start), 2000.0);
+    message.clear();
+    try {
+      (void)co_await corio::detail::connect_within(5ms, hangs(), "connect to x: not connected");
+    } catch (const corio::timeout_error& e) {
+      message = e.what();
+    }
+    EXPECT_EQ(message, "connect to x: not connected within 5 ms");
+    message.clear();
+    try {
+      (void)co_await corio::detail::connect_within(1500us, hangs(), "connect to x: not connected");
+    } catch (const corio::timeout_error& e) {
+      message = e.what();
+    }
+    EXPECT_EQ(message, "connect to x: not connected within 1500 us");
   }());
 }
 

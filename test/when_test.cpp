@@ -59,6 +59,35 @@ task<int> int_sleeper(bool* destroyed) {
   co_return 0;
 }
 
+/// Closes a stream when destroyed: cancelling the coroutine that holds one decides a read
+/// pending on that stream (it fails with stream_closed_error).
+class close_on_destroy {
+ public:
+  explicit close_on_destroy(tcp_stream* stream) : stream_(stream) {}
+  close_on_destroy(close_on_destroy&& other) noexcept
+      : stream_(std::exchange(other.stream_, nullptr)) {}
+  ~close_on_destroy() {
+    if (stream_ != nullptr) stream_->close();
+  }
+
+ private:
+  tcp_stream* stream_;
+};
+
+/// Sleeps for an hour; cancelling it closes *stream.
+task<int> closes_when_cancelled(tcp_stream* stream) {
+  close_on_destroy guard(stream);
+  co_await sleep_for(1h);
+  co_return 0;
+}
+
+/// Never started in the tests that use it: destroying its frame destroys the parameter,
+/// which closes the stream.
+task<int> lazy_closer([[maybe_unused]] close_on_destroy guard) {
+  co_await sleep_for(1h);
+  co_return 0;
+}
+
 task<int> after_a_turn(int value) {
   co_await sleep_for(0ms);
   co_return value;
@@ -409,6 +438,60 @@ TEST_P(When, WhenAny_ALoserDecidedInTheSameTurn_IsHandedBackWithItsBytes) {
       caught = e.what();
     }
     EXPECT_EQ(caught, "loser failed");
+  };
+  run(body());
+}
+
+// Cancelling one loser can decide another: here the first task's cancellation closes the
+// stream on which the third task's read is pending. That read was pending when the winner
+// was decided, so it is cancelled like any pending loser (an empty task in also_finished),
+// not handed back as if it had finished with stream_closed_error. The third task was never
+// started by when_any (the second won while starting); at the call, nothing is started.
+TEST_P(When, WhenAny_ALoserDecidedByCancellingAnother_IsCancelledNotHandedBack_NotStarted) {
+  auto body = []() -> task<void> {
+    auto immediate = [](int value) -> task<int> { co_return value; };
+    {
+      auto [a, b] = stream_pair();
+      auto r = co_await when_any(closes_when_cancelled(&b), immediate(1), b.read_until("\n"));
+      EXPECT_EQ(r.index, 1u);
+      EXPECT_FALSE(std::get<0>(r.also_finished));
+      EXPECT_FALSE(std::get<2>(r.also_finished));  // was: a read failed by the close
+      EXPECT_TRUE(b.closed());
+    }
+    {  // decided at the call: the lazy loser's frame (its parameter) is what closes the stream
+      auto [a, b] = stream_pair();
+      auto t = when_any(lazy_closer(close_on_destroy(&b)), detail::make_ready_task<int>(5),
+                        b.read_until("\n"));
+      CO_ASSERT_TRUE(t.is_ready());
+      auto r = co_await std::move(t);
+      EXPECT_EQ(r.index, 1u);
+      EXPECT_FALSE(std::get<0>(r.also_finished));
+      EXPECT_FALSE(std::get<2>(r.also_finished));  // was: a read failed by the close
+      EXPECT_TRUE(b.closed());
+    }
+  };
+  run(body());
+}
+
+// The same with a started loser: its child waits on the read, so the close also queued the
+// child's resumption. Handing the task back left that resumption queued for a child frame
+// that when_any then destroyed; the sleep below lets the queue run (ASan checks).
+TEST_P(When, WhenAny_AStartedLoserDecidedByCancellingAnother_IsCancelled_ResumesNothing) {
+  auto body = []() -> task<void> {
+    const auto blocks = detail::pool_stats().live_blocks;
+    {
+      auto [a, b] = stream_pair();
+      auto r =
+          co_await when_any(closes_when_cancelled(&b), b.read_until("\n"), value_after(1ms, 7));
+      EXPECT_EQ(r.index, 2u);
+      EXPECT_EQ(std::get<2>(r.value), 7);
+      EXPECT_FALSE(std::get<0>(r.also_finished));
+      EXPECT_FALSE(std::get<1>(r.also_finished));  // was: a read failed by the close
+      EXPECT_TRUE(b.closed());
+      co_await sleep_for(1ms);  // a few turns with the result alive: nothing may resume
+      co_await sleep_for(1ms);
+    }
+    EXPECT_EQ(detail::pool_stats().live_blocks, blocks);
   };
   run(body());
 }

@@ -42,6 +42,19 @@ class sleep_awaiter final : ready_node {
   std::coroutine_handle<> waiting_;
 };
 
+/// A limit as an error message states it: whole milliseconds in "ms", otherwise whole
+/// microseconds in "us", otherwise nanoseconds (a limit under 1 ms is not "0 ms").
+inline std::string limit_text(std::chrono::nanoseconds limit) {
+  using namespace std::chrono;
+  if (limit % milliseconds(1) == nanoseconds::zero()) {
+    return std::to_string(duration_cast<milliseconds>(limit).count()) + " ms";
+  }
+  if (limit % microseconds(1) == nanoseconds::zero()) {
+    return std::to_string(duration_cast<microseconds>(limit).count()) + " us";
+  }
+  return std::to_string(limit.count()) + " ns";
+}
+
 template <class T>
 class timeout_awaiter;
 
@@ -114,9 +127,8 @@ class timeout_awaiter final : ready_node {
 
   T await_resume() {
     if (timed_out_) {
-      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit_).count();
       throw timeout_error("with_timeout: the operation did not finish within " +
-                          std::to_string(ms) + " ms");
+                          limit_text(limit_));
     }
     if (!child_) return std::move(inner_).operator co_await().await_resume();
     cleanup();

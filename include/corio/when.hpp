@@ -199,11 +199,6 @@ class when_core {
     return true;
   }
 
-  template <class F>
-  void for_each_child(F&& f) {
-    for (auto* child = children_; child != nullptr; child = child->next) f(*child);
-  }
-
   /// Destroys the children's frames. Their tasks must have been dealt with first (emptied, or
   /// settled), since a pending operation or coroutine would otherwise resume a freed frame.
   void destroy_children() noexcept {
@@ -239,15 +234,18 @@ struct tuple_pack {
   void for_each(F&& f) {
     visit_all(f, std::index_sequence_for<Ts...>{});
   }
+  /// Empty tasks, one per position: where when_any puts the losers it hands back.
+  std::tuple<task<Ts>...> empty_like() const noexcept { return {}; }
+  /// Calls f(task, the same position in `other`, position) for each position.
   template <class F>
-  void at(std::size_t index, F&& f) {
-    visit_one(index, f, std::index_sequence_for<Ts...>{});
+  void for_each_with(std::tuple<task<Ts>...>& other, F&& f) {
+    visit_both(other, f, std::index_sequence_for<Ts...>{});
   }
   std::tuple<when_value_t<Ts>...> collect() { return collect(std::index_sequence_for<Ts...>{}); }
-  when_any_result<Ts...> any_result(std::size_t winner) {
+  when_any_result<Ts...> any_result(std::size_t winner, std::tuple<task<Ts>...> finished) {
     using value_type = std::variant<when_value_t<Ts>...>;
     value_type value = take_at(winner, std::index_sequence_for<Ts...>{});
-    return when_any_result<Ts...>{winner, std::move(value), std::move(tasks)};
+    return when_any_result<Ts...>{winner, std::move(value), std::move(finished)};
   }
 
  private:
@@ -256,8 +254,8 @@ struct tuple_pack {
     (f(std::get<I>(tasks), I), ...);
   }
   template <class F, std::size_t... I>
-  void visit_one(std::size_t index, F& f, std::index_sequence<I...>) {
-    ((index == I ? f(std::get<I>(tasks)) : void()), ...);
+  void visit_both(std::tuple<task<Ts>...>& other, F& f, std::index_sequence<I...>) {
+    (f(std::get<I>(tasks), std::get<I>(other), I), ...);
   }
   template <std::size_t... I>
   std::tuple<when_value_t<Ts>...> collect(std::index_sequence<I...>) {
@@ -286,9 +284,12 @@ struct vector_pack {
   void for_each(F&& f) {
     for (std::size_t i = 0; i < tasks.size(); ++i) f(tasks[i], i);
   }
+  /// Empty tasks, one per position (throws std::bad_alloc).
+  std::vector<task<T>> empty_like() const { return std::vector<task<T>>(tasks.size()); }
+  /// Calls f(task, the same position in `other`, position) for each position.
   template <class F>
-  void at(std::size_t index, F&& f) {
-    f(tasks[index]);
+  void for_each_with(std::vector<task<T>>& other, F&& f) {
+    for (std::size_t i = 0; i < tasks.size(); ++i) f(tasks[i], other[i], i);
   }
   auto collect() {
     if constexpr (std::is_void_v<T>) {
@@ -300,10 +301,10 @@ struct vector_pack {
       return values;
     }
   }
-  when_any_vector_result<T> any_result(std::size_t winner) {
+  when_any_vector_result<T> any_result(std::size_t winner, std::vector<task<T>> finished) {
     when_value_t<T> value = take_value(tasks[winner]);
     drop(tasks[winner]);
-    return when_any_vector_result<T>{winner, std::move(value), std::move(tasks)};
+    return when_any_vector_result<T>{winner, std::move(value), std::move(finished)};
   }
 };
 
@@ -397,29 +398,31 @@ class any_awaiter final : public when_core {
       std::rethrow_exception(error_);
     }
     // Why a loser's operation is asked whether it was decided: it may have completed in the
-    // same loop turn as the winner's, its resumption queued behind the winner's. A read
-    // decided so has consumed its bytes (S12): it can no longer be withdrawn, and destroying
-    // its task would drop them (S13). So it is handed back instead. All of them are settled
-    // before anything is cancelled: destroying a coroutine may decide other operations (a
-    // stream it owned closes), which then did not finish on their own.
-    for_each_child([&](when_child::promise_type& child) {
-      if (child.index == winner_) return;
-      pack_.at(child.index, [](auto& t) {
-        if (!t.is_ready()) return;
-        if (auto error = settle(t)) {
-          t = make_failed_task<typename std::remove_reference_t<decltype(t)>::value_type>(
-              std::move(error));
-        }
-      });
+    // same loop turn as the winner's, its resumption queued behind the winner's (or before
+    // the call, S7). A read decided so has consumed its bytes (S12): it can no longer be
+    // withdrawn, and destroying its task would drop them (S13). So it is handed back instead.
+    // Why every such loser is taken out before anything is cancelled: destroying a coroutine
+    // may decide other operations (a stream it owned closes, failing a read pending on it).
+    // Those did not finish on their own, so they are cancelled with the rest: left in place
+    // they would look decided, and a started child's resumption, queued by the close, would
+    // outlive the child frame destroyed below.
+    auto finished = pack_.empty_like();  // the vector form allocates: before any change
+    pack_.for_each_with(finished, [&](auto& t, auto& kept, std::size_t index) {
+      if (index == winner_ || !t.is_ready()) return;
+      if (auto error = settle(t)) {  // also takes a queued resumption off the ready queue
+        kept = make_failed_task<typename std::remove_reference_t<decltype(t)>::value_type>(
+            std::move(error));
+      } else {
+        kept = std::move(t);
+      }
     });
     // Cancel every other task, started or not: a pending read is withdrawn, a coroutine
-    // destroyed at its suspension point (S63). A task decided before it was started has no
-    // child waiting on it and is handed back as it is.
+    // destroyed at its suspension point (S63).
     pack_.for_each([&](auto& t, std::size_t index) {
-      if (index != winner_ && !t.is_ready()) drop(t);
+      if (index != winner_) drop(t);
     });
     destroy_children();
-    return pack_.any_result(winner_);
+    return pack_.any_result(winner_, std::move(finished));
   }
 
  private:
@@ -451,7 +454,8 @@ auto decided_task(Awaiter& awaiter) -> task<decltype(awaiter.await_resume())> {
 template <class Pack>
 using all_result_t = decltype(std::declval<Pack&>().collect());
 template <class Pack>
-using any_result_t = decltype(std::declval<Pack&>().any_result(0));
+using any_result_t =
+    decltype(std::declval<Pack&>().any_result(0, std::declval<Pack&>().empty_like()));
 
 /// The coroutines of the combinators whose tasks are not all decided at the call.
 template <class Pack>
@@ -558,8 +562,10 @@ auto when_all(std::vector<task<T>> tasks) -> task<detail::all_result_t<detail::v
 /// wait_for_handshake) or by corio::start. A lazy coroutine is destroyed at its suspension
 /// point whatever it waited for, so an operation it awaited that had completed but not yet
 /// resumed it is lost with it, as under with_timeout (S13). To race reads without losing
-/// bytes, pass the read tasks themselves, not coroutines wrapping them. If the winner
-/// failed, also_finished is dropped with the rest.
+/// bytes, pass the read tasks themselves, not coroutines wrapping them. Only what was
+/// decided when the winner resumed is handed back: a task that cancelling another decides
+/// (a coroutine whose destruction closes the stream a read waits on) is cancelled too. If
+/// the winner failed, also_finished is dropped with the rest.
 ///
 /// If a task is decided at the call, the first such task by position wins at once: the
 /// result is decided at the call too (awaiting does not suspend, nothing is started), tasks

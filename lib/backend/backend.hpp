@@ -23,6 +23,23 @@ inline void copy_to_sink(io_op& op, std::span<const std::byte> bytes) {
   if (!bytes.empty()) op.sink->deliver(bytes);
 }
 
+/// Test hook (fault_backend.hpp): faults for the multishot receives an io_uring backend keeps
+/// armed across a stream's receives, which a wrapper that sees one completion per submission
+/// cannot fault from outside.
+class multishot_faults {
+ public:
+  /// A receive of `op` is answered from held bytes, at most `limit` of them: the number to
+  /// answer with instead (1..limit; less is a short receive).
+  virtual std::size_t answer_limit(const io_op& op, std::size_t limit) noexcept = 0;
+  /// A data completion of `op`'s live multishot arrived: 0, or the -errno with which the
+  /// kernel is to end this multishot (the backend cancels it for real and reports that errno
+  /// as the end instead of the cancel's -ECANCELED).
+  virtual int end_multishot(const io_op& op) noexcept = 0;
+
+ protected:
+  ~multishot_faults() = default;
+};
+
 /// A backend completes io_ops; it knows nothing about streams.
 class backend_base {
  public:
@@ -58,6 +75,8 @@ class backend_base {
   /// cancelling or waiting, and leaves every byte of memory the kernel may still write
   /// allocated (the object itself is leaked by the caller).
   virtual void abandon() noexcept {}
+  /// Installs (nullptr: removes) the faults of its multishot receives (tests only).
+  virtual void set_multishot_faults(multishot_faults* /*faults*/) noexcept {}
 };
 
 /// Creates the io_uring backend; throws backend_unavailable_error with the reason.

@@ -32,13 +32,16 @@ bool is_data_op(op_kind kind) {
 
 bool is_input(op_kind kind) { return kind == op_kind::recv || kind == op_kind::read; }
 
-class fault_backend final : public backend_base, io_handler {
+class fault_backend final : public backend_base, io_handler, multishot_faults {
  public:
   fault_backend(event_loop& loop, std::unique_ptr<backend_base> inner,
                 std::shared_ptr<fault_plan> plan)
-      : loop_(loop), inner_(std::move(inner)), plan_(std::move(plan)), rng_(plan_->seed) {}
+      : loop_(loop), inner_(std::move(inner)), plan_(std::move(plan)), rng_(plan_->seed) {
+    if (plan_->multishot) inner_->set_multishot_faults(this);
+  }
 
   ~fault_backend() override {
+    if (inner_) inner_->set_multishot_faults(nullptr);
     // The loop's destructor waited (bounded) for in_flight() to reach 0; whatever is left
     // here was never handed to the kernel, so it only needs to be returned to the pool.
     for (auto& h : held_) release_leftover(*h.op);
@@ -175,6 +178,31 @@ class fault_backend final : public backend_base, io_handler {
       if (d.op->handler != nullptr) d.op->handler = d.handler;
       deliver_completion(loop_, *d.op);
     }
+  }
+
+  // The faults of the real backend's multishot receives (multishot_faults).
+  std::size_t answer_limit(const io_op&, std::size_t limit) noexcept override {
+    fault_counts& c = plan_->counts;
+    ++c.multishot_answers;
+    if (limit <= 1 || !chance(plan_->short_io)) return limit;
+    ++c.short_io;
+    if (chance(plan_->one_byte)) {
+      ++c.one_byte;
+      return 1;
+    }
+    return std::uniform_int_distribution<std::size_t>(1, limit - 1)(rng_);
+  }
+
+  int end_multishot(const io_op&) noexcept override {
+    fault_counts& c = plan_->counts;
+    if (chance(plan_->multishot_error < 0 ? plan_->error_rate : plan_->multishot_error)) {
+      ++c.errors;
+      ++c.multishot_ends;
+      return -ECONNRESET;
+    }
+    if (!chance(plan_->multishot_end)) return 0;
+    ++c.multishot_ends;
+    return chance(0.5) ? -ECANCELED : -ENOBUFS;
   }
 
   bool has_ready_completions() const noexcept override {

@@ -15,12 +15,21 @@
 //   - late completions: a completion is delivered 1-3 turns after the real one;
 //   - late cancels: a cancel is forwarded to the real backend 1-3 turns later, so the op may
 //     complete with its real (successful) result after the cancel was requested.
-// With fault_plan::multishot the real backend keeps its multishot receives (io_uring); they
-// pass through unfaulted, as timeouts do, while the other ops' faults (short and failed
-// sends, late completions and cancels, bulk streams' single-shot receives) run around them.
-// Also unfaulted then: a stream's single-shot first receive (submitted as a multishot one)
+// With fault_plan::multishot the real backend keeps its multishot receives (io_uring). Their
+// requests pass through this wrapper (as timeouts do); the real backend asks the plan for
+// their faults instead (backend.hpp, multishot_faults):
+//   - short receives: an answer from the bytes a multishot brought is clamped (short_io,
+//     one_byte), the rest stays held for the next receive;
+//   - ends, as the kernel ends a multishot: at a data completion the live multishot is
+//     cancelled for real, and its final completion reports -ECANCELED or -ENOBUFS
+//     (multishot_end; the backend re-arms, or receives into scratch memory) or -ECONNRESET
+//     (multishot_error, by default error_rate; reported to the stream after the bytes held
+//     before it).
+// The other ops' faults (short and failed sends, late completions and cancels, bulk streams'
+// single-shot receives) run around them. Not faulted then: the completions of multishot
+// answers (never late), a stream's single-shot first receive (submitted as a multishot one)
 // and the single-shot receive the real backend issues itself when a stream leaves multishot;
-// and data_ops (so fail_at) counts no receive that passed through.
+// data_ops (so fail_at) counts no multishot receive.
 // ENOBUFS from an exhausted buffer ring is produced for real by the io_uring backend when the
 // loop is given few provided buffers (loop_options::recv_buffer_count).
 // CORIO_FAULT_TRACE=1 prints every submit, cancel and real completion to stderr.
@@ -46,6 +55,8 @@ struct fault_counts {
   std::uint64_t late_completions = 0;    ///< completions delivered late
   std::uint64_t late_cancels = 0;        ///< cancels forwarded late
   std::uint64_t cancels = 0;             ///< cancels requested
+  std::uint64_t multishot_answers = 0;   ///< receives answered from multishot bytes
+  std::uint64_t multishot_ends = 0;      ///< multishots ended (ECANCELED/ENOBUFS/ECONNRESET)
   std::vector<unsigned> setup_attempts;  ///< io_uring setup flags of each ring setup attempt
 };
 
@@ -59,9 +70,11 @@ struct fault_plan {
   double late_cancel = 0.5;      ///< forward a cancel late
   double error_rate = 0.0;       ///< hard error on a data op
   long long fail_at = -1;        ///< hard error on exactly this data op (0-based), -1: none
-  /// Let the real backend use multishot receives (io_uring, Linux 6.0+), unfaulted. Off: every
-  /// receive is a single-shot one the plan can fault.
+  /// Let the real backend use multishot receives (io_uring, Linux 6.0+), faulted from inside
+  /// (short answers, ends; see above). Off: every receive is a single-shot one.
   bool multishot = false;
+  double multishot_end = 0.1;   ///< end a live multishot at a data completion (ECANCELED/ENOBUFS)
+  double multishot_error = -1;  ///< ... with ECONNRESET instead (negative: error_rate)
   /// D4/D2: asked before each io_uring ring setup attempt with its IORING_SETUP_* flags; a
   /// negative errno fails that attempt as the kernel would (e.g. -EINVAL for flags an old
   /// kernel does not know), 0 lets it proceed. Empty: every attempt proceeds.

@@ -15,6 +15,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -231,6 +232,7 @@ class uring_backend final : public backend_base {
   std::size_t in_flight() const noexcept override { return in_flight_; }
 
   bool supports_multishot_recv() const noexcept override { return multishot_; }
+  void set_multishot_faults(multishot_faults* faults) noexcept override { faults_ = faults; }
 
  private:
   void submit_cancel(io_op& op) noexcept {
@@ -761,6 +763,11 @@ class uring_backend final : public backend_base {
     submit(op);
   }
 
+  // Why the callers may change the op's state before this: get_sqe() never fails (a full
+  // SQ is flushed and the SQE taken), and it handles no completion where multishot receives
+  // exist (Linux 6.0+): only a kernel before 5.19 refuses a flush with -EBUSY while
+  // completions wait in its CQ backlog, and only then, with no memory to move them aside,
+  // does it reap. The armed bit itself is set once the SQE is filled.
   void arm_multishot(io_op& op, io_uring_sqe* sqe = nullptr) noexcept {
     if (sqe == nullptr) sqe = get_sqe();
     io_uring_prep_recv_multishot(sqe, op.fd, nullptr, 0, static_cast<int>(op.flags));
@@ -824,7 +831,11 @@ class uring_backend final : public backend_base {
       return serve(op);
     }
     const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
-    if (!more) op.multishot_state &= ~(ms_armed | ms_stopping);  // the multishot has ended
+    int res = c.res;
+    if (!more) {
+      op.multishot_state &= ~(ms_armed | ms_stopping);  // the multishot has ended
+      if (!injected_ends_.empty()) res = injected_end(op, res);
+    }
     if (c.flags & IORING_CQE_F_BUFFER) {
       const auto id = static_cast<unsigned short>(c.flags >> IORING_CQE_BUFFER_SHIFT);
       if (c.res > 0 && op.handler != nullptr) {
@@ -835,18 +846,44 @@ class uring_backend final : public backend_base {
           // are single-shot from then on (request_multishot).
           op.multishot_state |= ms_bulk;
           stop_multishot(op);
+        } else if (more && faults_ != nullptr) {
+          inject_end(op);
         }
       } else {
         recycle_buffer(id);
       }
     } else if (!more) {
-      if (c.res == -ENOBUFS) {
+      if (res == -ENOBUFS) {
         ring_empty = true;
-      } else if (c.res != -ECANCELED && c.res != -EINTR && c.res != -EAGAIN) {
-        op.multishot_end = c.res;  // EOF or an error, reported after the bytes held before it
+      } else if (res != -ECANCELED && res != -EINTR && res != -EAGAIN) {
+        op.multishot_end = res;  // EOF or an error, reported after the bytes held before it
       }
     }
     serve(op, ring_empty);
+  }
+
+  /// Tests (multishot_faults): ends `op`'s live multishot for real, by a cancel, if the
+  /// faults say so; its final completion then reports their errno (injected_end).
+  void inject_end(io_op& op) {
+    if (op.multishot_state & ms_stopping) return;
+    const int error = faults_->end_multishot(op);
+    if (error == 0) return;
+    try {
+      injected_ends_[&op] = error;
+    } catch (const std::bad_alloc&) {
+      return;  // not injected
+    }
+    stop_multishot(op);
+  }
+
+  /// The final completion of `op`'s multishot: an injected end reports its errno instead of
+  /// the cancel's -ECANCELED (an end that came otherwise, EOF or data, stays as it is).
+  int injected_end(const io_op& op, int res) noexcept {
+    auto it = injected_ends_.find(&op);
+    if (it == injected_ends_.end()) return res;
+    if (res == -ECANCELED) res = it->second;
+    injected_ends_.erase(it);
+    return res;
   }
 
   void hold(io_op& op, std::uint16_t id, std::uint32_t length) {
@@ -881,6 +918,7 @@ class uring_backend final : public backend_base {
   /// Copies held bytes into the sink, at most answer_limit(op); returns the count or -ENOMEM.
   int deliver_held(io_op& op) noexcept {
     std::size_t limit = answer_limit(op);
+    if (faults_ != nullptr) limit = faults_->answer_limit(op, limit);
     std::size_t copied = 0;
     // Why: a sink may keep one delivery as the read's result (recv_sink::deliver); an answer
     // made of several held buffers goes in piece by piece, so the pieces are appended.
@@ -1034,6 +1072,8 @@ class uring_backend final : public backend_base {
   std::size_t held_buffers_ = 0;  // provided buffers held for multishot ops, all streams
   io_op* serve_head_ = nullptr;   // multishot ops to serve at the next reap (next_waiter)
   io_op* serve_tail_ = nullptr;
+  multishot_faults* faults_ = nullptr;                   // tests only (fault_backend.hpp)
+  std::unordered_map<const io_op*, int> injected_ends_;  // tests: multishot ends asked for, errno
 };
 
 }  // namespace
