@@ -390,9 +390,8 @@ task<int> wait_for_on(std::shared_ptr<subprocess::state> s, std::chrono::nanosec
   if (s->try_reap()) co_return *s->status;
   s->send(SIGKILL);
   co_await wait_on(s);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
   throw timeout_error("subprocess \"" + s->command + "\" (pid " + std::to_string(s->pid) +
-                      ") did not exit within " + std::to_string(ms) + " ms and was killed");
+                      ") did not exit within " + detail::limit_text(limit) + " and was killed");
 }
 
 task<void> wait_checked_on(std::shared_ptr<subprocess::state> s) {

@@ -274,6 +274,21 @@ TEST_P(Subprocess, Wait_PendingWaitsSurviveMovingTheSubprocess_S58) {
   }());
 }
 
+TEST_P(Subprocess, WaitFor_ALimitUnderAMillisecondIsNamedInMicroseconds_S58) {
+  // The message used to say "within 0 ms" for any limit under 1 ms.
+  run([]() -> task<void> {
+    auto p = subprocess::spawn({"sleep", "10"});
+    std::string what;
+    try {
+      (void)co_await p.wait_for(500us);
+    } catch (const timeout_error& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("did not exit within 500 us and was killed"), std::string::npos) << what;
+    EXPECT_EQ(p.exit_status(), -SIGKILL);
+  }());
+}
+
 TEST_P(Subprocess, WaitChecked_NonZeroStatusThrowsCalledProcessError_S58) {
   run([]() -> task<void> {
     auto ok = subprocess::spawn({"true"});
