@@ -349,6 +349,26 @@ timer_handle event_loop::add_timer(clock::duration delay, detail::ready_node& no
   return timer_handle(this, key);
 }
 
+namespace {
+/// A deadline as the timer map holds it: not before the clock's epoch, since the loop
+/// subtracts now from deadlines (time_point::min() would overflow; see deadline_after).
+event_loop::clock::time_point held_deadline(event_loop::clock::time_point deadline) noexcept {
+  return std::max(deadline, event_loop::clock::time_point());
+}
+}  // namespace
+
+timer_handle event_loop::call_at(clock::time_point deadline, std::function<void()> fn) {
+  timer_handle::key key{held_deadline(deadline), timer_sequence_++};
+  timers_.emplace(key, timer_entry{std::move(fn), nullptr});
+  return timer_handle(this, key);
+}
+
+timer_handle event_loop::add_timer_at(clock::time_point deadline, detail::ready_node& node) {
+  timer_handle::key key{held_deadline(deadline), timer_sequence_++};
+  timers_.emplace(key, timer_entry{{}, &node});
+  return timer_handle(this, key);
+}
+
 void event_loop::cancel_timer(const timer_handle& handle) noexcept {
   if (timers_.erase(handle.key_) != 0) return;
   // Already due but not run yet (queued in this iteration's batch): withdraw it (S62).

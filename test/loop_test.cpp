@@ -585,6 +585,105 @@ TEST_P(LoopTest, WithTimeout_UnderAMillisecond_MessageNamesTheLimitInMicrosecond
 }
 
 // ---------------------------------------------------------------------------------------------
+// absolute deadlines: call_at, sleep_until, with_deadline
+
+TEST_P(LoopTest, CallAt_RunsAtItsDeadlineInOrderWithCallLater_S61) {
+  auto body = []() -> task<std::vector<int>> {
+    event_loop& loop = event_loop::current();
+    std::vector<int> order;
+    const auto start = event_loop::clock::now();
+    double fired_at = 0;
+    loop.call_at(start + 200ms, [&] { order.push_back(200), fired_at = ms_since(start); });
+    loop.call_later(100ms, [&] { order.push_back(100); });
+    loop.call_at(start - 1ms, [&] { order.push_back(-1); });  // past: the next iteration
+    // The far ends of the clock: min() must not overflow the loop's arithmetic (UBSan
+    // checks) and is the earliest deadline of all; max() never fires and can be cancelled.
+    loop.call_at(event_loop::clock::time_point::min(), [&] { order.push_back(0); });
+    corio::timer_handle never =
+        loop.call_at(event_loop::clock::time_point::max(), [&] { order.push_back(-999); });
+    co_await until([&] { return order.size() == 4; });
+    never.cancel();
+    EXPECT_GE(fired_at, 200.0);
+    co_return order;
+  };
+  EXPECT_EQ(run(body()), (std::vector<int>{0, -1, 100, 200}));
+}
+
+TEST_P(LoopTest, SleepUntil_CompletesAtTheDeadline_AndAtOnceForAPastOne_S65) {
+  auto body = []() -> task<std::vector<double>> {
+    const auto start = event_loop::clock::now();
+    co_await corio::sleep_until(start + 30ms);
+    const double first = ms_since(start);
+    co_await corio::sleep_until(start);  // already past
+    co_await corio::sleep_until(event_loop::clock::time_point::min());
+    co_return std::vector<double>{first};
+  };
+  std::vector<double> elapsed = run(body());
+  EXPECT_GE(elapsed[0], 30.0);
+  EXPECT_LT(elapsed[0], 2000.0);
+}
+
+TEST_P(LoopTest, WithDeadline_ExpiryThrowsNamingItAndDestroysTheInnerWork_S63) {
+  bool inner_destroyed = false;
+  auto inner = [&]() -> task<int> {
+    destroy_flag flag{&inner_destroyed};
+    co_await corio::sleep_for(1h);
+    co_return 1;
+  };
+  auto body = [&]() -> task<double> {
+    const auto start = event_loop::clock::now();
+    std::string what;
+    try {
+      co_await corio::with_deadline(start + 30ms, inner());
+    } catch (const corio::timeout_error& e) {
+      what = e.what();
+    }
+    EXPECT_EQ(what, "with_deadline: the operation did not finish by its deadline");
+    EXPECT_TRUE(inner_destroyed);
+    // Work that finishes first passes its value; max() is no limit at all.
+    EXPECT_EQ(co_await corio::with_deadline(event_loop::clock::time_point::max(),
+                                            []() -> task<int> {
+                                              co_await corio::sleep_for(1ms);
+                                              co_return 7;
+                                            }()),
+              7);
+    co_return ms_since(start);
+  };
+  EXPECT_GE(run(body()), 30.0);
+}
+
+TEST_P(LoopTest, WithDeadline_IsTheTimeGivenNotADelayFromTheAwait_S63) {
+  // One deadline for several steps: a with_deadline made before a step that outlasts it
+  // times out at once when awaited after that step, where a relative limit computed at the
+  // call would give it its whole duration again. Checked by order, not by clock: the
+  // expired deadline fires before a 50 ms timer set just before the await.
+  auto body = []() -> task<std::vector<std::string>> {
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> order;
+    task<void> limited =
+        corio::with_deadline(event_loop::clock::now() + 20ms, corio::sleep_for(1h));
+    co_await corio::sleep_for(40ms);  // the deadline passes meanwhile
+    loop.call_later(50ms, [&] { order.push_back("50 ms timer"); });
+    try {
+      co_await std::move(limited);
+    } catch (const corio::timeout_error&) {
+      order.push_back("deadline");
+    }
+    co_await until([&] { return order.size() == 2; });
+    co_return order;
+  };
+  EXPECT_EQ(run(body()), (std::vector<std::string>{"deadline", "50 ms timer"}));
+}
+
+TEST_P(LoopTest, WithDeadline_WorkDecidedAtTheCallPassesEvenPastTheDeadline_S63) {
+  auto body = []() -> task<int> {
+    co_return co_await corio::with_deadline(event_loop::clock::time_point::min(),
+                                            corio::detail::make_ready_task<int>(5));
+  };
+  EXPECT_EQ(run(body()), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
 // stop, current, stats, backend
 
 TEST_P(LoopTest, Stop_MakesRunReturnWithAnErrorAndTheLoopStaysUsable) {

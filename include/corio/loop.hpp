@@ -154,6 +154,11 @@ class event_loop {
   /// (nanoseconds::max() for "never") never fires.
   timer_handle call_later(std::chrono::nanoseconds delay, std::function<void()> fn);
 
+  /// Runs `fn` on this loop at `deadline`, as call_later with an absolute time (Tornado's
+  /// IOLoop.call_at): a deadline already past runs in the next iteration, and
+  /// clock::time_point::max() never fires. Timers with equal deadlines run FIFO.
+  timer_handle call_at(clock::time_point deadline, std::function<void()> fn);
+
   /// Makes run() return after the current iteration. Only a run() in progress is stopped: a
   /// stop() made while none runs is forgotten (run() starts afresh); from outside the loop's
   /// thread, post() it.
@@ -192,6 +197,7 @@ class event_loop {
   void add_root(detail::root_promise& root) noexcept;
   void remove_root(detail::root_promise& root) noexcept;
   timer_handle add_timer(clock::duration delay, detail::ready_node& node);
+  timer_handle add_timer_at(clock::time_point deadline, detail::ready_node& node);
   void cancel_timer(const timer_handle& handle) noexcept;
   /// @endcond
 

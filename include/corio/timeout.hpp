@@ -1,4 +1,4 @@
-// corio/timeout.hpp - sleep_for and with_timeout.
+// corio/timeout.hpp - sleep_for, sleep_until, with_timeout and with_deadline.
 #pragma once
 
 #include <chrono>
@@ -15,10 +15,20 @@
 namespace corio {
 namespace detail {
 
+/// When a timer fires: `delay` after it is armed, or at `deadline` when one is given.
+struct timer_spec {
+  std::chrono::nanoseconds delay{};
+  std::optional<event_loop::clock::time_point> deadline;
+
+  timer_handle arm(event_loop& loop, ready_node& node) const {
+    return deadline ? loop.add_timer_at(*deadline, node) : loop.add_timer(delay, node);
+  }
+};
+
 /// Suspends until a loop timer fires; destroying it while suspended removes the timer.
 class sleep_awaiter final : ready_node {
  public:
-  explicit sleep_awaiter(std::chrono::nanoseconds delay) noexcept : delay_(delay) {}
+  explicit sleep_awaiter(timer_spec when) noexcept : when_(when) {}
   sleep_awaiter(const sleep_awaiter&) = delete;
   ~sleep_awaiter() {
     if (loop_ != nullptr) loop_->cancel_timer(timer_);
@@ -27,7 +37,7 @@ class sleep_awaiter final : ready_node {
   void await_suspend(std::coroutine_handle<> waiting) {
     waiting_ = waiting;
     loop_ = &event_loop::current();
-    timer_ = loop_->add_timer(delay_, *this);
+    timer_ = when_.arm(*loop_, *this);
   }
   void await_resume() noexcept { loop_ = nullptr; }
 
@@ -36,7 +46,7 @@ class sleep_awaiter final : ready_node {
     loop_ = nullptr;
     waiting_.resume();
   }
-  std::chrono::nanoseconds delay_;
+  timer_spec when_;
   event_loop* loop_ = nullptr;
   timer_handle timer_;
   std::coroutine_handle<> waiting_;
@@ -108,7 +118,7 @@ timeout_child<T> run_inner(task<T>& inner, std::optional<timeout_storage<T>>& ou
 template <class T>
 class timeout_awaiter final : ready_node {
  public:
-  timeout_awaiter(std::chrono::nanoseconds limit, task<T> inner) noexcept
+  timeout_awaiter(timer_spec limit, task<T> inner) noexcept
       : limit_(limit), inner_(std::move(inner)) {}
   timeout_awaiter(const timeout_awaiter&) = delete;
   ~timeout_awaiter() { cleanup(); }
@@ -120,15 +130,18 @@ class timeout_awaiter final : ready_node {
     loop_ = &event_loop::current();
     child_ = run_inner<T>(inner_, value_, failure_).handle;
     child_.promise().owner = this;
-    timer_ = loop_->add_timer(limit_, *this);
+    timer_ = limit_.arm(*loop_, *this);
     timer_armed_ = true;
     return child_;
   }
 
   T await_resume() {
     if (timed_out_) {
+      if (limit_.deadline) {
+        throw timeout_error("with_deadline: the operation did not finish by its deadline");
+      }
       throw timeout_error("with_timeout: the operation did not finish within " +
-                          limit_text(limit_));
+                          limit_text(limit_.delay));
     }
     if (!child_) return std::move(inner_).operator co_await().await_resume();
     cleanup();
@@ -178,7 +191,7 @@ class timeout_awaiter final : ready_node {
     cancel_inner();
   }
 
-  std::chrono::nanoseconds limit_;
+  timer_spec limit_;
   task<T> inner_;
   event_loop* loop_ = nullptr;
   timer_handle timer_;
@@ -190,13 +203,13 @@ class timeout_awaiter final : ready_node {
   std::exception_ptr failure_;
 };
 
-/// with_timeout's coroutine, for inner work that is not decided yet.
+/// with_timeout's and with_deadline's coroutine, for inner work that is not decided yet.
 template <class T>
-task<T> timed(std::chrono::nanoseconds limit, task<T> inner) {
+task<T> timed(timer_spec limit, task<T> inner) {
   co_return co_await timeout_awaiter<T>(limit, std::move(inner));
 }
 template <>
-inline task<void> timed(std::chrono::nanoseconds limit, task<void> inner) {
+inline task<void> timed(timer_spec limit, task<void> inner) {
   co_await timeout_awaiter<void>(limit, std::move(inner));
 }
 
@@ -204,7 +217,14 @@ inline task<void> timed(std::chrono::nanoseconds limit, task<void> inner) {
 
 /// Completes after `delay`, through the loop's timers (S65). Destroying the task cancels it.
 inline task<void> sleep_for(std::chrono::nanoseconds delay) {
-  co_await detail::sleep_awaiter(delay);
+  co_await detail::sleep_awaiter(detail::timer_spec{delay, std::nullopt});
+}
+
+/// Completes at `deadline` (event_loop::clock, i.e. steady_clock), through the loop's timers
+/// (S65): a deadline already past completes in the next iteration, time_point::max() never.
+/// Destroying the task cancels it.
+inline task<void> sleep_until(event_loop::clock::time_point deadline) {
+  co_await detail::sleep_awaiter(detail::timer_spec{{}, deadline});
 }
 
 /// Runs `inner` with a relative time limit (S63). If it finishes first its value or error
@@ -223,7 +243,17 @@ task<T> with_timeout(std::chrono::nanoseconds limit, task<T> inner) {
   // Decided at the call (a read served from the buffer): nothing to time, so no timer and no
   // coroutine frame; the task itself carries the value or the error.
   if (inner.is_ready()) return inner;
-  return detail::timed(limit, std::move(inner));
+  return detail::timed(detail::timer_spec{limit, std::nullopt}, std::move(inner));
+}
+
+/// Runs `inner` with an absolute time limit, as with_timeout in every other respect (S63):
+/// one deadline shared by several steps ("the whole request by t") does not drift as each
+/// step subtracts what the last one took. A deadline already past times the work out in the
+/// next iteration unless it is decided at the call; the timeout_error says "with_deadline".
+template <class T>
+task<T> with_deadline(event_loop::clock::time_point deadline, task<T> inner) {
+  if (inner.is_ready()) return inner;
+  return detail::timed(detail::timer_spec{{}, deadline}, std::move(inner));
 }
 
 }  // namespace corio
