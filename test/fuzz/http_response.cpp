@@ -12,8 +12,10 @@
 // Checks, on every input:
 //  - every head the parser accepts: status 100..999, version 1.0 or 1.1, field names are
 //    tokens, field values hold no control byte (CR, LF, NUL...) nor outer whitespace, the
-//    reason phrase no control byte, and every line of the head read is one field (nothing
-//    ignored; a head ends at its first empty line, LF or CRLF line ends alike);
+//    reason phrase no control byte, and every line of the head read is one field or an
+//    obs-fold continuing one (nothing ignored; a head ends at its first empty line, LF or
+//    CRLF line ends alike; a fold is unfolded to SP, RFC 9112 §5.2, so no value holds a
+//    line end);
 //  - the framing: none for HEAD, 1xx, 204 and 304; Content-Length never frames a body that
 //    Transfer-Encoding also names; a length body is exactly Content-Length bytes;
 //  - the client's result (response, error kind and status, bytes left on the stream) equals
@@ -131,13 +133,20 @@ void check_head(std::string_view head, const hd::response_head& h) {
       fail("field value not trimmed: \"" + printable(value) + "\"");
     }
   }
-  // Every line of the head read is the status line, a field or the final empty line: a
-  // parser that stops at an earlier empty line would ignore fields the client consumed.
-  std::size_t lines = 0;
-  for (char c : head) lines += c == '\n';
-  if (h.headers.fields().size() + 2 != lines) {
-    fail("the head has " + std::to_string(lines) + " lines but " +
-         std::to_string(h.headers.fields().size()) + " fields were parsed");
+  // Every line of the head read is the status line, a field, an obs-fold (a line starting
+  // with SP or HTAB, which continues the field before it: RFC 9112 §5.2) or the final empty
+  // line: a parser that stops at an earlier empty line would ignore fields the client
+  // consumed.
+  std::size_t lines = 0, folds = 0;
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    if (head[i] != '\n') continue;
+    ++lines;
+    if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t')) ++folds;
+  }
+  if (h.headers.fields().size() + folds + 2 != lines) {
+    fail("the head has " + std::to_string(lines) + " lines (" + std::to_string(folds) +
+         " of them obs-folds) but " + std::to_string(h.headers.fields().size()) +
+         " fields were parsed");
   }
 }
 
