@@ -2004,6 +2004,77 @@ task<void> canned_keep_alive_server(tcp_listener& listener, std::string answer) 
   }
 }
 
+/// Answers one request with `interim` 1xx heads (-1: for ever, until the client closes),
+/// then, if they end, a 200 with body "ok".
+task<void> interim_server(tcp_listener& listener, int interim) {
+  tcp_stream s = co_await listener.accept();
+  try {
+    co_await s.read_until("\r\n\r\n");
+    for (int i = 0; interim < 0 || i < interim; ++i) {
+      co_await s.write(i % 2 == 0 ? "HTTP/1.1 100 Continue\r\n\r\n"
+                                  : "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+      co_await sleep_for(1ms);
+    }
+    co_await s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    co_await s.read_until_close();
+  } catch (const stream_closed_error&) {
+  }
+}
+
+TEST_P(Http, ClientBoundsTheInterimResponsesOfARequest) {
+  // A server sending 1xx heads for ever kept the client until its timeout. Now past
+  // max_interim_responses of them the request fails with protocol_error 400 at once.
+  run([]() -> task<void> {
+    http::client_options o;
+    o.timeout = 3s;
+    EXPECT_EQ(o.max_interim_responses, 10);
+    {
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(interim_server(listener, -1));
+      http::client client(o);
+      const auto start = clock_type::now();
+      int status = 0;
+      std::string what;
+      try {
+        co_await client.get(url(listener.port()));
+      } catch (const http::protocol_error& e) {
+        status = e.status();
+        what = e.what();
+      } catch (const std::exception& e) {
+        what = e.what();
+      }
+      EXPECT_EQ(status, 400) << what;
+      EXPECT_NE(what.find("max_interim_responses=10"), std::string::npos) << what;
+      EXPECT_LT(clock_type::now() - start, 2s);
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+    for (int limit : {0, 3}) {  // exactly the limit is accepted; one more is not
+      o.max_interim_responses = limit;
+      for (int interim : {limit, limit + 1}) {
+        SCOPED_TRACE(std::to_string(interim) + " interim heads, limit " + std::to_string(limit));
+        tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+        event_loop::current().spawn(interim_server(listener, interim));
+        http::client client(o);
+        int status = 0;
+        std::string body;
+        try {
+          http::client_response r = co_await client.get(url(listener.port()));
+          status = r.status;
+          body = r.body;
+        } catch (const http::protocol_error& e) {
+          status = e.status();
+        }
+        if (interim <= limit) {
+          EXPECT_EQ(status, 200);
+          EXPECT_EQ(body, "ok");
+        } else {
+          EXPECT_EQ(status, 400);
+        }
+      }
+    }
+  }());
+}
+
 TEST_P(Http, ClientAnswersAnOverlongInterimHeadAsItsFinalHead) {
   // A 1xx head longer than max_header_bytes escaped as stream_closed_error{unsatisfiable_read}
   // where a final head got protocol_error 431. Now both do.

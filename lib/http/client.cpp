@@ -147,7 +147,13 @@ task<received_response> read_response(corio::stream& s, std::string head, const 
   response_head parsed = parse_response_head(head);
   // 100 Continue and friends; 101 Switching Protocols is final (the connection now speaks
   // another protocol: it is returned, never reused).
-  while (parsed.status >= 100 && parsed.status < 200 && parsed.status != 101) {
+  for (int interim = 1; parsed.status >= 100 && parsed.status < 200 && parsed.status != 101;
+       ++interim) {
+    if (interim > o.max_interim_responses) {
+      throw protocol_error(
+          400, "HTTP: more than max_interim_responses=" + std::to_string(o.max_interim_responses) +
+                   " interim (1xx) responses to one request");
+    }
     head = co_await read_response_head(s, o);
     parsed = parse_response_head(head);
   }

@@ -1,8 +1,8 @@
 // libFuzzer: the HTTP client's response reading (lib/http/response_reader.hpp: status line,
-// headers, 1xx interim responses, then the body by Content-Length, chunked, until close, or
-// none for HEAD/204/304), run on a real stream pair against a reference reader over the
-// whole buffer, and again with the response cut differently; checks invariants, not only
-// "does not crash".
+// headers, 1xx interim responses (at most max_interim_responses), then the body by
+// Content-Length, chunked, until close, or none for HEAD/204/304), run on a real stream pair
+// against a reference reader over the whole buffer, and again with the response cut
+// differently; checks invariants, not only "does not crash".
 //
 // Input: byte 0 picks the backend (bit 0: epoll), the request method (bits 1-2: GET, HEAD,
 // POST, GET), the second run's read_chunk_size (bits 3-5) and max_body_bytes (bits 6-7);
@@ -199,12 +199,15 @@ std::size_t head_end(std::string_view in, std::size_t pos) {
 /// The reference: reads a response from the whole input in memory with the parser's entry
 /// points, as the client does on its stream; also checks the head and framing invariants.
 outcome reference(std::string_view in, const std::string& method, std::size_t max_body,
-                  hd::body_framing& framing) {
+                  int max_interim, hd::body_framing& framing) {
   outcome o;
   std::size_t pos = 0;
   try {
     hd::response_head h;
-    for (;;) {
+    for (int interim = 0;; ++interim) {
+      if (interim > max_interim) {
+        throw http::protocol_error(400, "more than max_interim_responses interim responses");
+      }
       std::size_t end = head_end(in, pos);
       if (end == std::string_view::npos) {
         o.kind = outcome::closed;
@@ -394,7 +397,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   event_loop& loop = shared_loop(config & 1);
 
   hd::body_framing framing;
-  outcome ref = reference(in, method, o.max_body_bytes, framing);
+  outcome ref = reference(in, method, o.max_body_bytes, o.max_interim_responses, framing);
 
   // Run A: everything at once, default stream options.
   outcome a = run(loop, in, 0, stream_options{}, method, o);

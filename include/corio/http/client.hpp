@@ -21,6 +21,12 @@ struct client_options {
   bool follow_redirects = false;             ///< follow 301/302/303/307/308 (up to max_redirects)
   int max_redirects = 5;                     ///< redirect limit
   std::size_t max_header_bytes = 64 * 1024;  ///< response head limit
+  /// Interim (1xx) responses accepted before the final one of a request (100 Continue, 103
+  /// Early Hints...); one more: protocol_error 400. Without a bound, a server sending 1xx
+  /// heads for ever held the request until `timeout`. 10 leaves room for 100 Continue, a few
+  /// 103 and 102, and bounds what interim heads cost at (10 + 1) * max_header_bytes (Go's
+  /// net/http allows 5).
+  int max_interim_responses = 10;
   /// Response body limit, whatever the framing (close-delimited included); past it:
   /// protocol_error with status 413. May exceed the stream's max_buffer_size.
   std::size_t max_body_bytes = 256 * 1024 * 1024;
@@ -55,7 +61,8 @@ class client {
   /// is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE: RFC 9110 §9.2.2); otherwise, and
   /// on a new connection, the failure is thrown.
   /// Throws protocol_error for a malformed response (431 for a head, interim 1xx or final,
-  /// longer than options.max_header_bytes), stream_closed_error or tls_error from the
+  /// longer than options.max_header_bytes; 400 past options.max_interim_responses interim
+  /// responses), stream_closed_error or tls_error from the
   /// connection (stream_closed_error{errc::tls_truncated} for an HTTPS body delimited by
   /// closing that ended without close_notify, D10), timeout_error after options.timeout,
   /// std::invalid_argument for a bad URL (a space or control byte in it included), a method
