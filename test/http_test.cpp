@@ -1707,6 +1707,46 @@ TEST_P(Http, ClientReusesItsConnection) {
   }(server));
 }
 
+TEST_P(Http, ClientKeepsAtMostMaxIdlePerOriginConnections) {
+  // Four requests at once to one origin open four connections. Every one of them used to be
+  // kept (an fd each, and one on the server) until the server closed it; now past
+  // max_idle_per_origin the connection is closed after its response, fd included.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    EXPECT_EQ(http::client_options().max_idle_per_origin, 8u);
+    const int fds_before = corio::testing::open_fd_count();
+    {
+      http::client_options o;
+      o.max_idle_per_origin = 2;
+      http::client client(o);
+      std::vector<task<http::client_response>> burst;
+      for (int i = 0; i < 4; ++i) burst.push_back(client.get(url(port, "/slow")));
+      std::vector<http::client_response> answers = co_await when_all(std::move(burst));
+      for (const http::client_response& r : answers) EXPECT_EQ(r.body, "GET /slow ");
+      EXPECT_EQ(client.idle_connections(), 2u);
+      co_await sleep_for(100ms);  // the server sees the closed ones end
+      // Two kept by the client, and their two ends in the server.
+      EXPECT_EQ(corio::testing::open_fd_count(), fds_before + 4);
+      // Another origin has its own bound; a request reuses a kept one.
+      http::client_response r = co_await client.get(url(port, "/1"));
+      EXPECT_EQ(r.body, "GET /1 ");
+      r = co_await client.get("http://localhost:" + std::to_string(port) + "/2");
+      EXPECT_EQ(r.body, "GET /2 ");
+      EXPECT_EQ(client.idle_connections(), 3u);
+    }
+    {
+      http::client_options o;
+      o.max_idle_per_origin = 0;  // none kept
+      http::client client(o);
+      http::client_response r = co_await client.get(url(port, "/3"));
+      EXPECT_EQ(r.body, "GET /3 ");
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+    co_await sleep_for(100ms);
+    EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
+  }));
+}
+
 TEST_P(Http, ClientLetsGoOfKeptConnectionsTheServerClosed) {
   // A kept connection that the server closes (its idle timeout) used to stay in the pool, its
   // fd in CLOSE_WAIT, until the next request to that origin or the client's end: a client

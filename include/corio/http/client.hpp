@@ -30,6 +30,11 @@ struct client_options {
   /// Response body limit, whatever the framing (close-delimited included); past it:
   /// protocol_error with status 413. May exceed the stream's max_buffer_size.
   std::size_t max_body_bytes = 256 * 1024 * 1024;
+  /// Idle kept-alive connections kept per origin (scheme, host and port) for later requests;
+  /// a connection that would be one more is closed after its response instead. Concurrent
+  /// requests to one origin each open a connection; without a bound, every one of a burst
+  /// stayed open (an fd each) until the server closed it. 0 keeps none.
+  std::size_t max_idle_per_origin = 8;
   tls_context* tls = nullptr;  ///< for https://; nullptr: a default client context (verifying)
   std::string user_agent = "corio";  ///< the User-Agent header ("" omits it)
 };
@@ -43,7 +48,8 @@ struct client_response {
   std::string body;       ///< the whole body (decoded if chunked)
 };
 
-/// Sends requests, reusing one kept-alive connection per scheme, host and port.
+/// Sends requests, reusing kept-alive connections per scheme, host and port (at most
+/// client_options::max_idle_per_origin idle ones each).
 /// Not thread-safe; use one per event loop.
 class client {
  public:
@@ -75,8 +81,9 @@ class client {
   /// POST `body` with `content_type` to `url`.
   [[nodiscard]] task<client_response> post(std::string url, std::string body,
                                            std::string content_type);
-  /// Connections kept for reuse. One the server closes while it waits (its idle timeout) is
-  /// closed at once, fd included, and no longer counted.
+  /// Connections kept for reuse, at most options.max_idle_per_origin per origin. One the
+  /// server closes while it waits (its idle timeout) is closed at once, fd included, and no
+  /// longer counted.
   std::size_t idle_connections() const noexcept;
 
   /// @cond INTERNAL
