@@ -1400,6 +1400,83 @@ TEST_P(Http, HeadHasContentLengthButNoBody) {
   }));
 }
 
+TEST_P(Http, HeadAnswerKeepsTheHandlersContentLength) {
+  // RFC 9110 §9.3.2, §8.6: an answer to HEAD may carry the Content-Length a GET would have
+  // had. A handler that does not build the body for HEAD used to have its field replaced by
+  // "Content-Length: 0"; now an answer to HEAD without a body keeps it, if it is digits.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::response r;
+        r.status = 200;
+        if (req.path() == "/big") {
+          if (req.method == "GET") r.body = std::string(1234, 'b');
+          r.headers.add("Content-Length", "1234");
+        } else if (req.path() == "/stream") {  // a producer, not run for HEAD
+          r = http::response::chunked(
+              200, [](http::body_writer& w) -> task<void> { co_await w.write("abc"); });
+          r.headers.add("Content-Length", "3");
+        } else if (req.path() == "/with-body") {  // a body: its length wins, as for GET
+          r.body = "abc";
+          r.headers.add("Content-Length", "999");
+        } else if (req.path() == "/bad") {
+          r.headers.add("Content-Length", "12a");
+        } else if (req.path() == "/two") {
+          r.headers.add("Content-Length", "5");
+          r.headers.add("Content-Length", "5");
+        } else if (req.path() == "/204") {
+          r.status = 204;
+          r.headers.add("Content-Length", "5");
+        }
+        co_return r;
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    // Pipelined: a body after any HEAD answer would be misread as the next response.
+    c.write(
+        "HEAD /big HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\nHEAD /with-body HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /204 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /empty HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response head = co_await read_response(c, "HEAD");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.headers.count("Content-Length"), 1u);
+    EXPECT_EQ(head.headers.get("Content-Length"), "1234");
+    raw_response get = co_await read_response(c);
+    EXPECT_EQ(get.body.size(), 1234u);
+    raw_response stream = co_await read_response(c, "HEAD");
+    EXPECT_EQ(stream.headers.get("Content-Length"), "3");
+    EXPECT_EQ(stream.headers.count("Transfer-Encoding"), 0u);
+    raw_response with_body = co_await read_response(c, "HEAD");
+    EXPECT_EQ(with_body.headers.get("Content-Length"), "3");
+    raw_response no_content = co_await read_response(c, "HEAD");
+    EXPECT_EQ(no_content.status, 204);
+    EXPECT_EQ(no_content.headers.count("Content-Length"), 0u);
+    raw_response empty = co_await read_response(c, "HEAD");
+    EXPECT_EQ(empty.headers.get("Content-Length"), "0");
+    EXPECT_FALSE(co_await closes_within(c, 50ms));
+    // A Content-Length that is not one field of digits is the handler's error: 500.
+    for (const char* path : {"/bad", "/two"}) {
+      SCOPED_TRACE(path);
+      tcp_stream b = co_await tcp_stream::connect("127.0.0.1", port);
+      b.write("HEAD "s + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(b, "HEAD");
+      EXPECT_EQ(r.status, 500);
+    }
+    // The client reads the answer without waiting for a body, and reuses the connection.
+    http::client client;
+    http::headers none;
+    std::string nothing;
+    http::client_response r = co_await client.request("HEAD", url(port, "/big"), none, nothing);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Content-Length"), "1234");
+    EXPECT_EQ(r.body, "");
+    EXPECT_EQ(client.idle_connections(), 1u);
+    r = co_await client.get(url(port, "/big"));
+    EXPECT_EQ(r.body.size(), 1234u);
+    EXPECT_EQ(client.idle_connections(), 1u);
+  }));
+}
+
 TEST_P(Http, NoBodyStatusesHaveNoContentLength) {
   http::server server(
       [](http::request& req) -> task<http::response> {
