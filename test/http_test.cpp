@@ -232,6 +232,37 @@ TEST_P(Http, ExpectContinueNotSentWhenTheHandlerRejects) {
   }));
 }
 
+TEST_P(Http, ExpectContinueIsNeverSentAfterTheFinalHead) {
+  // A chunked producer (which runs after the final head went out) that reads an
+  // Expect: 100-continue body must not write "100 Continue" into the chunked body: the client
+  // would read it as a chunk-size line. The body is read without it.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::request* r = &req;  // the server's: it outlives the producer
+        co_return http::response::chunked(200, [r](http::body_writer& w) -> task<void> {
+          std::string body(co_await r->read_body());
+          co_await w.write("got " + body);
+        });
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::string head = co_await with_timeout(2s, c.read_until("\r\n\r\n"));
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;
+    EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << head;
+    c.write("hello");  // as a client does once a final answer came instead of 100 Continue
+    std::string rest;
+    try {
+      rest = co_await with_timeout(2s, c.read_until_close());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+    EXPECT_EQ(rest, "9\r\ngot hello\r\n0\r\n\r\n");
+    EXPECT_EQ(rest.find("100 Continue"), std::string::npos);
+  }));
+}
+
 TEST_P(Http, ExpectContinueWithTooLargeContentLengthIs413WithoutHandler) {
   http::server_options o = small_timeouts();
   o.max_body_bytes = 10;

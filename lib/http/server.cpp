@@ -497,6 +497,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
                                req.headers.has_token("Expect", "100-continue") &&
                                conn.framing.kind != detail::body_kind::none;
         conn.continue_sent = false;
+        conn.final_head_sent = false;
         conn.body_failure = nullptr;
         req.connection = &conn;
         if (!conn.expect_continue) co_await req.read_body();
@@ -571,6 +572,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         break;
       }
       ++st.served;
+      conn.final_head_sent = true;
       queued_since_drain += out.size();
       if (res.producer) {
         s.write(std::move(out));
