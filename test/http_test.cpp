@@ -263,6 +263,40 @@ TEST_P(Http, ExpectContinueIsNeverSentAfterTheFinalHead) {
   }));
 }
 
+TEST_P(Http, ABodyThatFailsInAChunkedProducerCutsTheResponseWithoutReport) {
+  // The same producer, but the client never sends the body: read_body() fails after
+  // body_timeout. That protocol_error escaped the connection's coroutine and was reported
+  // as an exception escaping a spawned task; it is the client's fault, as in a handler.
+  http::server_options o = small_timeouts();
+  o.body_timeout = 200ms;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::request* r = &req;
+        co_return http::response::chunked(200, [r](http::body_writer& w) -> task<void> {
+          co_await w.write("first");
+          std::string body(co_await r->read_body());
+          co_await w.write("got " + body);
+        });
+      },
+      o);
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::string head = co_await with_timeout(2s, c.read_until("\r\n\r\n"));
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;
+    std::string rest;
+    try {
+      rest = co_await with_timeout(2s, c.read_until_close());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+    EXPECT_EQ(rest, "5\r\nfirst\r\n");  // cut: no last chunk
+  }));
+  EXPECT_EQ(reported, 0);
+}
+
 TEST_P(Http, ExpectContinueWithTooLargeContentLengthIs413WithoutHandler) {
   http::server_options o = small_timeouts();
   o.max_body_bytes = 10;

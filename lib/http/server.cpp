@@ -579,7 +579,20 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         if (!head_only) {
           if (chunked) {
             body_writer writer(s, true, o.idle_timeout);
-            co_await res.producer(writer);  // each chunk is awaited: nothing piles up
+            bool own_body_failed = false;
+            try {
+              co_await res.producer(writer);  // each chunk is awaited: nothing piles up
+            } catch (...) {
+              if (!conn.body_failure) throw;
+              own_body_failed = true;
+            }
+            if (own_body_failed) {
+              // The producer read this request's body and that failed (it did not come in
+              // time, or was too large): the client's fault, as in a handler, so not
+              // reported. The head is out: the body is cut (no last chunk), then closed.
+              linger = true;
+              break;
+            }
             s.write("0\r\n\r\n");
           } else {
             // HTTP/1.0 has no chunked coding: the body is delimited by closing.
