@@ -95,7 +95,7 @@ TEST(HttpParser, BareCrRejected) {
   EXPECT_EQ(request_status("GET /\r HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
 }
 
-TEST(HttpParser, ObsFoldRejected) {
+TEST(HttpParser, ObsFoldInRequestsRejected) {
   EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"), 400);
   EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n"), 400);
   // Whitespace before the first field (RFC 9112 §2.2) is rejected too.
@@ -358,7 +358,24 @@ TEST(HttpParser, BadResponseHeads) {
   EXPECT_EQ(status("HTTP/2.0 200 OK\r\n\r\n"), 505);
   EXPECT_EQ(status("ICY 200 OK\r\n\r\n"), 400);
   EXPECT_EQ(status("HTTP/1.1 200 OK\r\nX : y\r\n\r\n"), 400);
-  EXPECT_EQ(status("HTTP/1.1 200 OK\r\nX: y\r\n z\r\n\r\n"), 400);
+  // Whitespace before the first field (RFC 9112 §2.2: reject, or ignore the line).
+  EXPECT_EQ(status("HTTP/1.1 200 OK\r\n X: y\r\n\r\n"), 400);
+  EXPECT_EQ(status("HTTP/1.1 200 OK\r\nX: y\r\n z\x01\r\n\r\n"), 400);  // control byte in a fold
+}
+
+TEST(HttpParser, ObsFoldInResponsesIsUnfoldedToOneSpace) {
+  // RFC 9112 §5.2: a user agent replaces each obs-fold with SP before using the value.
+  response_head r = parse_response_head(
+      "HTTP/1.1 200 OK\r\nX: a  \r\n  b\r\n\tc\t\r\nY: 1\r\nZ:\r\n z\r\nW: w\r\n \r\n\r\n");
+  ASSERT_EQ(r.headers.fields().size(), 4u);
+  EXPECT_EQ(*r.headers.get("X"), "a b c");
+  EXPECT_EQ(*r.headers.get("Y"), "1");
+  EXPECT_EQ(*r.headers.get("Z"), "z");
+  EXPECT_EQ(*r.headers.get("W"), "w");  // a blank continuation adds nothing
+  // Bare LF line ends, as the client tolerates them from servers.
+  EXPECT_EQ(*parse_response_head("HTTP/1.1 200 OK\nX: a\n b\n\n").headers.get("X"), "a b");
+  // Requests keep being refused (a server may reject it, §5.2).
+  EXPECT_EQ(request_status("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"), 400);
 }
 
 TEST(HttpParser, ResponseFramingWithoutBody) {
@@ -475,6 +492,25 @@ TEST_P(ClientResponseRead, Http10WithTransferEncodingIsNotReused) {
   received_response k = run(read_from(
       "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na", "GET", nullptr));
   EXPECT_TRUE(k.reusable);
+}
+
+TEST_P(ClientResponseRead, ObsFoldedFieldIsUnfoldedAndFramesTheBody) {
+  // A folded field, Content-Length after it, the body and the next response: each fold line
+  // is one line of the head, not its end; the unfolded value is what the caller sees.
+  std::string rest;
+  received_response r =
+      run(read_from("HTTP/1.1 200 OK\r\nX-Long: part one\r\n part two\r\n\tpart three\r\n"
+                    "Content-Length: 2\r\n\r\nhiHTTP/1.1 204 No Content\r\n\r\n",
+                    "GET", &rest));
+  EXPECT_EQ(r.response.status, 200);
+  EXPECT_EQ(*r.response.headers.get("X-Long"), "part one part two part three");
+  EXPECT_EQ(r.response.body, "hi");
+  EXPECT_EQ(rest, "HTTP/1.1 204 No Content\r\n\r\n");
+  // Bare LF line ends with a fold.
+  received_response l =
+      run(read_from("HTTP/1.1 200 OK\nX: a\n b\nContent-Length: 1\n\nz", "GET", nullptr));
+  EXPECT_EQ(*l.response.headers.get("X"), "a b");
+  EXPECT_EQ(l.response.body, "z");
 }
 
 CORIO_INSTANTIATE_BACKENDS(ClientResponseRead);

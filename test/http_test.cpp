@@ -262,6 +262,71 @@ TEST_P(Http, ExpectContinueNotSentWhenTheHandlerRejects) {
   }));
 }
 
+TEST_P(Http, ExpectContinueIsNeverSentAfterTheFinalHead) {
+  // A chunked producer (which runs after the final head went out) that reads an
+  // Expect: 100-continue body must not write "100 Continue" into the chunked body: the client
+  // would read it as a chunk-size line. The body is read without it.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::request* r = &req;  // the server's: it outlives the producer
+        co_return http::response::chunked(200, [r](http::body_writer& w) -> task<void> {
+          std::string body(co_await r->read_body());
+          co_await w.write("got " + body);
+        });
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::string head = co_await with_timeout(2s, c.read_until("\r\n\r\n"));
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;
+    EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << head;
+    c.write("hello");  // as a client does once a final answer came instead of 100 Continue
+    std::string rest;
+    try {
+      rest = co_await with_timeout(2s, c.read_until_close());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+    EXPECT_EQ(rest, "9\r\ngot hello\r\n0\r\n\r\n");
+    EXPECT_EQ(rest.find("100 Continue"), std::string::npos);
+  }));
+}
+
+TEST_P(Http, ABodyThatFailsInAChunkedProducerCutsTheResponseWithoutReport) {
+  // The same producer, but the client never sends the body: read_body() fails after
+  // body_timeout. That protocol_error escaped the connection's coroutine and was reported
+  // as an exception escaping a spawned task; it is the client's fault, as in a handler.
+  http::server_options o = small_timeouts();
+  o.body_timeout = 200ms;
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::request* r = &req;
+        co_return http::response::chunked(200, [r](http::body_writer& w) -> task<void> {
+          co_await w.write("first");
+          std::string body(co_await r->read_body());
+          co_await w.write("got " + body);
+        });
+      },
+      o);
+  int reported = 0;
+  run(with_server(server, [&reported](std::uint16_t port) -> task<void> {
+    event_loop::current().set_exception_handler([&reported](std::exception_ptr) { ++reported; });
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    c.write("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::string head = co_await with_timeout(2s, c.read_until("\r\n\r\n"));
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;
+    std::string rest;
+    try {
+      rest = co_await with_timeout(2s, c.read_until_close());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+    EXPECT_EQ(rest, "5\r\nfirst\r\n");  // cut: no last chunk
+  }));
+  EXPECT_EQ(reported, 0);
+}
+
 TEST_P(Http, ExpectContinueWithTooLargeContentLengthIs413WithoutHandler) {
   http::server_options o = small_timeouts();
   o.max_body_bytes = 10;
@@ -1430,6 +1495,83 @@ TEST_P(Http, HeadHasContentLengthButNoBody) {
   }));
 }
 
+TEST_P(Http, HeadAnswerKeepsTheHandlersContentLength) {
+  // RFC 9110 §9.3.2, §8.6: an answer to HEAD may carry the Content-Length a GET would have
+  // had. A handler that does not build the body for HEAD used to have its field replaced by
+  // "Content-Length: 0"; now an answer to HEAD without a body keeps it, if it is digits.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        http::response r;
+        r.status = 200;
+        if (req.path() == "/big") {
+          if (req.method == "GET") r.body = std::string(1234, 'b');
+          r.headers.add("Content-Length", "1234");
+        } else if (req.path() == "/stream") {  // a producer, not run for HEAD
+          r = http::response::chunked(
+              200, [](http::body_writer& w) -> task<void> { co_await w.write("abc"); });
+          r.headers.add("Content-Length", "3");
+        } else if (req.path() == "/with-body") {  // a body: its length wins, as for GET
+          r.body = "abc";
+          r.headers.add("Content-Length", "999");
+        } else if (req.path() == "/bad") {
+          r.headers.add("Content-Length", "12a");
+        } else if (req.path() == "/two") {
+          r.headers.add("Content-Length", "5");
+          r.headers.add("Content-Length", "5");
+        } else if (req.path() == "/204") {
+          r.status = 204;
+          r.headers.add("Content-Length", "5");
+        }
+        co_return r;
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    tcp_stream c = co_await tcp_stream::connect("127.0.0.1", port);
+    // Pipelined: a body after any HEAD answer would be misread as the next response.
+    c.write(
+        "HEAD /big HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\nHEAD /with-body HTTP/1.1\r\nHost: x\r\n\r\n"
+        "HEAD /204 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /empty HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw_response head = co_await read_response(c, "HEAD");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.headers.count("Content-Length"), 1u);
+    EXPECT_EQ(head.headers.get("Content-Length"), "1234");
+    raw_response get = co_await read_response(c);
+    EXPECT_EQ(get.body.size(), 1234u);
+    raw_response stream = co_await read_response(c, "HEAD");
+    EXPECT_EQ(stream.headers.get("Content-Length"), "3");
+    EXPECT_EQ(stream.headers.count("Transfer-Encoding"), 0u);
+    raw_response with_body = co_await read_response(c, "HEAD");
+    EXPECT_EQ(with_body.headers.get("Content-Length"), "3");
+    raw_response no_content = co_await read_response(c, "HEAD");
+    EXPECT_EQ(no_content.status, 204);
+    EXPECT_EQ(no_content.headers.count("Content-Length"), 0u);
+    raw_response empty = co_await read_response(c, "HEAD");
+    EXPECT_EQ(empty.headers.get("Content-Length"), "0");
+    EXPECT_FALSE(co_await closes_within(c, 50ms));
+    // A Content-Length that is not one field of digits is the handler's error: 500.
+    for (const char* path : {"/bad", "/two"}) {
+      SCOPED_TRACE(path);
+      tcp_stream b = co_await tcp_stream::connect("127.0.0.1", port);
+      b.write("HEAD "s + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_response r = co_await read_response(b, "HEAD");
+      EXPECT_EQ(r.status, 500);
+    }
+    // The client reads the answer without waiting for a body, and reuses the connection.
+    http::client client;
+    http::headers none;
+    std::string nothing;
+    http::client_response r = co_await client.request("HEAD", url(port, "/big"), none, nothing);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers.get("Content-Length"), "1234");
+    EXPECT_EQ(r.body, "");
+    EXPECT_EQ(client.idle_connections(), 1u);
+    r = co_await client.get(url(port, "/big"));
+    EXPECT_EQ(r.body.size(), 1234u);
+    EXPECT_EQ(client.idle_connections(), 1u);
+  }));
+}
+
 TEST_P(Http, NoBodyStatusesHaveNoContentLength) {
   http::server server(
       [](http::request& req) -> task<http::response> {
@@ -1737,6 +1879,46 @@ TEST_P(Http, ClientReusesItsConnection) {
   }(server));
 }
 
+TEST_P(Http, ClientKeepsAtMostMaxIdlePerOriginConnections) {
+  // Four requests at once to one origin open four connections. Every one of them used to be
+  // kept (an fd each, and one on the server) until the server closed it; now past
+  // max_idle_per_origin the connection is closed after its response, fd included.
+  http::server server(echo_handler, small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    EXPECT_EQ(http::client_options().max_idle_per_origin, 8u);
+    const int fds_before = corio::testing::open_fd_count();
+    {
+      http::client_options o;
+      o.max_idle_per_origin = 2;
+      http::client client(o);
+      std::vector<task<http::client_response>> burst;
+      for (int i = 0; i < 4; ++i) burst.push_back(client.get(url(port, "/slow")));
+      std::vector<http::client_response> answers = co_await when_all(std::move(burst));
+      for (const http::client_response& r : answers) EXPECT_EQ(r.body, "GET /slow ");
+      EXPECT_EQ(client.idle_connections(), 2u);
+      co_await sleep_for(100ms);  // the server sees the closed ones end
+      // Two kept by the client, and their two ends in the server.
+      EXPECT_EQ(corio::testing::open_fd_count(), fds_before + 4);
+      // Another origin has its own bound; a request reuses a kept one.
+      http::client_response r = co_await client.get(url(port, "/1"));
+      EXPECT_EQ(r.body, "GET /1 ");
+      r = co_await client.get("http://localhost:" + std::to_string(port) + "/2");
+      EXPECT_EQ(r.body, "GET /2 ");
+      EXPECT_EQ(client.idle_connections(), 3u);
+    }
+    {
+      http::client_options o;
+      o.max_idle_per_origin = 0;  // none kept
+      http::client client(o);
+      http::client_response r = co_await client.get(url(port, "/3"));
+      EXPECT_EQ(r.body, "GET /3 ");
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+    co_await sleep_for(100ms);
+    EXPECT_EQ(corio::testing::open_fd_count(), fds_before);
+  }));
+}
+
 TEST_P(Http, ClientLetsGoOfKeptConnectionsTheServerClosed) {
   // A kept connection that the server closes (its idle timeout) used to stay in the pool, its
   // fd in CLOSE_WAIT, until the next request to that origin or the client's end: a client
@@ -2032,6 +2214,77 @@ task<void> canned_keep_alive_server(tcp_listener& listener, std::string answer) 
     co_await s.read_until_close();
   } catch (const stream_closed_error&) {
   }
+}
+
+/// Answers one request with `interim` 1xx heads (-1: for ever, until the client closes),
+/// then, if they end, a 200 with body "ok".
+task<void> interim_server(tcp_listener& listener, int interim) {
+  tcp_stream s = co_await listener.accept();
+  try {
+    co_await s.read_until("\r\n\r\n");
+    for (int i = 0; interim < 0 || i < interim; ++i) {
+      co_await s.write(i % 2 == 0 ? "HTTP/1.1 100 Continue\r\n\r\n"
+                                  : "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+      co_await sleep_for(1ms);
+    }
+    co_await s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    co_await s.read_until_close();
+  } catch (const stream_closed_error&) {
+  }
+}
+
+TEST_P(Http, ClientBoundsTheInterimResponsesOfARequest) {
+  // A server sending 1xx heads for ever kept the client until its timeout. Now past
+  // max_interim_responses of them the request fails with protocol_error 400 at once.
+  run([]() -> task<void> {
+    http::client_options o;
+    o.timeout = 3s;
+    EXPECT_EQ(o.max_interim_responses, 10);
+    {
+      tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+      event_loop::current().spawn(interim_server(listener, -1));
+      http::client client(o);
+      const auto start = clock_type::now();
+      int status = 0;
+      std::string what;
+      try {
+        co_await client.get(url(listener.port()));
+      } catch (const http::protocol_error& e) {
+        status = e.status();
+        what = e.what();
+      } catch (const std::exception& e) {
+        what = e.what();
+      }
+      EXPECT_EQ(status, 400) << what;
+      EXPECT_NE(what.find("max_interim_responses=10"), std::string::npos) << what;
+      EXPECT_LT(clock_type::now() - start, 2s);
+      EXPECT_EQ(client.idle_connections(), 0u);
+    }
+    for (int limit : {0, 3}) {  // exactly the limit is accepted; one more is not
+      o.max_interim_responses = limit;
+      for (int interim : {limit, limit + 1}) {
+        SCOPED_TRACE(std::to_string(interim) + " interim heads, limit " + std::to_string(limit));
+        tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+        event_loop::current().spawn(interim_server(listener, interim));
+        http::client client(o);
+        int status = 0;
+        std::string body;
+        try {
+          http::client_response r = co_await client.get(url(listener.port()));
+          status = r.status;
+          body = r.body;
+        } catch (const http::protocol_error& e) {
+          status = e.status();
+        }
+        if (interim <= limit) {
+          EXPECT_EQ(status, 200);
+          EXPECT_EQ(body, "ok");
+        } else {
+          EXPECT_EQ(status, 400);
+        }
+      }
+    }
+  }());
 }
 
 TEST_P(Http, ClientAnswersAnOverlongInterimHeadAsItsFinalHead) {

@@ -147,7 +147,13 @@ task<received_response> read_response(corio::stream& s, std::string head, const 
   response_head parsed = parse_response_head(head);
   // 100 Continue and friends; 101 Switching Protocols is final (the connection now speaks
   // another protocol: it is returned, never reused).
-  while (parsed.status >= 100 && parsed.status < 200 && parsed.status != 101) {
+  for (int interim = 1; parsed.status >= 100 && parsed.status < 200 && parsed.status != 101;
+       ++interim) {
+    if (interim > o.max_interim_responses) {
+      throw protocol_error(
+          400, "HTTP: more than max_interim_responses=" + std::to_string(o.max_interim_responses) +
+                   " interim (1xx) responses to one request");
+    }
     head = co_await read_response_head(s, o);
     parsed = parse_response_head(head);
   }
@@ -212,14 +218,20 @@ task<opened_connection> open_connection(client::state& st, const url_parts& u, b
 /// Why a close callback: with one, an idle stream watches its transport (S40), so the
 /// server's close of a kept connection (its idle timeout) closes it, and its fd, at once; else
 /// it would wait in CLOSE_WAIT until the next request to that origin or the client's end, one
-/// dead fd per origin a long-lived client ever talked to. Closed ones are dropped here.
+/// dead fd per origin a long-lived client ever talked to. Closed ones are dropped here. Past
+/// options.max_idle_per_origin kept for `origin`, `s` is closed instead (its fd with it).
 void keep_idle(client::state& st, const std::string& origin, corio::stream s) {
   for (auto it = st.idle.begin(); it != st.idle.end();) {
     std::erase_if(it->second, [](const corio::stream& kept) { return kept.closed(); });
     it = it->second.empty() && it->first != origin ? st.idle.erase(it) : std::next(it);
   }
+  auto& pool = st.idle[origin];
+  if (pool.size() >= st.options.max_idle_per_origin) {
+    s.close();
+    return;
+  }
   s.set_close_callback([] {});
-  st.idle[origin].push_back(std::move(s));
+  pool.push_back(std::move(s));
 }
 
 /// RFC 9110 §9.2.2: the methods whose intended effect is the same however often they are

@@ -19,6 +19,9 @@ struct connection_state {
   detail::body_framing framing;
   bool expect_continue = false;
   bool continue_sent = false;
+  /// The final response head went out (a chunked producer runs after it): a 100 Continue
+  /// would now land in the body, so read_body() reads without sending one.
+  bool final_head_sent = false;
   /// Why request::read_body() failed on this connection (its own body: protocol_error, or
   /// stream_closed_error), so that the server answers that, and not a 500, whatever the
   /// handler does with the exception.

@@ -107,7 +107,10 @@ std::string_view request::query() const noexcept {
 task<std::string_view> request::read_body() {
   if (body_read || connection == nullptr) co_return std::string_view(body);
   connection_state& c = *connection;
-  if (c.expect_continue && !c.continue_sent) {
+  // Why not after the final head: it would land in the body (a chunked producer reading
+  // it), where the client reads it as a chunk-size line. The client, which got a final answer
+  // instead of 100 Continue, may still send the body (RFC 9110 §10.1.1); it is read as is.
+  if (c.expect_continue && !c.continue_sent && !c.final_head_sent) {
     c.continue_sent = true;
     c.stream->write("HTTP/1.1 100 Continue\r\n\r\n");
   }

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace corio::http::detail {
 namespace {
@@ -75,26 +76,37 @@ std::size_t for_each_line(std::string_view head, bool strict, F&& line_fn) {
 /// A control byte, which no field value, reason phrase or chunk extension may hold (HTAB may).
 bool is_control(unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; }
 
+bool starts_with_whitespace(std::string_view line) {
+  return !line.empty() && (line.front() == ' ' || line.front() == '\t');
+}
+
+void check_value(std::string_view value) {
+  for (unsigned char c : value) {
+    if (is_control(c)) bad("control character in a header value");
+  }
+}
+
 /// One field line (RFC 9112 §5): name ":" OWS value OWS; returns name and trimmed value.
 std::pair<std::string_view, std::string_view> parse_field_line(std::string_view line) {
-  if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
-    bad("obsolete line folding (obs-fold) is not accepted");
-  }
+  if (starts_with_whitespace(line)) bad("obsolete line folding (obs-fold) is not accepted");
   std::size_t colon = line.find(':');
   if (colon == std::string_view::npos) bad("header line without a colon");
   std::string_view name = line.substr(0, colon);
   if (!is_token(name)) bad("invalid header field name \"" + std::string(name) + "\"");
   std::string_view value = trim_ows(line.substr(colon + 1));
-  for (unsigned char c : value) {
-    if (is_control(c)) bad("control character in a header value");
-  }
+  check_value(value);
   return {name, value};
 }
 
+/// Requests (`strict`): CRLF line ends only, obs-fold refused (a server may, RFC 9112 §5.2).
+/// Responses: bare LF line ends tolerated (§2.2), and each obs-fold replaced by one SP, as
+/// §5.2 requires of a user agent (the line's outer whitespace dropped, a blank line adding
+/// nothing); a fold before the first field has nothing to continue and is refused (§2.2).
 void parse_fields(std::string_view head, bool strict, http::headers& out,
                   std::string_view& first_line) {
   bool first = true;
   bool done = false;
+  std::vector<http::headers::field> fields;  // folds may still extend the last one
   std::size_t end = for_each_line(head, strict, [&](std::string_view line) {
     if (first) {
       first_line = line;
@@ -105,11 +117,20 @@ void parse_fields(std::string_view head, bool strict, http::headers& out,
       done = true;
       return false;
     }
+    if (!strict && starts_with_whitespace(line)) {
+      if (fields.empty()) bad("whitespace before the first header field");
+      std::string_view more = trim_ows(line);
+      check_value(more);
+      std::string& value = fields.back().second;
+      if (!more.empty()) value.append(value.empty() ? "" : " ").append(more);
+      return true;
+    }
     auto [name, value] = parse_field_line(line);
-    out.add(std::string(name), std::string(value));
+    fields.emplace_back(std::string(name), std::string(value));
     return true;
   });
   if (!done) bad("header block is not terminated by an empty line");
+  for (auto& [name, value] : fields) out.add(std::move(name), std::move(value));
   // Bytes after the empty line would be dropped unparsed: the caller read them as the head.
   if (end != head.size()) bad("bytes after the empty line that ends the header block");
 }

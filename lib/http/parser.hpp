@@ -37,7 +37,8 @@ struct body_framing {
 /// unsupported version.
 request_head parse_request_head(std::string_view head);
 /// Parses a response head ending at its first empty line (bare LF line ends tolerated from
-/// servers). Throws protocol_error 400 if malformed, bytes after that empty line included
+/// servers; each obs-fold replaced by one SP, RFC 9112 §5.2). Throws protocol_error 400 if
+/// malformed (whitespace before the first field included), bytes after that empty line included
 /// (a reader that read them as the head would lose them), or a control byte in the reason.
 response_head parse_response_head(std::string_view head);
 /// Framing of a request body. Throws protocol_error 400 for Content-Length with

@@ -22,9 +22,10 @@ struct received_response {
 task<std::string> read_response_head(corio::stream& s, const client_options& o,
                                      bool* began = nullptr);
 
-/// Parses `head` (from read_response_head), skips interim 1xx responses (101 is final), then
-/// reads the body its framing gives for a request with `method`. Throws protocol_error for a
-/// malformed response, stream_closed_error if the connection ends before the body does.
+/// Parses `head` (from read_response_head), skips interim 1xx responses (101 is final; at
+/// most o.max_interim_responses of them, then protocol_error 400), then reads the body its
+/// framing gives for a request with `method`. Throws protocol_error for a malformed response,
+/// stream_closed_error if the connection ends before the body does.
 task<received_response> read_response(corio::stream& s, std::string head, const std::string& method,
                                       const client_options& o);
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <system_error>
@@ -75,11 +76,33 @@ const std::string& http_date() {
   return cached;
 }
 
+/// The Content-Length a handler gave an answer to HEAD without a body, if it gave one: the
+/// length a GET would have had (RFC 9110 §9.3.2, §8.6), which the handler need not build the
+/// body to know. Throws std::invalid_argument unless it is one field of 1 to 18 digits.
+std::optional<std::string_view> declared_head_length(const response& r) {
+  std::optional<std::string_view> length;
+  for (const auto& [name, value] : r.headers.fields()) {
+    if (!iequals(name, "Content-Length")) continue;
+    const bool digits = !value.empty() && value.size() <= 18 &&
+                        value.find_first_not_of("0123456789") == std::string::npos;
+    if (length || !digits) {
+      throw std::invalid_argument(
+          "http::response: the Content-Length of an answer to HEAD must be one field of 1 to "
+          "18 digits, not \"" +
+          value.substr(0, 64) + "\"");
+    }
+    length = value;
+  }
+  return length;
+}
+
 /// The status line and fields of `r`. Throws std::invalid_argument for a field or reason
-/// phrase that would inject header lines (detail::check_outgoing_field), or a status that is
-/// not three digits.
+/// phrase that would inject header lines (detail::check_outgoing_field), a status that is
+/// not three digits, or (`head_only`) a bad Content-Length of the handler's (see
+/// declared_head_length).
 std::string serialize_head(const response& r, std::string_view server_name, bool keep_alive,
-                           int version_minor, bool chunked, bool omit_length) {
+                           int version_minor, bool chunked, bool omit_length,
+                           bool head_only = false) {
   if (r.status < 100 || r.status > 999) {  // RFC 9110 §15: three digits
     throw std::invalid_argument("http::response: status " + std::to_string(r.status) +
                                 " is not a three-digit status code");
@@ -101,8 +124,12 @@ std::string serialize_head(const response& r, std::string_view server_name, bool
   }
   if (r.headers.count("Date") == 0) out.append("Date: ").append(http_date()).append("\r\n");
   bool no_body_status = r.status < 200 || r.status == 204 || r.status == 304;
+  std::optional<std::string_view> head_length;
+  if (head_only && !no_body_status && r.body.empty()) head_length = declared_head_length(r);
   if (chunked) {
     out += "Transfer-Encoding: chunked\r\n";
+  } else if (head_length) {
+    out.append("Content-Length: ").append(*head_length).append("\r\n");
   } else if (!no_body_status && !omit_length) {
     out.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
   }
@@ -470,6 +497,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
                                req.headers.has_token("Expect", "100-continue") &&
                                conn.framing.kind != detail::body_kind::none;
         conn.continue_sent = false;
+        conn.final_head_sent = false;
         conn.body_failure = nullptr;
         req.connection = &conn;
         if (!conn.expect_continue) co_await req.read_body();
@@ -534,7 +562,7 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
       std::string out;
       try {
         out = serialize_head(res, o.server_name, keep_alive, req.version_minor, chunked,
-                             static_cast<bool>(res.producer) && !chunked);
+                             static_cast<bool>(res.producer) && !chunked, head_only);
       } catch (const std::invalid_argument&) {
         // A field with CR or LF would forge headers (or the status is not three digits): the
         // handler's error, answered as one.
@@ -544,13 +572,27 @@ task<void> serve_one(std::shared_ptr<server::state> keep, corio::stream s) {
         break;
       }
       ++st.served;
+      conn.final_head_sent = true;
       queued_since_drain += out.size();
       if (res.producer) {
         s.write(std::move(out));
         if (!head_only) {
           if (chunked) {
             body_writer writer(s, true, o.idle_timeout);
-            co_await res.producer(writer);  // each chunk is awaited: nothing piles up
+            bool own_body_failed = false;
+            try {
+              co_await res.producer(writer);  // each chunk is awaited: nothing piles up
+            } catch (...) {
+              if (!conn.body_failure) throw;
+              own_body_failed = true;
+            }
+            if (own_body_failed) {
+              // The producer read this request's body and that failed (it did not come in
+              // time, or was too large): the client's fault, as in a handler, so not
+              // reported. The head is out: the body is cut (no last chunk), then closed.
+              linger = true;
+              break;
+            }
             s.write("0\r\n\r\n");
           } else {
             // HTTP/1.0 has no chunked coding: the body is delimited by closing.

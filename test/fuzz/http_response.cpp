@@ -1,8 +1,8 @@
 // libFuzzer: the HTTP client's response reading (lib/http/response_reader.hpp: status line,
-// headers, 1xx interim responses, then the body by Content-Length, chunked, until close, or
-// none for HEAD/204/304), run on a real stream pair against a reference reader over the
-// whole buffer, and again with the response cut differently; checks invariants, not only
-// "does not crash".
+// headers, 1xx interim responses (at most max_interim_responses), then the body by
+// Content-Length, chunked, until close, or none for HEAD/204/304), run on a real stream pair
+// against a reference reader over the whole buffer, and again with the response cut
+// differently; checks invariants, not only "does not crash".
 //
 // Input: byte 0 picks the backend (bit 0: epoll), the request method (bits 1-2: GET, HEAD,
 // POST, GET), the second run's read_chunk_size (bits 3-5) and max_body_bytes (bits 6-7);
@@ -12,8 +12,10 @@
 // Checks, on every input:
 //  - every head the parser accepts: status 100..999, version 1.0 or 1.1, field names are
 //    tokens, field values hold no control byte (CR, LF, NUL...) nor outer whitespace, the
-//    reason phrase no control byte, and every line of the head read is one field (nothing
-//    ignored; a head ends at its first empty line, LF or CRLF line ends alike);
+//    reason phrase no control byte, and every line of the head read is one field or an
+//    obs-fold continuing one (nothing ignored; a head ends at its first empty line, LF or
+//    CRLF line ends alike; a fold is unfolded to SP, RFC 9112 §5.2, so no value holds a
+//    line end);
 //  - the framing: none for HEAD, 1xx, 204 and 304; Content-Length never frames a body that
 //    Transfer-Encoding also names; a length body is exactly Content-Length bytes;
 //  - the client's result (response, error kind and status, bytes left on the stream) equals
@@ -131,13 +133,20 @@ void check_head(std::string_view head, const hd::response_head& h) {
       fail("field value not trimmed: \"" + printable(value) + "\"");
     }
   }
-  // Every line of the head read is the status line, a field or the final empty line: a
-  // parser that stops at an earlier empty line would ignore fields the client consumed.
-  std::size_t lines = 0;
-  for (char c : head) lines += c == '\n';
-  if (h.headers.fields().size() + 2 != lines) {
-    fail("the head has " + std::to_string(lines) + " lines but " +
-         std::to_string(h.headers.fields().size()) + " fields were parsed");
+  // Every line of the head read is the status line, a field, an obs-fold (a line starting
+  // with SP or HTAB, which continues the field before it: RFC 9112 §5.2) or the final empty
+  // line: a parser that stops at an earlier empty line would ignore fields the client
+  // consumed.
+  std::size_t lines = 0, folds = 0;
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    if (head[i] != '\n') continue;
+    ++lines;
+    if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t')) ++folds;
+  }
+  if (h.headers.fields().size() + folds + 2 != lines) {
+    fail("the head has " + std::to_string(lines) + " lines (" + std::to_string(folds) +
+         " of them obs-folds) but " + std::to_string(h.headers.fields().size()) +
+         " fields were parsed");
   }
 }
 
@@ -190,12 +199,15 @@ std::size_t head_end(std::string_view in, std::size_t pos) {
 /// The reference: reads a response from the whole input in memory with the parser's entry
 /// points, as the client does on its stream; also checks the head and framing invariants.
 outcome reference(std::string_view in, const std::string& method, std::size_t max_body,
-                  hd::body_framing& framing) {
+                  int max_interim, hd::body_framing& framing) {
   outcome o;
   std::size_t pos = 0;
   try {
     hd::response_head h;
-    for (;;) {
+    for (int interim = 0;; ++interim) {
+      if (interim > max_interim) {
+        throw http::protocol_error(400, "more than max_interim_responses interim responses");
+      }
       std::size_t end = head_end(in, pos);
       if (end == std::string_view::npos) {
         o.kind = outcome::closed;
@@ -385,7 +397,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   event_loop& loop = shared_loop(config & 1);
 
   hd::body_framing framing;
-  outcome ref = reference(in, method, o.max_body_bytes, framing);
+  outcome ref = reference(in, method, o.max_body_bytes, o.max_interim_responses, framing);
 
   // Run A: everything at once, default stream options.
   outcome a = run(loop, in, 0, stream_options{}, method, o);

@@ -21,9 +21,20 @@ struct client_options {
   bool follow_redirects = false;             ///< follow 301/302/303/307/308 (up to max_redirects)
   int max_redirects = 5;                     ///< redirect limit
   std::size_t max_header_bytes = 64 * 1024;  ///< response head limit
+  /// Interim (1xx) responses accepted before the final one of a request (100 Continue, 103
+  /// Early Hints...); one more: protocol_error 400. Without a bound, a server sending 1xx
+  /// heads for ever held the request until `timeout`. 10 leaves room for 100 Continue, a few
+  /// 103 and 102, and bounds what interim heads cost at (10 + 1) * max_header_bytes (Go's
+  /// net/http allows 5).
+  int max_interim_responses = 10;
   /// Response body limit, whatever the framing (close-delimited included); past it:
   /// protocol_error with status 413. May exceed the stream's max_buffer_size.
   std::size_t max_body_bytes = 256 * 1024 * 1024;
+  /// Idle kept-alive connections kept per origin (scheme, host and port) for later requests;
+  /// a connection that would be one more is closed after its response instead. Concurrent
+  /// requests to one origin each open a connection; without a bound, every one of a burst
+  /// stayed open (an fd each) until the server closed it. 0 keeps none.
+  std::size_t max_idle_per_origin = 8;
   tls_context* tls = nullptr;  ///< for https://; nullptr: a default client context (verifying)
   std::string user_agent = "corio";  ///< the User-Agent header ("" omits it)
 };
@@ -37,7 +48,8 @@ struct client_response {
   std::string body;       ///< the whole body (decoded if chunked)
 };
 
-/// Sends requests, reusing one kept-alive connection per scheme, host and port.
+/// Sends requests, reusing kept-alive connections per scheme, host and port (at most
+/// client_options::max_idle_per_origin idle ones each).
 /// Not thread-safe; use one per event loop.
 class client {
  public:
@@ -55,7 +67,8 @@ class client {
   /// is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE: RFC 9110 §9.2.2); otherwise, and
   /// on a new connection, the failure is thrown.
   /// Throws protocol_error for a malformed response (431 for a head, interim 1xx or final,
-  /// longer than options.max_header_bytes), stream_closed_error or tls_error from the
+  /// longer than options.max_header_bytes; 400 past options.max_interim_responses interim
+  /// responses), stream_closed_error or tls_error from the
   /// connection (stream_closed_error{errc::tls_truncated} for an HTTPS body delimited by
   /// closing that ended without close_notify, D10), timeout_error after options.timeout,
   /// std::invalid_argument for a bad URL (a space or control byte in it included), a method
@@ -68,8 +81,9 @@ class client {
   /// POST `body` with `content_type` to `url`.
   [[nodiscard]] task<client_response> post(std::string url, std::string body,
                                            std::string content_type);
-  /// Connections kept for reuse. One the server closes while it waits (its idle timeout) is
-  /// closed at once, fd included, and no longer counted.
+  /// Connections kept for reuse, at most options.max_idle_per_origin per origin. One the
+  /// server closes while it waits (its idle timeout) is closed at once, fd included, and no
+  /// longer counted.
   std::size_t idle_connections() const noexcept;
 
   /// @cond INTERNAL

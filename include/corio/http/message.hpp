@@ -113,7 +113,10 @@ class body_writer {
 };
 
 /// A response from a handler. Content-Length is set from `body` unless the body is
-/// streamed with chunked(); Date and Server are added by the server. Field names must be
+/// streamed with chunked() (a Content-Length field of the handler's is ignored), except in
+/// an answer to HEAD with an empty `body`: there the handler's Content-Length, the length a
+/// GET would have had (RFC 9110 §9.3.2), is kept, and must be one field of 1 to 18 digits
+/// (else 500, as below). Date and Server are added by the server. Field names must be
 /// tokens, and field values and `reason` hold no control byte but HTAB: otherwise the server
 /// sends 500 instead and reports the std::invalid_argument (header injection), as it does for
 /// a status that is not three digits (100 to 999).
