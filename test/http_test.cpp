@@ -92,6 +92,29 @@ task<raw_response> whole_response(stream& s) {
   co_return r;
 }
 
+/// How a client GET ended: the response's status and body, or the status of the
+/// http::protocol_error it threw (and the message of that or of any other exception).
+struct get_outcome {
+  int status = 0;
+  std::string body;
+  std::string what;
+};
+
+task<get_outcome> outcome_of_get(http::client& client, std::string target) {
+  get_outcome out;
+  try {
+    http::client_response r = co_await client.get(std::move(target));
+    out.status = r.status;
+    out.body = std::move(r.body);
+  } catch (const http::protocol_error& e) {
+    out.status = e.status();
+    out.what = e.what();
+  } catch (const std::exception& e) {
+    out.what = e.what();
+  }
+  co_return out;
+}
+
 /// True if the peer closes `s` within `limit` (anything still sent is discarded).
 task<bool> closes_within(stream& s, std::chrono::milliseconds limit) {
   try {
@@ -2245,18 +2268,9 @@ TEST_P(Http, ClientBoundsTheInterimResponsesOfARequest) {
       event_loop::current().spawn(interim_server(listener, -1));
       http::client client(o);
       const auto start = clock_type::now();
-      int status = 0;
-      std::string what;
-      try {
-        co_await client.get(url(listener.port()));
-      } catch (const http::protocol_error& e) {
-        status = e.status();
-        what = e.what();
-      } catch (const std::exception& e) {
-        what = e.what();
-      }
-      EXPECT_EQ(status, 400) << what;
-      EXPECT_NE(what.find("max_interim_responses=10"), std::string::npos) << what;
+      get_outcome got = co_await outcome_of_get(client, url(listener.port()));
+      EXPECT_EQ(got.status, 400) << got.what;
+      EXPECT_NE(got.what.find("max_interim_responses=10"), std::string::npos) << got.what;
       EXPECT_LT(clock_type::now() - start, 2s);
       EXPECT_EQ(client.idle_connections(), 0u);
     }
@@ -2267,20 +2281,12 @@ TEST_P(Http, ClientBoundsTheInterimResponsesOfARequest) {
         tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
         event_loop::current().spawn(interim_server(listener, interim));
         http::client client(o);
-        int status = 0;
-        std::string body;
-        try {
-          http::client_response r = co_await client.get(url(listener.port()));
-          status = r.status;
-          body = r.body;
-        } catch (const http::protocol_error& e) {
-          status = e.status();
-        }
+        get_outcome got = co_await outcome_of_get(client, url(listener.port()));
         if (interim <= limit) {
-          EXPECT_EQ(status, 200);
-          EXPECT_EQ(body, "ok");
+          EXPECT_EQ(got.status, 200) << got.what;
+          EXPECT_EQ(got.body, "ok");
         } else {
-          EXPECT_EQ(status, 400);
+          EXPECT_EQ(got.status, 400) << got.what;
         }
       }
     }
@@ -2305,18 +2311,9 @@ TEST_P(Http, ClientAnswersAnOverlongInterimHeadAsItsFinalHead) {
                                : interim + "HTTP/1.1 103 Early Hints\r\n" + long_field + "\r\n";
       event_loop::current().spawn(canned_keep_alive_server(listener, answer));
       http::client client(o);
-      int status = 0;
-      std::string what;
-      try {
-        co_await client.get(url(listener.port()));
-      } catch (const http::protocol_error& e) {
-        status = e.status();
-        what = e.what();
-      } catch (const std::exception& e) {
-        what = e.what();
-      }
-      EXPECT_EQ(status, 431) << what;
-      EXPECT_NE(what.find("max_header_bytes=1024"), std::string::npos) << what;
+      get_outcome got = co_await outcome_of_get(client, url(listener.port()));
+      EXPECT_EQ(got.status, 431) << got.what;
+      EXPECT_NE(got.what.find("max_header_bytes=1024"), std::string::npos) << got.what;
     }
   }());
 }
@@ -2415,14 +2412,9 @@ TEST_P(Http, ClientLimitsABodyDelimitedByClose) {
     http::client_options o;
     o.max_body_bytes = 100000;
     http::client client(o);
-    int status = 0;
-    try {
-      co_await client.get(url(listener.port()));
-    } catch (const http::protocol_error& e) {
-      status = e.status();
-    }
-    EXPECT_EQ(status, 413);     // not the whole 300,000 bytes
-    o.max_body_bytes = 300000;  // exactly the limit is fine
+    get_outcome got = co_await outcome_of_get(client, url(listener.port()));
+    EXPECT_EQ(got.status, 413) << got.what;  // not the whole 300,000 bytes
+    o.max_body_bytes = 300000;               // exactly the limit is fine
     http::client exact(o);
     http::client_response r = co_await exact.get(url(listener.port()));
     EXPECT_EQ(r.body.size(), 300000u);
