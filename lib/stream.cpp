@@ -1103,6 +1103,7 @@ std::size_t stream::buffered_bytes() const noexcept { return core_ ? core_->buff
 std::string_view stream::peek() const noexcept {
   return core_ ? core_->buffered() : std::string_view();
 }
+int stream::native_handle() const noexcept { return core_ ? core_->fd() : -1; }
 const stream_options& stream::options() const noexcept {
   static const stream_options defaults{};
   return core_ ? core_->options() : defaults;

@@ -34,6 +34,20 @@ namespace {
 
 std::error_code os_error(int err) { return {err, std::generic_category()}; }
 
+class resolver_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "resolver"; }
+  std::string message(int code) const override { return ::gai_strerror(code); }
+};
+
+/// What a failed getaddrinfo reports: its EAI_* code, or for EAI_SYSTEM the errno behind it.
+/// Why not an errno: no errno means "no such name", and EHOSTUNREACH (what connect said)
+/// told a caller deciding whether to retry that the name existed but the route was down.
+std::error_code resolver_error(int gai_error, int system_error) {
+  if (gai_error == EAI_SYSTEM && system_error != 0) return os_error(system_error);
+  return {gai_error != 0 ? gai_error : EAI_NONAME, resolver_category()};  // 0: no address
+}
+
 endpoint to_endpoint(const sockaddr_storage& ss) {
   char text[INET6_ADDRSTRLEN] = {};
   endpoint ep;
@@ -79,15 +93,18 @@ bool parse_numeric(std::string_view host, std::uint16_t port, resolved_address& 
 }
 
 std::vector<resolved_address> resolve_blocking(const std::string& host, std::uint16_t port,
-                                               int flags, int& gai_error) {
+                                               int flags, std::error_code& failure) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = flags | AI_ADDRCONFIG;
   addrinfo* list = nullptr;
   std::vector<resolved_address> out;
-  gai_error = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &list);
-  if (gai_error != 0) return out;
+  const int gai_error = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &list);
+  if (gai_error != 0) {
+    failure = resolver_error(gai_error, errno);
+    return out;
+  }
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
     resolved_address r;
     std::memcpy(&r.address, ai->ai_addr, ai->ai_addrlen);
@@ -95,6 +112,7 @@ std::vector<resolved_address> resolve_blocking(const std::string& host, std::uin
     out.push_back(r);
   }
   ::freeaddrinfo(list);
+  if (out.empty()) failure = resolver_error(0, 0);
   return out;
 }
 
@@ -115,11 +133,11 @@ class resolve_awaiter {
     shared_->loop = &event_loop::current();
     shared_->waiting = waiting;
     std::thread([s = shared_, host = host_, port = port_] {
-      int gai_error = 0;
-      auto addresses = resolve_blocking(host, port, 0, gai_error);
+      std::error_code failure;
+      auto addresses = resolve_blocking(host, port, 0, failure);
       std::lock_guard lock(s->mutex);
       s->addresses = std::move(addresses);
-      s->gai_error = gai_error;
+      s->failure = failure;
       if (s->loop != nullptr) {
         s->loop->post([s] {
           std::coroutine_handle<> h;
@@ -137,8 +155,8 @@ class resolve_awaiter {
     std::lock_guard lock(shared_->mutex);
     if (shared_->addresses.empty()) {
       throw stream_closed_error(
-          "connect: cannot resolve \"" + host_ + "\": " + ::gai_strerror(shared_->gai_error),
-          os_error(EHOSTUNREACH));
+          "connect: cannot resolve \"" + host_ + "\": " + shared_->failure.message(),
+          shared_->failure);
     }
     return std::move(shared_->addresses);
   }
@@ -149,7 +167,7 @@ class resolve_awaiter {
     event_loop* loop = nullptr;
     std::coroutine_handle<> waiting;
     std::vector<resolved_address> addresses;
-    int gai_error = 0;
+    std::error_code failure;
   };
   std::shared_ptr<shared> shared_;
   std::string host_;
@@ -552,11 +570,12 @@ tcp_listener::~tcp_listener() { close(); }
 tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, listen_options options) {
   resolved_address a;
   if (!parse_numeric(host, port, a)) {
-    int gai_error = 0;
-    auto list = resolve_blocking(std::string(host), port, AI_PASSIVE, gai_error);
+    std::error_code failure;
+    auto list = resolve_blocking(std::string(host), port, AI_PASSIVE, failure);
     if (list.empty()) {
-      throw error("tcp_listener::bind: cannot resolve \"" + std::string(host) +
-                  "\": " + ::gai_strerror(gai_error));
+      throw error(
+          "tcp_listener::bind: cannot resolve \"" + std::string(host) + "\": " + failure.message(),
+          failure);
     }
     a = list.front();
   }
@@ -648,6 +667,11 @@ std::pair<tcp_stream, tcp_stream> stream_pair(stream_options options) {
     throw;
   }
   return {std::move(first), tcp_stream(fds[1], options)};
+}
+
+const std::error_category& resolver_category() noexcept {
+  static const resolver_category_impl category;
+  return category;
 }
 
 }  // namespace corio

@@ -11,6 +11,7 @@
 // (S31, S36, S41). write("") with nothing pending is ready at once (S30).
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -351,6 +352,37 @@ TEST_P(stream_test, Peek_ShowsBufferedBytesWithoutConsumingOrReadingAhead) {
     EXPECT_EQ(p.s.peek(), "Z");  // what a close keeps (S39)
     EXPECT_EQ(stream().peek(), "");
   });
+}
+
+TEST_P(stream_test, NativeHandle_IsTheTransportsFdUntilTheStreamCloses) {
+  each_transport([](transport t) -> task<void> {
+    auto d = co_await connected(t);
+    const int fd = d.a.native_handle();
+    CO_ASSERT_TRUE(fd >= 0);
+    // A socket option corio does not wrap (Tornado: stream.fileno(); Asio: native_handle()).
+    int on = 1;
+    EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on), 0);
+    int got = 0;
+    socklen_t len = sizeof got;
+    EXPECT_EQ(::getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &got, &len), 0);
+    EXPECT_EQ(got, 1);
+    EXPECT_NE(d.b.native_handle(), fd);
+    d.a.write("ping\n");  // the stream still works after
+    std::string line = co_await d.b.read_until("\n");
+    EXPECT_EQ(line, "ping\n");
+    d.a.close();
+    EXPECT_EQ(d.a.native_handle(), -1);  // closed: the number may name another file soon
+    std::string rest = co_await d.b.read_until_close();  // closed by the peer's EOF (S35)
+    EXPECT_EQ(rest, "");
+    EXPECT_EQ(d.b.native_handle(), -1);
+    EXPECT_EQ(stream().native_handle(), -1);
+  });
+  run([]() -> task<void> {
+    auto [r, w] = corio::make_pipe();
+    CO_ASSERT_TRUE(r.native_handle() >= 0);
+    EXPECT_EQ(::fcntl(w.native_handle(), F_GETFL) & O_ACCMODE, O_WRONLY);
+    co_return;
+  }());
 }
 
 TEST_P(stream_test, Options_MaxWriteBufferSizeUnlimitedByDefault_S3) {

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -271,6 +272,34 @@ TEST_P(TcpConnect, HostName_IsResolvedAndConnected_S51) {
     options.timeout = 10s;
     tcp_stream s = co_await tcp_stream::connect("localhost", good.at.port, options);
     EXPECT_EQ(s.remote_endpoint().address, "127.0.0.1");
+  }());
+}
+
+// A name that does not resolve fails with the resolver's own code, not an OS error: connect's
+// code() was EHOSTUNREACH ("No route to host") for a name that does not exist, which a caller
+// deciding whether to retry cannot tell from a route that is down, and bind's was empty.
+// "a..b" has an empty label: glibc refuses it without asking a DNS server (EAI_NONAME).
+TEST_P(TcpConnect, HostName_ThatDoesNotResolve_FailsWithTheResolversCode_S47) {
+  run([]() -> task<void> {
+    const std::error_code no_name(EAI_NONAME, corio::resolver_category());
+    std::string message;
+    std::error_code code;
+    try {
+      (void)co_await tcp_stream::connect("a..b", 80);
+    } catch (const stream_closed_error& e) {
+      message = e.what();
+      code = e.code();
+    }
+    EXPECT_EQ(code, no_name) << code.category().name() << " " << code.value() << ": " << message;
+    EXPECT_EQ(code.message(), "Name or service not known");
+    EXPECT_NE(message.find("cannot resolve \"a..b\""), std::string::npos) << message;
+    try {
+      (void)tcp_listener::bind("a..b", 0);
+      ADD_FAILURE() << "bind resolved a..b";
+    } catch (const corio::error& e) {
+      EXPECT_EQ(e.code(), no_name) << e.what();
+    }
+    co_return;
   }());
 }
 

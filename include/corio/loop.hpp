@@ -159,9 +159,10 @@ class event_loop {
   /// clock::time_point::max() never fires. Timers with equal deadlines run FIFO.
   timer_handle call_at(clock::time_point deadline, std::function<void()> fn);
 
-  /// Makes run() return after the current iteration. Only a run() in progress is stopped: a
-  /// stop() made while none runs is forgotten (run() starts afresh); from outside the loop's
-  /// thread, post() it.
+  /// Ends run() after the current iteration: run() then throws stopped_error unless its task
+  /// finished in that iteration (Tornado's IOLoop.stop() makes start() return). Only a run() in
+  /// progress is stopped: a stop() made while none runs is forgotten (run() starts afresh); from
+  /// outside the loop's thread, post() it.
   void stop() noexcept;
 
   /// Counters since the loop was created, as a snapshot: a copy that does not follow the

@@ -138,6 +138,13 @@ class stream {
   std::string_view peek() const noexcept;
   /// The effective options (after the S1/S2 defaults and clamps).
   const stream_options& options() const noexcept;
+  /// The transport's fd (socket or pipe), for what corio does not wrap: socket options set
+  /// with setsockopt(2) (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_USER_TIMEOUT, SO_RCVBUF…), fstat(2)
+  /// (Tornado's fileno(), Asio's native_handle()). -1 for an empty stream and from the
+  /// moment the stream closed (the number may then name another file). The stream still
+  /// owns the fd: do not close it, read or write it (on a TLS stream that would bypass the
+  /// TLS session), or clear O_NONBLOCK.
+  int native_handle() const noexcept;
   /// True if the stream refers to a transport (not default-constructed or moved-from).
   explicit operator bool() const noexcept { return core_ != nullptr; }
 

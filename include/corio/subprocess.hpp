@@ -96,7 +96,9 @@ class subprocess {
   /// As wait(), but throws called_process_error if the status is not 0.
   [[nodiscard]] task<void> wait_checked();
 
-  /// The exit status if the child has been reaped.
+  /// The exit status once a wait has seen the child exit (with options.new_process_group,
+  /// before it is reaped); std::nullopt before. Only a wait updates it (Tornado's returncode
+  /// is set by a SIGCHLD handler): a child that exited unawaited still reads std::nullopt.
   std::optional<int> exit_status() const noexcept;
   /// Sends SIGTERM (to the group with options.new_process_group). Does nothing once the
   /// child has been reaped.

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 
 #include "corio/stream.hpp"
@@ -94,8 +95,10 @@ class tcp_stream : public stream {
   /// Tornado keeps one attempt per family in flight and waits 0.3 s only before the second
   /// family; corio's delay also applies between addresses of one family.
   /// Failure: stream_closed_error whose code() is the OS error of the attempt that failed
-  /// last (ECONNREFUSED, ENETUNREACH, …) (S47); timeout_error once options.timeout (one
-  /// deadline for resolution and every attempt) expires. Destroying the task cancels every
+  /// last (ECONNREFUSED, ENETUNREACH, …) (S47); for a name that does not resolve, one whose
+  /// code() is in resolver_category() (EAI_NONAME: no such name; EAI_AGAIN: the DNS server
+  /// did not answer, worth retrying); timeout_error once options.timeout (one deadline for
+  /// resolution and every attempt) expires. Destroying the task cancels every
   /// attempt and closes its socket.
   [[nodiscard]] static task<tcp_stream> connect(std::string_view host, std::uint16_t port,
                                                 connect_options options = {});
@@ -159,7 +162,8 @@ class tcp_listener {
   ~tcp_listener();
 
   /// Binds and listens on host:port ("127.0.0.1", "::1", "0.0.0.0", "localhost"); port 0
-  /// picks a free port (see port()). Throws corio::error with the OS error on failure. A name
+  /// picks a free port (see port()). Throws corio::error with the OS error on failure (a
+  /// resolver_category() code for a name that does not resolve). A name
   /// is resolved with getaddrinfo on the calling thread (a numeric address never is) and
   /// only its first address is bound: where "localhost" means ::1 and 127.0.0.1, name the
   /// one you want, or "::" for both families.
@@ -215,6 +219,12 @@ class tcp_listener {
  private:
   std::shared_ptr<state> state_;  // shared with pending accepts, which may outlive us
 };
+
+/// The category of name-resolution failures (tcp_stream::connect, tcp_listener::bind):
+/// getaddrinfo's EAI_* codes as glibc numbers them (EAI_NONAME is -2), with gai_strerror's
+/// text ("Name or service not known"). EAI_SYSTEM is reported as its errno instead, in
+/// std::generic_category. Tornado raises socket.gaierror; Asio uses its netdb category.
+const std::error_category& resolver_category() noexcept;
 
 /// Two connected unix stream sockets as streams (for tests and in-process pipelines).
 /// Must be called on a thread running an event_loop.
