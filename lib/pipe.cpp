@@ -7,13 +7,12 @@
 #include <cstring>
 #include <string>
 
+#include "adopted_fd.hpp"
+
 namespace corio {
 
 pipe_stream::pipe_stream(int fd, stream_options options)
-    : stream(fd, transport_kind::pipe, options) {
-  int flags = ::fcntl(fd, F_GETFL);
-  if (flags >= 0 && !(flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    : stream(detail::adopt_fd(fd, "pipe_stream", /*cloexec=*/true), transport_kind::pipe, options) {
 }
 
 std::pair<pipe_stream, pipe_stream> make_pipe(stream_options options) {

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "adopted_fd.hpp"
 #include "backend/backend.hpp"
 #include "connect_within.hpp"
 #include "corio/loop.hpp"
@@ -441,10 +442,7 @@ std::string endpoint::to_string() const {
 }
 
 tcp_stream::tcp_stream(int connected_fd, stream_options options)
-    : stream(connected_fd, transport_kind::socket, options) {
-  int flags = ::fcntl(connected_fd, F_GETFL);
-  if (flags >= 0 && !(flags & O_NONBLOCK)) ::fcntl(connected_fd, F_SETFL, flags | O_NONBLOCK);
-}
+    : stream(detail::adopt_fd(connected_fd, "tcp_stream"), transport_kind::socket, options) {}
 
 task<tcp_stream> tcp_stream::connect(std::string_view host, std::uint16_t port,
                                      connect_options options) {

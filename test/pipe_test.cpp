@@ -85,6 +85,27 @@ TEST_P(Pipe, MakePipe_RoundTrip_S56) {
   }());
 }
 
+TEST_P(Pipe, AdoptingAnFdThatIsNotOpen_ThrowsInvalidArgumentNamingIt) {
+  // pipe_stream(-1), or a number already closed, used to make a stream that looked open
+  // (closed() false) and failed only at its first read with EBADF.
+  run([]() -> task<void> {
+    int fds[2];
+    CO_ASSERT_TRUE(::pipe(fds) == 0);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    for (int fd : {-1, fds[0]}) {
+      std::string what;
+      try {
+        pipe_stream p(fd);
+      } catch (const std::invalid_argument& e) {
+        what = e.what();
+      }
+      EXPECT_EQ(what, "pipe_stream: fd " + std::to_string(fd) + " is not an open file descriptor");
+    }
+    co_return;
+  }());
+}
+
 TEST_P(Pipe, Eof_WriterClosedClosesTheStream_S56) {
   run([]() -> task<void> {
     auto [r, w] = make_pipe();

@@ -207,6 +207,26 @@ task<outcome> try_connect(const std::vector<endpoint>& endpoints, connect_option
 // ------------------------------------------------------------------ the endpoint list
 
 // A refused address falls through to the next one at once (S51: "as soon as an attempt fails").
+TEST_P(TcpConnect, AdoptingAnFdThatIsNotOpen_ThrowsInvalidArgumentNamingIt) {
+  // tcp_stream(-1), or a number already closed, used to make a stream that looked open
+  // (closed() false) and failed only at its first operation with EBADF.
+  run([]() -> task<void> {
+    const int closed_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    CO_ASSERT_TRUE(closed_fd >= 0);
+    ::close(closed_fd);
+    for (int fd : {-1, closed_fd}) {
+      std::string what;
+      try {
+        tcp_stream s(fd);
+      } catch (const std::invalid_argument& e) {
+        what = e.what();
+      }
+      EXPECT_EQ(what, "tcp_stream: fd " + std::to_string(fd) + " is not an open file descriptor");
+    }
+    co_return;
+  }());
+}
+
 TEST_P(TcpConnect, EndpointList_RefusedFirstAddress_FallsThroughToTheNext_S51) {
   run([]() -> task<void> {
     refusing_port refused;

@@ -16,8 +16,9 @@ class pipe_stream : public stream {
  public:
   /// An empty stream; assign one over a pipe fd before use.
   pipe_stream() noexcept = default;
-  /// Adopts `fd` (made non-blocking and close-on-exec); the stream owns it.
-  /// Must be called on a thread running an event_loop.
+  /// Adopts `fd` (made non-blocking and close-on-exec); the stream owns it. Throws
+  /// std::invalid_argument if `fd` is not an open file descriptor (-1, or one already
+  /// closed). Must be called on a thread running an event_loop.
   explicit pipe_stream(int fd, stream_options options = {});
 };
 

@@ -79,7 +79,8 @@ class tcp_stream : public stream {
   /// An empty stream; assign a connected or accepted one before use.
   tcp_stream() noexcept = default;
   /// Adopts a connected socket fd (made non-blocking); the stream owns and closes it.
-  /// Must be called on a thread running an event_loop.
+  /// Throws std::invalid_argument if `connected_fd` is not an open file descriptor (-1, or
+  /// one already closed). Must be called on a thread running an event_loop.
   explicit tcp_stream(int connected_fd, stream_options options = {});
 
   /// Resolves `host` without blocking the loop (a numeric address is used at once; a name is
