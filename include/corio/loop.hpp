@@ -173,9 +173,11 @@ class event_loop {
   /// Replaces the handler for exceptions escaping spawned tasks and posted callbacks.
   void set_exception_handler(std::function<void(std::exception_ptr)> handler);
 
-  /// The loop running on this thread. Throws std::logic_error if there is none.
+  /// This thread's loop: the one whose run() is under way, else the one created or run last
+  /// on this thread that still exists (so streams and timers may be made before run()).
+  /// Throws std::logic_error if there is none.
   static event_loop& current();
-  /// The loop running on this thread, or nullptr.
+  /// As current(), but nullptr if there is none.
   static event_loop* current_or_null() noexcept;
 
   // ---- Internal interface for operations and transports (not part of the stable API). ----

@@ -80,9 +80,11 @@ class subprocess {
   /// The parent's end of the child's stdin (options.in == stdio::pipe), else std::logic_error.
   /// Closing it delivers EOF to the child.
   pipe_stream& stdin_stream();
-  /// The parent's end of the child's stdout (options.out == stdio::pipe).
+  /// The parent's end of the child's stdout (options.out == stdio::pipe), else
+  /// std::logic_error.
   pipe_stream& stdout_stream();
-  /// The parent's end of the child's stderr (options.err == stdio::pipe).
+  /// The parent's end of the child's stderr (options.err == stdio::pipe), else
+  /// std::logic_error.
   pipe_stream& stderr_stream();
 
   /// Completes with the exit status once the child has exited: its exit code, or -N if a
