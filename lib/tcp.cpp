@@ -155,9 +155,10 @@ class resolve_awaiter {
   std::vector<resolved_address> await_resume() {
     std::lock_guard lock(shared_->mutex);
     if (shared_->addresses.empty()) {
-      throw stream_closed_error(
-          "connect: cannot resolve \"" + host_ + "\": " + shared_->failure.message(),
-          shared_->failure);
+      throw stream_closed_error("tcp_stream::connect to " + endpoint{host_, port_}.to_string() +
+                                    ": cannot resolve \"" + host_ +
+                                    "\": " + shared_->failure.message(),
+                                shared_->failure);
     }
     return std::move(shared_->addresses);
   }
