@@ -201,9 +201,10 @@ class tcp_listener {
   /// a loop turn, so that one accept loop drains a burst quickly (every 64th yields a turn).
   [[nodiscard]] task<tcp_stream> accept(stream_options options = {});
 
-  /// The bound port.
+  /// The bound port; it stays readable after close() (for a log line), though the port may
+  /// then be bound by others.
   std::uint16_t port() const noexcept;
-  /// The bound address and port (empty for a unix socket).
+  /// The bound address and port (empty for a unix socket); kept after close(), as port().
   endpoint local_endpoint() const;
   /// The unix socket path as given to bind_unix (`@name` for an abstract name, also one
   /// given with a leading NUL byte); empty for a TCP listener.
