@@ -13,6 +13,7 @@
 #include "http/connection.hpp"
 #include "http/parser.hpp"
 #include "http/response_reader.hpp"
+#include "http/url.hpp"
 
 namespace corio::http {
 
@@ -180,6 +181,24 @@ task<received_response> read_response(corio::stream& s, std::string head, const 
   co_return out;
 }
 
+std::string resolve_location(const url_parts& base, std::string_view location) {
+  if (auto hash = location.find('#'); hash != std::string_view::npos) {
+    location = location.substr(0, hash);
+  }
+  const auto has_scheme = [&](std::string_view scheme) {
+    return location.size() > scheme.size() && iequals(location.substr(0, scheme.size()), scheme);
+  };
+  if (has_scheme("http://") || has_scheme("https://")) return std::string(location);
+  if (location.substr(0, 2) == "//") return (base.tls ? "https:" : "http:") + std::string(location);
+  const std::string origin = client::state::origin(base);
+  if (!location.empty() && location.front() == '/') return origin + std::string(location);
+  const std::string_view target = base.target;
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (location.empty()) return origin + std::string(target);
+  if (location.front() == '?') return origin + std::string(path) + std::string(location);
+  return origin + std::string(path.substr(0, path.rfind('/') + 1)) + std::string(location);
+}
+
 }  // namespace detail
 
 namespace {
@@ -320,28 +339,6 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   }
 }
 
-/// The absolute URL a Location header names, resolved against the request's URL (RFC 3986
-/// §5.2, without dot-segment removal): absolute, scheme-relative ("//host/x"), absolute-path
-/// ("/x"), query-only ("?q") or relative to the request's directory ("next"). The fragment
-/// is dropped (it is never sent).
-std::string resolve_location(const url_parts& base, std::string_view location) {
-  if (auto hash = location.find('#'); hash != std::string_view::npos) {
-    location = location.substr(0, hash);
-  }
-  const auto has_scheme = [&](std::string_view scheme) {
-    return location.size() > scheme.size() && iequals(location.substr(0, scheme.size()), scheme);
-  };
-  if (has_scheme("http://") || has_scheme("https://")) return std::string(location);
-  if (location.substr(0, 2) == "//") return (base.tls ? "https:" : "http:") + std::string(location);
-  const std::string origin = client::state::origin(base);
-  if (!location.empty() && location.front() == '/') return origin + std::string(location);
-  const std::string_view target = base.target;
-  const std::string_view path = target.substr(0, target.find('?'));
-  if (location.empty()) return origin + std::string(target);
-  if (location.front() == '?') return origin + std::string(path) + std::string(location);
-  return origin + std::string(path.substr(0, path.rfind('/') + 1)) + std::string(location);
-}
-
 task<client_response> request_with_redirects(client::state& st, std::string method, std::string url,
                                              http::headers fields, std::string body) {
   for (int redirects = 0;; ++redirects) {
@@ -354,7 +351,7 @@ task<client_response> request_with_redirects(client::state& st, std::string meth
       throw protocol_error(
           310, "HTTP: more than " + std::to_string(st.options.max_redirects) + " redirects");
     }
-    url = resolve_location(u, *r.headers.get("Location"));
+    url = detail::resolve_location(u, *r.headers.get("Location"));
     const url_parts next = parse_url(url);  // throws std::invalid_argument for a bad Location
     if (client::state::origin(next) != client::state::origin(u)) {
       // Credentials given for one origin are not handed to another (nor over a downgrade
