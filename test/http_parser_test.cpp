@@ -1,9 +1,11 @@
 // Table tests for the strict HTTP/1.1 parser (RFC 9112): valid and hostile request heads,
 // request framing (smuggling vectors), chunk sizes, chunked bodies and response framing.
-// Also the client's reading of a response off a stream pair, on both backends.
+// Also the client's URLs and redirect resolution, and its reading of a response off a
+// stream pair, on both backends.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -11,6 +13,7 @@
 #include "corio/timeout.hpp"
 #include "http/parser.hpp"
 #include "http/response_reader.hpp"
+#include "http/url.hpp"
 #include "support/backends.hpp"
 
 using namespace corio::http;
@@ -434,6 +437,30 @@ TEST(HttpParser, ControlBytesInReasonPhraseRejected) {
   EXPECT_EQ(status("HTTP/1.1 200 O\rK\n\n"), 400);  // bare CR (LF line ends are tolerated)
   EXPECT_EQ(status("HTTP/1.1 200 OK\x7f\r\n\r\n"), 400);
   EXPECT_EQ(parse_response_head("HTTP/1.1 200 O\tK \xe9\r\n\r\n").reason, "O\tK \xe9");  // obs-text
+}
+
+// --- URLs: parse_url and a redirect's Location (lib/http/url.hpp) --------------------------
+
+TEST(HttpUrl, LocationWithAnotherSchemeIsNotAPath) {
+  // RFC 3986 §4.2, §5.2.2: a reference with a scheme is absolute. "ftp://x/f" and
+  // "mailto:a@b" were read as relative paths ("http://h:80/dir/ftp://x/f"), and so was
+  // "http://" alone; parse_url now refuses them ("unsupported URL"). Found by fuzz_url.
+  const url_parts base = parse_url("http://h/dir/page?q");
+  EXPECT_EQ(resolve_location(base, "ftp://other/f"), "ftp://other/f");
+  EXPECT_EQ(resolve_location(base, "mailto:a@b#x"), "mailto:a@b");
+  EXPECT_EQ(resolve_location(base, "http://"), "http://");
+  EXPECT_EQ(resolve_location(base, "HTTP:/x"), "HTTP:/x");
+  EXPECT_THROW(parse_url(resolve_location(base, "ftp://other/f")), std::invalid_argument);
+  // Not a scheme: relative paths and the other relative forms, as before.
+  EXPECT_EQ(resolve_location(base, "next:page"), "next:page");  // RFC 3986 §4.2: a scheme
+  EXPECT_EQ(resolve_location(base, "./a:b"), "http://h:80/dir/./a:b");
+  EXPECT_EQ(resolve_location(base, "1a:b"), "http://h:80/dir/1a:b");  // not ALPHA first
+  EXPECT_EQ(resolve_location(base, "a/b:c"), "http://h:80/dir/a/b:c");
+  EXPECT_EQ(resolve_location(base, "next"), "http://h:80/dir/next");
+  EXPECT_EQ(resolve_location(base, "?r"), "http://h:80/dir/page?r");
+  EXPECT_EQ(resolve_location(base, "/x"), "http://h:80/x");
+  EXPECT_EQ(resolve_location(base, "//o:90/y"), "http://o:90/y");
+  EXPECT_EQ(resolve_location(base, "HTTPS://o/y#f"), "HTTPS://o/y");
 }
 
 // --- the client reading a response off its connection (lib/http/response_reader.hpp) --------

@@ -181,14 +181,25 @@ task<received_response> read_response(corio::stream& s, std::string head, const 
   co_return out;
 }
 
+/// RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+static bool is_scheme(std::string_view s) noexcept {
+  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (s.empty() || !alpha(s.front())) return false;
+  for (char c : s) {
+    if (!alpha(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.') return false;
+  }
+  return true;
+}
+
 std::string resolve_location(const url_parts& base, std::string_view location) {
   if (auto hash = location.find('#'); hash != std::string_view::npos) {
     location = location.substr(0, hash);
   }
-  const auto has_scheme = [&](std::string_view scheme) {
-    return location.size() > scheme.size() && iequals(location.substr(0, scheme.size()), scheme);
-  };
-  if (has_scheme("http://") || has_scheme("https://")) return std::string(location);
+  // RFC 3986 §4.2: a reference that starts with a scheme ("https:", "ftp:", "mailto:") is
+  // absolute, taken as it is (parse_url then refuses an unsupported one), never a relative
+  // path: "ftp://x/f" was requested as "/dir/ftp://x/f" from the same origin.
+  const std::string_view scheme = location.substr(0, location.find(':'));
+  if (scheme.size() < location.size() && is_scheme(scheme)) return std::string(location);
   if (location.substr(0, 2) == "//") return (base.tls ? "https:" : "http:") + std::string(location);
   const std::string origin = client::state::origin(base);
   if (!location.empty() && location.front() == '/') return origin + std::string(location);
