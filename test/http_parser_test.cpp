@@ -441,6 +441,20 @@ TEST(HttpParser, ControlBytesInReasonPhraseRejected) {
 
 // --- URLs: parse_url and a redirect's Location (lib/http/url.hpp) --------------------------
 
+TEST(HttpUrl, BracketsOnlyEncloseAnIpv6Host) {
+  // RFC 3986 §3.2.2: '[' and ']' delimit an IP literal; no host holds them. "http://[[a]/"
+  // gave the host "[a", whose origin "http://[a:80" parse_url then refused (a redirect to "/x"
+  // failed), and "Host: [a" was sent. Found by fuzz_url.
+  EXPECT_THROW(parse_url("http://[[a]/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://ex]mple/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://a[b:81/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://[::1]]:80/"), std::invalid_argument);
+  const url_parts v6 = parse_url("http://[::1]:8080/x");
+  EXPECT_EQ(v6.host, "::1");
+  EXPECT_EQ(v6.port, 8080);
+  EXPECT_EQ(parse_url(resolve_location(v6, "/y")).host, "::1");
+}
+
 TEST(HttpUrl, LocationWithAnotherSchemeIsNotAPath) {
   // RFC 3986 §4.2, §5.2.2: a reference with a scheme is absolute. "ftp://x/f" and
   // "mailto:a@b" were read as relative paths ("http://h:80/dir/ftp://x/f"), and so was

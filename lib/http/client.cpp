@@ -69,6 +69,11 @@ url_parts parse_url(std::string_view url) {
     port = authority.substr(colon + 1);
   }
   if (host.empty()) throw std::invalid_argument("http: no host in \"" + std::string(url) + "\"");
+  // RFC 3986 §3.2.2: brackets only enclose an IP literal. A host holding one ("[[a]" gave
+  // "[a") named no origin that parse_url could read back (a redirect to "/x" failed).
+  if (host.find_first_of("[]") != std::string_view::npos) {
+    throw std::invalid_argument("http: bad host in \"" + std::string(url) + "\"");
+  }
   u.host = std::string(host);
   if (!port.empty()) {
     unsigned value = 0;
