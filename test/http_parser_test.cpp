@@ -455,6 +455,18 @@ TEST(HttpUrl, BracketsOnlyEncloseAnIpv6Host) {
   EXPECT_EQ(parse_url(resolve_location(v6, "/y")).host, "::1");
 }
 
+TEST(HttpUrl, PortZeroIsRefused) {
+  // TCP has no port 0 to connect to; "http://h:0/" was accepted and failed only at the
+  // connect, with a connection error instead of invalid_argument. Found by fuzz_url.
+  EXPECT_THROW(parse_url("http://h:0/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("https://[::1]:000/x"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://h:65536/"), std::invalid_argument);
+  EXPECT_EQ(parse_url("http://h:1/").port, 1);
+  EXPECT_EQ(parse_url("http://h:0080/").port, 80);
+  EXPECT_EQ(parse_url("http://h:65535/").port, 65535);
+  EXPECT_EQ(parse_url("https://h:/").port, 443);  // RFC 3986 §3.2.3: empty is the default
+}
+
 TEST(HttpUrl, LocationWithAnotherSchemeIsNotAPath) {
   // RFC 3986 §4.2, §5.2.2: a reference with a scheme is absolute. "ftp://x/f" and
   // "mailto:a@b" were read as relative paths ("http://h:80/dir/ftp://x/f"), and so was

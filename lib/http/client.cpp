@@ -82,6 +82,10 @@ url_parts parse_url(std::string_view url) {
         throw std::invalid_argument("http: bad port in \"" + std::string(url) + "\"");
       }
     }
+    // TCP has no port 0 to connect to: refused here, not by a failed connect.
+    if (value == 0) {
+      throw std::invalid_argument("http: bad port 0 in \"" + std::string(url) + "\"");
+    }
     u.port = static_cast<std::uint16_t>(value);
   }
   return u;
