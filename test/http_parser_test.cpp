@@ -455,6 +455,18 @@ TEST(HttpUrl, BracketsOnlyEncloseAnIpv6Host) {
   EXPECT_EQ(parse_url(resolve_location(v6, "/y")).host, "::1");
 }
 
+TEST(HttpUrl, AnIpv6HostNeedsBrackets) {
+  // RFC 3986 §3.2.2: an IPv6 address is written in brackets; a host name holds no ':'.
+  // "http://::1/" was read as host ":" and port 1 (then a failed name lookup), "http://a:b:80/"
+  // as host "a:b". Found by fuzz_url.
+  EXPECT_THROW(parse_url("http://::1/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://a:b:80/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("https://2001:db8::1/x"), std::invalid_argument);
+  EXPECT_EQ(parse_url("http://[::1]/").host, "::1");
+  EXPECT_EQ(parse_url("http://[2001:db8::1]:81/").port, 81);
+  EXPECT_EQ(parse_url("http://a:81/").host, "a");
+}
+
 TEST(HttpUrl, PortZeroIsRefused) {
   // TCP has no port 0 to connect to; "http://h:0/" was accepted and failed only at the
   // connect, with a connection error instead of invalid_argument. Found by fuzz_url.

@@ -67,6 +67,11 @@ url_parts parse_url(std::string_view url) {
   } else if (std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
     port = authority.substr(colon + 1);
+    // RFC 3986 §3.2.2: a host name holds no ':'; "http://::1/" was host ":" and port 1.
+    if (host.find(':') != std::string_view::npos) {
+      throw std::invalid_argument("http: an IPv6 host needs brackets (\"http://[::1]/\") in \"" +
+                                  std::string(url) + "\"");
+    }
   }
   if (host.empty()) throw std::invalid_argument("http: no host in \"" + std::string(url) + "\"");
   // RFC 3986 §3.2.2: brackets only enclose an IP literal. A host holding one ("[[a]" gave

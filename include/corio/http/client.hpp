@@ -103,8 +103,8 @@ struct url_parts {
 /// Parses an absolute http(s) URL (the scheme in any case, RFC 3986 §3.1); a fragment ("#...")
 /// is dropped (it is never sent).
 /// Throws std::invalid_argument naming the URL: another scheme, a space or control byte, user
-/// info ("user@"), no host, '[' or ']' in a host other than around an IPv6 address, a port
-/// that is not 1..65535.
+/// info ("user@"), no host, '[' or ']' in a host other than around an IPv6 address, an IPv6
+/// address without them ("http://::1/"), a port that is not 1..65535.
 url_parts parse_url(std::string_view url);
 
 }  // namespace corio::http
