@@ -1,9 +1,11 @@
 // Table tests for the strict HTTP/1.1 parser (RFC 9112): valid and hostile request heads,
 // request framing (smuggling vectors), chunk sizes, chunked bodies and response framing.
-// Also the client's reading of a response off a stream pair, on both backends.
+// Also the client's URLs and redirect resolution, and its reading of a response off a
+// stream pair, on both backends.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -11,6 +13,7 @@
 #include "corio/timeout.hpp"
 #include "http/parser.hpp"
 #include "http/response_reader.hpp"
+#include "http/url.hpp"
 #include "support/backends.hpp"
 
 using namespace corio::http;
@@ -434,6 +437,68 @@ TEST(HttpParser, ControlBytesInReasonPhraseRejected) {
   EXPECT_EQ(status("HTTP/1.1 200 O\rK\n\n"), 400);  // bare CR (LF line ends are tolerated)
   EXPECT_EQ(status("HTTP/1.1 200 OK\x7f\r\n\r\n"), 400);
   EXPECT_EQ(parse_response_head("HTTP/1.1 200 O\tK \xe9\r\n\r\n").reason, "O\tK \xe9");  // obs-text
+}
+
+// --- URLs: parse_url and a redirect's Location (lib/http/url.hpp) --------------------------
+
+TEST(HttpUrl, BracketsOnlyEncloseAnIpv6Host) {
+  // RFC 3986 §3.2.2: '[' and ']' delimit an IP literal; no host holds them. "http://[[a]/"
+  // gave the host "[a", whose origin "http://[a:80" parse_url then refused (a redirect to "/x"
+  // failed), and "Host: [a" was sent. Found by fuzz_url.
+  EXPECT_THROW(parse_url("http://[[a]/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://ex]mple/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://a[b:81/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://[::1]]:80/"), std::invalid_argument);
+  const url_parts v6 = parse_url("http://[::1]:8080/x");
+  EXPECT_EQ(v6.host, "::1");
+  EXPECT_EQ(v6.port, 8080);
+  EXPECT_EQ(parse_url(resolve_location(v6, "/y")).host, "::1");
+}
+
+TEST(HttpUrl, AnIpv6HostNeedsBrackets) {
+  // RFC 3986 §3.2.2: an IPv6 address is written in brackets; a host name holds no ':'.
+  // "http://::1/" was read as host ":" and port 1 (then a failed name lookup), "http://a:b:80/"
+  // as host "a:b". Found by fuzz_url.
+  EXPECT_THROW(parse_url("http://::1/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://a:b:80/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("https://2001:db8::1/x"), std::invalid_argument);
+  EXPECT_EQ(parse_url("http://[::1]/").host, "::1");
+  EXPECT_EQ(parse_url("http://[2001:db8::1]:81/").port, 81);
+  EXPECT_EQ(parse_url("http://a:81/").host, "a");
+}
+
+TEST(HttpUrl, PortZeroIsRefused) {
+  // TCP has no port 0 to connect to; "http://h:0/" was accepted and failed only at the
+  // connect, with a connection error instead of invalid_argument. Found by fuzz_url.
+  EXPECT_THROW(parse_url("http://h:0/"), std::invalid_argument);
+  EXPECT_THROW(parse_url("https://[::1]:000/x"), std::invalid_argument);
+  EXPECT_THROW(parse_url("http://h:65536/"), std::invalid_argument);
+  EXPECT_EQ(parse_url("http://h:1/").port, 1);
+  EXPECT_EQ(parse_url("http://h:0080/").port, 80);
+  EXPECT_EQ(parse_url("http://h:65535/").port, 65535);
+  EXPECT_EQ(parse_url("https://h:/").port, 443);  // RFC 3986 §3.2.3: empty is the default
+}
+
+TEST(HttpUrl, LocationWithAnotherSchemeIsNotAPath) {
+  // RFC 3986 §4.2, §5.2.2: a reference with a scheme is absolute. "ftp://x/f" and
+  // "mailto:a@b" were read as relative paths ("http://h:80/dir/ftp://x/f"), and so was
+  // "http://" alone; parse_url now refuses them ("unsupported URL"). Found by fuzz_url.
+  const url_parts base = parse_url("http://h/dir/page?q");
+  EXPECT_EQ(resolve_location(base, "ftp://other/f"), "ftp://other/f");
+  EXPECT_EQ(resolve_location(base, "mailto:a@b#x"), "mailto:a@b");
+  EXPECT_EQ(resolve_location(base, "http://"), "http://");
+  EXPECT_EQ(resolve_location(base, "HTTP:/x"), "HTTP:/x");
+  EXPECT_THROW(parse_url(resolve_location(base, "ftp://other/f")), std::invalid_argument);
+  // Not a scheme: relative paths and the other relative forms, as before.
+  EXPECT_EQ(resolve_location(base, "next:page"), "next:page");  // RFC 3986 §4.2: a scheme
+  EXPECT_EQ(resolve_location(base, "./a:b"), "http://h:80/dir/./a:b");
+  EXPECT_EQ(resolve_location(base, "1a:b"), "http://h:80/dir/1a:b");  // not ALPHA first
+  EXPECT_EQ(resolve_location(base, "a/b:c"), "http://h:80/dir/a/b:c");
+  EXPECT_EQ(resolve_location(base, "next"), "http://h:80/dir/next");
+  EXPECT_EQ(resolve_location(base, "?r"), "http://h:80/dir/page?r");
+  EXPECT_EQ(resolve_location(base, "/x"), "http://h:80/x");
+  EXPECT_EQ(resolve_location(base, "//o:90/y"), "http://o:90/y");
+  EXPECT_EQ(resolve_location(base, "HTTPS://o/y#f"), "HTTPS://o/y");
 }
 
 // --- the client reading a response off its connection (lib/http/response_reader.hpp) --------

@@ -2577,6 +2577,31 @@ TEST_P(Http, ClientRedirectsResolveRelativeLocationsAndKeepCredentialsToTheirOri
   }));
 }
 
+TEST_P(Http, ClientRefusesARedirectToAnotherScheme) {
+  // RFC 3986 §4.2: "ftp://host/f" has a scheme, so it is absolute and unsupported
+  // (std::invalid_argument), never the relative path "/dir/ftp://host/f" on the same server,
+  // which the client used to request. Found by the fuzz target url.
+  http::server server(
+      [](http::request& req) -> task<http::response> {
+        if (req.path() == "/dir/page") co_return redirect_to("ftp://127.0.0.1/f");
+        co_return http::response::text(200, std::string(req.target));
+      },
+      small_timeouts());
+  run(with_server(server, [](std::uint16_t port) -> task<void> {
+    http::client_options o;
+    o.follow_redirects = true;
+    http::client client(o);
+    std::string what;
+    try {
+      (void)co_await client.get(url(port, "/dir/page"));
+    } catch (const std::invalid_argument& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("unsupported URL \"ftp://127.0.0.1/f\""), std::string::npos) << what;
+  }));
+  EXPECT_EQ(server.requests_served(), 1u);
+}
+
 TEST_P(Http, ClientTimeout) {
   run([]() -> task<void> {
     tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);

@@ -13,6 +13,7 @@
 #include "http/connection.hpp"
 #include "http/parser.hpp"
 #include "http/response_reader.hpp"
+#include "http/url.hpp"
 
 namespace corio::http {
 
@@ -66,8 +67,18 @@ url_parts parse_url(std::string_view url) {
   } else if (std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
     port = authority.substr(colon + 1);
+    // RFC 3986 §3.2.2: a host name holds no ':'; "http://::1/" was host ":" and port 1.
+    if (host.find(':') != std::string_view::npos) {
+      throw std::invalid_argument("http: an IPv6 host needs brackets (\"http://[::1]/\") in \"" +
+                                  std::string(url) + "\"");
+    }
   }
   if (host.empty()) throw std::invalid_argument("http: no host in \"" + std::string(url) + "\"");
+  // RFC 3986 §3.2.2: brackets only enclose an IP literal. A host holding one ("[[a]" gave
+  // "[a") named no origin that parse_url could read back (a redirect to "/x" failed).
+  if (host.find_first_of("[]") != std::string_view::npos) {
+    throw std::invalid_argument("http: bad host in \"" + std::string(url) + "\"");
+  }
   u.host = std::string(host);
   if (!port.empty()) {
     unsigned value = 0;
@@ -75,6 +86,10 @@ url_parts parse_url(std::string_view url) {
       if (c < '0' || c > '9' || (value = value * 10 + static_cast<unsigned>(c - '0')) > 65535) {
         throw std::invalid_argument("http: bad port in \"" + std::string(url) + "\"");
       }
+    }
+    // TCP has no port 0 to connect to: refused here, not by a failed connect.
+    if (value == 0) {
+      throw std::invalid_argument("http: bad port 0 in \"" + std::string(url) + "\"");
     }
     u.port = static_cast<std::uint16_t>(value);
   }
@@ -178,6 +193,35 @@ task<received_response> read_response(corio::stream& s, std::string head, const 
                  (r.version_minor == 1 ? !r.headers.has_token("Connection", "close")
                                        : r.headers.has_token("Connection", "keep-alive"));
   co_return out;
+}
+
+/// RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+static bool is_scheme(std::string_view s) noexcept {
+  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (s.empty() || !alpha(s.front())) return false;
+  for (char c : s) {
+    if (!alpha(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.') return false;
+  }
+  return true;
+}
+
+std::string resolve_location(const url_parts& base, std::string_view location) {
+  if (auto hash = location.find('#'); hash != std::string_view::npos) {
+    location = location.substr(0, hash);
+  }
+  // RFC 3986 §4.2: a reference that starts with a scheme ("https:", "ftp:", "mailto:") is
+  // absolute, taken as it is (parse_url then refuses an unsupported one), never a relative
+  // path: "ftp://x/f" was requested as "/dir/ftp://x/f" from the same origin.
+  const std::string_view scheme = location.substr(0, location.find(':'));
+  if (scheme.size() < location.size() && is_scheme(scheme)) return std::string(location);
+  if (location.substr(0, 2) == "//") return (base.tls ? "https:" : "http:") + std::string(location);
+  const std::string origin = client::state::origin(base);
+  if (!location.empty() && location.front() == '/') return origin + std::string(location);
+  const std::string_view target = base.target;
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (location.empty()) return origin + std::string(target);
+  if (location.front() == '?') return origin + std::string(path) + std::string(location);
+  return origin + std::string(path.substr(0, path.rfind('/') + 1)) + std::string(location);
 }
 
 }  // namespace detail
@@ -320,28 +364,6 @@ task<client_response> exchange(client::state& st, const std::string& method, con
   }
 }
 
-/// The absolute URL a Location header names, resolved against the request's URL (RFC 3986
-/// §5.2, without dot-segment removal): absolute, scheme-relative ("//host/x"), absolute-path
-/// ("/x"), query-only ("?q") or relative to the request's directory ("next"). The fragment
-/// is dropped (it is never sent).
-std::string resolve_location(const url_parts& base, std::string_view location) {
-  if (auto hash = location.find('#'); hash != std::string_view::npos) {
-    location = location.substr(0, hash);
-  }
-  const auto has_scheme = [&](std::string_view scheme) {
-    return location.size() > scheme.size() && iequals(location.substr(0, scheme.size()), scheme);
-  };
-  if (has_scheme("http://") || has_scheme("https://")) return std::string(location);
-  if (location.substr(0, 2) == "//") return (base.tls ? "https:" : "http:") + std::string(location);
-  const std::string origin = client::state::origin(base);
-  if (!location.empty() && location.front() == '/') return origin + std::string(location);
-  const std::string_view target = base.target;
-  const std::string_view path = target.substr(0, target.find('?'));
-  if (location.empty()) return origin + std::string(target);
-  if (location.front() == '?') return origin + std::string(path) + std::string(location);
-  return origin + std::string(path.substr(0, path.rfind('/') + 1)) + std::string(location);
-}
-
 task<client_response> request_with_redirects(client::state& st, std::string method, std::string url,
                                              http::headers fields, std::string body) {
   for (int redirects = 0;; ++redirects) {
@@ -354,7 +376,7 @@ task<client_response> request_with_redirects(client::state& st, std::string meth
       throw protocol_error(
           310, "HTTP: more than " + std::to_string(st.options.max_redirects) + " redirects");
     }
-    url = resolve_location(u, *r.headers.get("Location"));
+    url = detail::resolve_location(u, *r.headers.get("Location"));
     const url_parts next = parse_url(url);  // throws std::invalid_argument for a bad Location
     if (client::state::origin(next) != client::state::origin(u)) {
       // Credentials given for one origin are not handed to another (nor over a downgrade

@@ -97,12 +97,14 @@ class client {
 struct url_parts {
   bool tls = false;          ///< https
   std::string host;          ///< without brackets for IPv6
-  std::uint16_t port = 80;   ///< explicit, or 80/443
+  std::uint16_t port = 80;   ///< explicit (1..65535), or 80/443
   std::string target = "/";  ///< path and query
 };
 /// Parses an absolute http(s) URL (the scheme in any case, RFC 3986 §3.1); a fragment ("#...")
 /// is dropped (it is never sent).
-/// Throws std::invalid_argument naming the URL.
+/// Throws std::invalid_argument naming the URL: another scheme, a space or control byte, user
+/// info ("user@"), no host, '[' or ']' in a host other than around an IPv6 address, an IPv6
+/// address without them ("http://::1/"), a port that is not 1..65535.
 url_parts parse_url(std::string_view url);
 
 }  // namespace corio::http
