@@ -150,8 +150,9 @@ task<long> long_sync_chain(long n) {
 // C4: 10^6 synchronous completions in a row must not grow the stack (symmetric transfer).
 TEST(Task, MillionSynchronousCompletionsDoNotOverflowStack) {
 #if !defined(__clang__) && !defined(__OPTIMIZE__)
-  GTEST_SKIP() << "g++ 12 does not emit the symmetric-transfer tail call at -O0 "
-                  "(DEVELOPERS.md); this test runs in the release and clang asan builds";
+  GTEST_SKIP()
+      << "g++ 12 does not emit the symmetric-transfer tail call at -O0 "
+         "(docs/design.md, Toolchains); this test runs in the release and clang asan builds";
 #endif
   event_loop loop(epoll_options());
   EXPECT_EQ(loop.run(long_sync_chain(1'000'000)), 1'000'000);

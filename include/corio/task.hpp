@@ -32,7 +32,7 @@ class task_promise_base : public pooled {
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) noexcept {
       // Why: symmetric transfer keeps a chain of synchronously finishing tasks from
-      // growing the stack (see DEVELOPERS.md: g++ 12 needs -O2 for the tail call).
+      // growing the stack (docs/design.md, "Toolchains": g++ 12 makes it a tail call only at -O2).
       std::coroutine_handle<> next = self.promise().continuation_;
       return next ? next : std::noop_coroutine();
     }
